@@ -1,0 +1,71 @@
+"""The fluid twin on torch: same model and results as :class:`envs.twin.FluidTwin`, on CPU
+or GPU, differentiable (MLU is a max, so its gradient flows to the bottleneck link).
+
+Inputs may be numpy arrays or tensors; outputs are tensors on ``device``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+
+from topologies import PathSet
+
+from .twin import DENSE_LIMIT, FluidTwin, QueueModel
+
+
+def _sparse(matrix: csr_matrix, device, dtype) -> torch.Tensor:
+    coo = matrix.tocoo()
+    indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
+    return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data, dtype=dtype), coo.shape,
+                                   device=device, check_invariants=False).coalesce()
+
+
+class TorchFluidTwin(FluidTwin):
+    """:class:`FluidTwin` with torch tensors (default float64 so results match numpy)."""
+
+    xp = torch
+
+    def __init__(self, pathset: PathSet, queue: QueueModel | None = None, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float64, dense_limit: int = DENSE_LIMIT, max_iterations: int = 200,
+                 tolerance: float = 1e-12) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        super().__init__(pathset, queue, dense_limit=dense_limit, max_iterations=max_iterations, tolerance=tolerance)
+
+    def _setup(self, *, incidence: csr_matrix, hop_to_link: csr_matrix, **arrays: np.ndarray) -> None:
+        for key, value in arrays.items():
+            dtype = torch.bool if value.dtype == bool else torch.int64 if value.dtype.kind in "iu" else self.dtype
+            setattr(self, f"_{key}", torch.as_tensor(value, dtype=dtype, device=self.device))
+        if self.dense:
+            self._A = torch.as_tensor(incidence.toarray(), dtype=self.dtype, device=self.device)
+            self._AT = self._A.T.contiguous()
+        else:
+            self._A = _sparse(incidence, self.device, self.dtype)
+            self._AT = _sparse(incidence.T.tocsr(), self.device, self.dtype)
+        self._HL = _sparse(hop_to_link, self.device, self.dtype)
+        self._pair_of_slot = torch.repeat_interleave(torch.arange(self.num_pairs, device=self.device), self.k)
+
+    def _asarray(self, x) -> torch.Tensor:
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            x = x.copy()  # torch cannot wrap read-only numpy memory
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    def _slots_to_links(self, x):
+        return x @ self._AT if self.dense else torch.sparse.mm(self._A, x.T).T
+
+    def _links_to_slots(self, y):
+        return y @ self._A if self.dense else torch.sparse.mm(self._AT, y.T).T
+
+    def _hops_to_links(self, h):
+        return torch.sparse.mm(self._HL, h.T).T
+
+    def _links_to_slots_matrix(self, ratios):
+        if self.dense:
+            return (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
+        # (P, E) = for each pair, ratio-weighted sum of its slots' incidence columns.
+        per_slot = torch.sparse.mm(self._AT, torch.eye(self.num_links, dtype=self.dtype, device=self.device))
+        weighted = per_slot * ratios.reshape(-1, 1)
+        return torch.zeros(self.num_pairs, self.num_links, dtype=self.dtype, device=self.device).index_add_(
+            0, self._pair_of_slot, weighted)
