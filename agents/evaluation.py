@@ -1,0 +1,91 @@
+"""Evaluate routing policies on a traffic sequence through the fluid twin."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.twin import FluidTwin
+from topologies import PathSet
+
+from .lp import optimal_mlu
+from .policy import RoutingPolicy
+
+
+@dataclass(frozen=True)
+class PolicyScores:
+    mlu: np.ndarray              # (T,) MLU per evaluated matrix
+    normalized_mlu: np.ndarray   # (T,) MLU / optimal MLU
+    decision_time_s: np.ndarray  # (T,) time to produce each routing (0 for static policies)
+
+    def summary(self) -> dict[str, float]:
+        x = self.normalized_mlu
+        return {"median": float(np.median(x)), "p90": float(np.percentile(x, 90)), "max": float(x.max()),
+                "mean": float(x.mean()), "decision_time_s": float(np.mean(self.decision_time_s))}
+
+
+def first_index(policies: Sequence[RoutingPolicy]) -> int:
+    """The first matrix index every policy has enough history for."""
+    return max((p.history - (1 if p.clairvoyant else 0) for p in policies), default=0)
+
+
+def history_for(policy: RoutingPolicy, matrices: np.ndarray, t: int) -> np.ndarray:
+    """The matrices ``policy`` may see when routing matrix ``t`` (oldest first)."""
+    end = t + 1 if policy.clairvoyant else t
+    start = end - max(policy.history, 1)
+    if start < 0:
+        raise ValueError(f"policy {policy.name!r} needs {policy.history} matrices of history before index {t}")
+    return matrices[start:end]
+
+
+def evaluate_policies(
+    policies: Sequence[RoutingPolicy],
+    matrices: np.ndarray,
+    indices: Sequence[int],
+    *,
+    optimal: np.ndarray | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, PolicyScores]]:
+    """MLU of every policy on ``matrices[indices]``, normalized by the exact optimum.
+
+    Returns (optimal MLU per index, scores by policy name). ``progress(name, n)`` is
+    called as work completes (n units: one per matrix per policy, plus the optimum).
+    """
+    matrices = np.asarray(matrices)
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        raise ValueError("no traffic matrices to evaluate")
+    if optimal is None:
+        topology = policies[0].pathset.topology
+        optimal = np.empty(len(indices))
+        for i, t in enumerate(indices):
+            optimal[i] = optimal_mlu(topology, matrices[t])[0]
+            if progress:
+                progress("optimum", 1)
+    twins: dict[int, FluidTwin] = {}
+    scores: dict[str, PolicyScores] = {}
+    for policy in policies:
+        pathset: PathSet = policy.pathset
+        twin = twins.setdefault(id(pathset), FluidTwin(pathset))
+        if policy.history == 0 and not policy.clairvoyant:
+            start = time.perf_counter()
+            ratios = policy.route(matrices[:0])
+            times = np.full(len(indices), (time.perf_counter() - start) / len(indices))
+            if progress:
+                progress(policy.name, len(indices))
+        else:
+            per_matrix, times = [], np.empty(len(indices))
+            for i, t in enumerate(indices):
+                history = history_for(policy, matrices, int(t))
+                start = time.perf_counter()
+                per_matrix.append(policy.route(history))
+                times[i] = time.perf_counter() - start
+                if progress:
+                    progress(policy.name, 1)
+            ratios = np.stack(per_matrix)
+        mlu = np.asarray(twin.mlu(matrices[indices], ratios), dtype=np.float64)
+        scores[policy.name] = PolicyScores(mlu, mlu / optimal, times)
+    return optimal, scores

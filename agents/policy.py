@@ -1,0 +1,105 @@
+"""One interface for every way of routing: "given the traffic history, give a routing".
+
+A :class:`RoutingPolicy` owns a :class:`PathSet` and returns split ratios (P, K) from
+the last ``history`` traffic matrices (oldest first). Static routings ignore the
+history; oracles are ``clairvoyant``: the matrix they route is the last one they see.
+Baselines, LPs and (later) learned agents all implement it, so evaluation treats them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from topologies import PathSet, Routing, Topology, equal_cost_paths, k_shortest_paths
+
+from .lp import path_lp
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    name: str
+    pathset: PathSet
+    history: int        # how many past matrices ``route`` needs (0: none)
+    clairvoyant: bool   # True: the last matrix given is the one being routed (oracles)
+
+    def route(self, history: np.ndarray) -> np.ndarray:
+        """(h, N, N) matrices, oldest first -> (P, K) split ratios."""
+        ...
+
+
+@dataclass
+class StaticPolicy:
+    """A fixed routing, whatever the traffic."""
+
+    name: str
+    routing: Routing
+    history: int = 0
+    clairvoyant: bool = False
+
+    @property
+    def pathset(self) -> PathSet:
+        return self.routing.pathset
+
+    def route(self, history: np.ndarray) -> np.ndarray:
+        return self.routing.ratios
+
+
+@dataclass
+class LPPolicy:
+    """The path LP on the most recent matrix it sees.
+
+    With ``clairvoyant=True`` that matrix is the one being routed (the oracle); else it
+    is the previous one ("LP on the previous TM", what operators run today).
+    """
+
+    name: str
+    pathset: PathSet
+    clairvoyant: bool = False
+    tie_break: str = "none"  # see agents.lp.path_lp
+    history: int = field(default=1, init=False)
+
+    def route(self, history: np.ndarray) -> np.ndarray:
+        return path_lp(self.pathset, history[-1], tie_break=self.tie_break).ratios
+
+
+def shortest_path(topology: Topology, metric: str = "hop") -> StaticPolicy:
+    """Everything on one shortest path per pair."""
+    return StaticPolicy("shortest_path" if metric == "hop" else f"shortest_path_{metric}",
+                        Routing.first_path(k_shortest_paths(topology, 1, metric)))
+
+
+def ecmp(topology: Topology) -> StaticPolicy:
+    """Hop-by-hop equal split over all hop-shortest paths."""
+    return StaticPolicy("ecmp", Routing.ecmp(equal_cost_paths(topology, "hop")))
+
+
+def ospf(topology: Topology) -> StaticPolicy:
+    """OSPF with ECMP on the topology's IGP weights, or inverse capacity when it has none."""
+    metric = "weight" if topology.has_weights else "invcap"
+    return StaticPolicy("ospf", Routing.ecmp(equal_cost_paths(topology, metric), name=f"ospf-{metric}"))
+
+
+def lp_on_mean(pathset: PathSet, training: np.ndarray, *, tie_break: str = "min_load",
+               name: str = "lp_mean") -> StaticPolicy:
+    """One LP routing for the mean of the training matrices, used for every matrix."""
+    ratios = path_lp(pathset, np.asarray(training).mean(axis=0), tie_break=tie_break).ratios
+    return StaticPolicy(name, Routing(pathset, ratios, name))
+
+
+def baseline_policies(topology: Topology, training: np.ndarray, *, k: int = 4, metric: str = "hop") -> list:
+    """The standard comparison set: classic routings, the LP oracle and the two LP practices
+    a learned policy must beat (plus their load-balancing tie-break variants)."""
+    paths = k_shortest_paths(topology, k, metric)
+    return [
+        shortest_path(topology),
+        ecmp(topology),
+        ospf(topology),
+        LPPolicy("lp_paths", paths, clairvoyant=True),
+        LPPolicy("lp_previous", paths, tie_break="min_load"),
+        lp_on_mean(paths, training, tie_break="min_load"),
+        LPPolicy("lp_previous_balanced", paths, tie_break="balanced"),
+        lp_on_mean(paths, training, tie_break="balanced", name="lp_mean_balanced"),
+    ]
