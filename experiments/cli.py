@@ -1,0 +1,157 @@
+"""The ``rlte`` command line."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agents.lp import SCALE_MODES, LPError
+from topologies import RoutingError, TopologyError, TrafficError, list_topologies, load_topology
+
+from .compare import CompareSettings, report_json, run_compare, write_json_atomically
+
+app = typer.Typer(help="rlte: reinforcement-learning traffic engineering testbed.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+topo_app = typer.Typer(help="Browse the bundled topologies.", no_args_is_help=True)
+app.add_typer(topo_app, name="topo")
+console = Console()
+errors = Console(stderr=True)
+
+USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, FileNotFoundError)
+
+
+def friendly_errors(command):
+    """Bad input ends with one clear line on stderr and exit status 2, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _gbps(bps: float) -> str:
+    return f"{bps / 1e9:.3g} Gb/s"
+
+
+@topo_app.command("list")
+@friendly_errors
+def topo_list() -> None:
+    """List curated topologies, generators and every Topology Zoo network."""
+    groups = list_topologies()
+    table = Table(title="Curated topologies", show_lines=False)
+    for column in ("name", "nodes", "links", "capacity", "notes"):
+        table.add_column(column)
+    for name in groups["curated"]:
+        topo = load_topology(name)
+        caps = topo.capacities
+        table.add_row(name, str(topo.num_nodes), str(topo.num_links), f"{_gbps(caps.min())}-{_gbps(caps.max())}",
+                      next((n for n in topo.notes if n.startswith("capacity")), ""))
+    console.print(table)
+    console.print("[bold]Generators:[/] fat_tree:K  leaf_spine:SPINES,LEAVES  waxman:n=N,seed=S")
+    console.print(f"[bold]Topology Zoo ({len(groups['zoo'])} networks, by file name):[/]")
+    console.print(", ".join(groups["zoo"]), highlight=False)
+
+
+@topo_app.command("show")
+@friendly_errors
+def topo_show(
+    name: str = typer.Argument(..., help="Catalog name, generator spec (fat_tree:8) or file path."),
+    png: Optional[Path] = typer.Option(None, help="Write a picture of the topology to this PNG file."),
+    links: bool = typer.Option(False, "--links", help="Also list every link."),
+) -> None:
+    """Nodes, links, capacities and provenance of one topology."""
+    topo = load_topology(name)
+    summary = topo.summary()
+    console.print(f"[bold]{topo.name}[/]: {topo.num_nodes} nodes, {topo.num_links} directed links, "
+                  f"capacity {_gbps(summary['capacity_bps']['min'])}-{_gbps(summary['capacity_bps']['max'])}, "
+                  f"delay {summary['delay_s']['min'] * 1e3:.3g}-{summary['delay_s']['max'] * 1e3:.3g} ms")
+    console.print(f"fingerprint {summary['fingerprint']}")
+    for note in topo.notes:
+        console.print(f"  - {note}", highlight=False)
+    if topo.num_nodes <= 60:
+        table = Table(title="Nodes")
+        for column in ("#", "name", "latitude", "longitude", "role", "out-links"):
+            table.add_column(column)
+        for i, node in enumerate(topo.nodes):
+            table.add_row(str(i), node.name, f"{node.latitude:.3f}" if node.latitude is not None else "-",
+                          f"{node.longitude:.3f}" if node.longitude is not None else "-", node.role or "-",
+                          str(int((topo.link_src == i).sum())))
+        console.print(table)
+    if links:
+        table = Table(title="Links")
+        for column in ("#", "src", "dst", "capacity", "delay (ms)", "weight"):
+            table.add_column(column)
+        for i, link in enumerate(topo.links):
+            table.add_row(str(i), link.src, link.dst, _gbps(link.capacity_bps), f"{link.delay_s * 1e3:.3f}",
+                          "-" if link.weight is None else f"{link.weight:g}")
+        console.print(table)
+    if png is not None:
+        from .plotting import draw_topology
+
+        console.print(f"picture written to {draw_topology(topo, png)}")
+
+
+@app.command()
+@friendly_errors
+def compare(
+    topology: str = typer.Option("abilene", help="Topology name (see `rlte topo list`)."),
+    traffic: str = typer.Option("abilene-test", help="abilene-test, abilene-train, b4, or a synthetic model: "
+                                                      "gravity, bimodal, uniform, hotspot, diurnal."),
+    every: int = typer.Option(1, help="Evaluate every N-th traffic matrix."),
+    start: Optional[int] = typer.Option(None, help="First matrix index (default: the first with history)."),
+    paths: int = typer.Option(4, help="Candidate hop-shortest paths per pair for the LP policies."),
+    count: int = typer.Option(100, help="Synthetic traffic: matrices to evaluate (as many again train lp_mean)."),
+    seed: int = typer.Option(0, help="Synthetic traffic: random seed."),
+    target_mlu: Optional[float] = typer.Option(None, help="Scale traffic so its optimal MLU is this."),
+    scale_mode: str = typer.Option("auto", help=f"With --target-mlu: {', '.join(SCALE_MODES)}, or auto "
+                                                "(peak for time series, each otherwise)."),
+    out: Optional[Path] = typer.Option(None, help="Write per-matrix results as JSON here."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Normalized MLU (MLU / exact optimum) of every baseline: median, p90, max."""
+    if out is not None and not out.parent.exists():
+        raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
+    if scale_mode not in (*SCALE_MODES, "auto"):
+        raise ValueError(f"--scale-mode must be one of {', '.join(SCALE_MODES)}, auto; got {scale_mode!r}")
+    settings = CompareSettings(topology=topology, traffic=traffic, every=every, start=start, paths=paths,
+                               count=count, seed=seed, target_mlu=target_mlu, scale_mode=scale_mode)
+    began = time.perf_counter()
+    bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=errors, disable=not progress, transient=True)
+    with bar:
+        task = bar.add_task("preparing", total=None)
+        report = run_compare(
+            settings,
+            progress=lambda name, n: bar.update(task, advance=n, description=name),
+            on_total=lambda total: bar.update(task, total=total, completed=0),
+        )
+    table = Table(title=f"{report.topology} / {report.traffic}: normalized MLU on {len(report.tm_index)} matrices "
+                        f"(index {report.tm_index[0]}..{report.tm_index[-1]} step {every})")
+    for column in ("policy", "median", "p90", "max", "mean", "decision time"):
+        table.add_column(column, justify="right" if column != "policy" else "left")
+    for name, result in report.policies.items():
+        s = result.summary
+        table.add_row(name, f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['max']:.3f}", f"{s['mean']:.3f}",
+                      f"{s['decision_time_s'] * 1e3:.2f} ms")
+    console.print(table)
+    console.print(f"optimal MLU (exact multicommodity flow): median {sorted(report.optimal_mlu)[len(report.optimal_mlu) // 2]:.4g}"
+                  f" · {time.perf_counter() - began:.1f} s", highlight=False)
+    if out is not None:
+        write_json_atomically(out, report_json(report))
+        console.print(f"per-matrix results written to {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
