@@ -112,6 +112,9 @@ class FluidTwin:
     def _asarray(self, x) -> np.ndarray:
         return np.asarray(x, dtype=np.float64)
 
+    def _scalar(self, x) -> float:
+        return float(x)
+
     def _slots_to_links(self, x):
         """(B, S) per-slot quantities summed onto links: (B, E)."""
         return x @ self._AT if self.dense else (self._A @ x.T).T
@@ -218,7 +221,7 @@ class FluidTwin:
             arrivals = slot_rates[:, self._hop_slot] * xp.exp(upstream)
             link_arrivals = self._hops_to_links(arrivals)
             updated = -xp.log(xp.clip(link_arrivals / self._capacities, 1.0, None))
-            change = float(xp.amax(xp.abs(updated - log_pass)))
+            change = self._scalar(xp.amax(xp.abs(updated - log_pass)))
             if iteration > 2 * self.max_iterations // 3:
                 updated = 0.5 * (updated + log_pass)  # damp rare oscillations (cyclic dependencies)
             log_pass = updated

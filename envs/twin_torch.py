@@ -52,6 +52,9 @@ class TorchFluidTwin(FluidTwin):
             x = x.copy()  # torch cannot wrap read-only numpy memory
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
+    def _scalar(self, x) -> float:
+        return float(x.detach())
+
     def _slots_to_links(self, x):
         return x @ self._AT if self.dense else torch.sparse.mm(self._A, x.T).T
 

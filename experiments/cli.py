@@ -22,7 +22,7 @@ app = typer.Typer(help="rlte: reinforcement-learning traffic engineering testbed
 topo_app = typer.Typer(help="Browse the bundled topologies.", no_args_is_help=True)
 app.add_typer(topo_app, name="topo")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one line per error, easy to grep
 
 USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, FileNotFoundError)
 

@@ -76,10 +76,16 @@ GENERATORS: dict[str, Callable[..., Topology]] = {
 
 
 @lru_cache(maxsize=1)
+def _zoo_files() -> dict[str, bytes]:
+    """File name -> GraphML bytes, decompressed once (about 6 MB)."""
+    with tarfile.open(ZOO_ARCHIVE) as archive:
+        return {Path(m.name).stem: archive.extractfile(m).read()
+                for m in archive.getmembers() if m.name.endswith(".graphml")}
+
+
 def zoo_names() -> tuple[str, ...]:
     """Every Topology Zoo network in the bundled archive, by file name."""
-    with tarfile.open(ZOO_ARCHIVE) as archive:
-        return tuple(sorted(Path(m.name).stem for m in archive.getmembers() if m.name.endswith(".graphml")))
+    return tuple(sorted(_zoo_files()))
 
 
 def load_zoo(file_name: str, *, name: str | None = None, capacity: str = "linkspeed",
@@ -87,8 +93,7 @@ def load_zoo(file_name: str, *, name: str | None = None, capacity: str = "linksp
     """A Topology Zoo network from the bundled archive."""
     if file_name not in zoo_names():
         raise TopologyError(f"no Topology Zoo network named {file_name!r}{_suggest(file_name, zoo_names())}")
-    with tarfile.open(ZOO_ARCHIVE) as archive:
-        text = archive.extractfile(f"graphml/{file_name}.graphml").read().decode("utf-8")
+    text = _zoo_files()[file_name].decode("utf-8")
     return parse_graphml(text, source=Path(f"zoo/{file_name}.graphml"), name=name or file_name,
                          capacity=capacity, default_capacity_bps=default_capacity_bps, repair=repair)
 

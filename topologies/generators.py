@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from .geo import propagation_delay_s
-from .model import Link, Node, Topology, TopologyError, bidirectional
+from .model import Link, Node, Topology, TopologyError, bidirectional_links, with_links
 
 TRANSIT_ROLES = frozenset({"core", "aggregation", "spine"})
 
@@ -41,7 +41,7 @@ def fat_tree(k: int = 4, *, capacity_bps: float = 10e9, delay_s: float = 5e-6) -
         for i, agg in enumerate(aggs):
             edges += [(agg, tor, capacity_bps, delay_s, 1.0) for tor in tors]
             edges += [(agg, core[i * half + j], capacity_bps, delay_s, 1.0) for j in range(half)]
-    return Topology(f"fat_tree_k{k}", tuple(nodes), tuple(bidirectional(edges)),
+    return Topology(f"fat_tree_k{k}", tuple(nodes), tuple(bidirectional_links(edges)),
                     (f"generated: fat_tree(k={k}), {capacity_bps:.3g} bit/s, {delay_s:g} s per link",))
 
 
@@ -56,7 +56,7 @@ def leaf_spine(
     leaf_names = [f"leaf{i}" for i in range(leaves)]
     nodes = [Node(s, role="spine") for s in spine_names] + [Node(l, role="leaf") for l in leaf_names]
     edges = [(l, s, capacity_bps, delay_s, 1.0) for l in leaf_names for s in spine_names]
-    return Topology(f"leaf_spine_{spines}x{leaves}", tuple(nodes), tuple(bidirectional(edges)),
+    return Topology(f"leaf_spine_{spines}x{leaves}", tuple(nodes), tuple(bidirectional_links(edges)),
                     (f"generated: leaf_spine(spines={spines}, leaves={leaves}), {capacity_bps:.3g} bit/s",))
 
 
@@ -82,7 +82,7 @@ def waxman(
     for a, b in sorted(graph.edges()):
         delay, _ = propagation_delay_s(nodes[a], nodes[b])
         edges.append((nodes[a].name, nodes[b].name, capacity_bps, delay, None))
-    return Topology(f"waxman_n{n}_s{seed}", tuple(nodes[v] for v in sorted(graph)), tuple(bidirectional(edges)),
+    return Topology(f"waxman_n{n}_s{seed}", tuple(nodes[v] for v in sorted(graph)), tuple(bidirectional_links(edges)),
                     (f"generated: waxman(n={n}, seed={seed}, alpha={alpha}, beta={beta}), "
                      f"{capacity_bps:.3g} bit/s, great-circle delays",))
 
@@ -96,5 +96,4 @@ def scale_capacities(topology: Topology, factor: float) -> Topology:
     """All capacities × ``factor`` (e.g. to fit an emulator)."""
     _positive("factor", factor)
     links = [Link(l.src, l.dst, l.capacity_bps * factor, l.delay_s, l.weight) for l in topology.links]
-    return Topology(topology.name, topology.nodes, tuple(links),
-                    topology.notes + (f"capacities scaled by {factor:g}",))
+    return with_links(topology, links, note=f"capacities scaled by {factor:g}")

@@ -235,7 +235,7 @@ class Topology:
         }
 
 
-def bidirectional(
+def bidirectional_links(
     edges: Iterable[tuple[str, str, float, float, float | None]],
 ) -> list[Link]:
     """Turn undirected edges ``(a, b, capacity_bps, delay_s, weight)`` into two directed links each."""

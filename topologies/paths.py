@@ -203,37 +203,48 @@ def k_shortest_paths(
 ) -> PathSet:
     """The k shortest loop-free paths per pair (Yen's algorithm via networkx).
 
-    ``disjoint=True`` keeps, in order of length, only paths sharing no link with a
-    path already kept (greedy; may return fewer than k). Ties are broken
-    deterministically by link order.
+    ``disjoint=True`` instead takes successive shortest paths, each avoiding every link
+    of the paths before it (greedy: may return fewer than k, and the set need not be
+    the shortest possible disjoint set). Ties are broken deterministically.
     """
     _check_k(k)
     cost = topology.link_metric(metric)
     pairs = _resolve_pairs(topology, pairs)
-    if k == 1 and not disjoint:
+    if k == 1:
         paths = _single_shortest(topology, cost, pairs)
     else:
         import networkx as nx
 
         graph = nx.DiGraph()
         graph.add_nodes_from(range(topology.num_nodes))
-        graph.add_weighted_edges_from(zip(topology.link_src.tolist(), topology.link_dst.tolist(), cost.tolist()))
+        for index, (u, v, c) in enumerate(zip(topology.link_src.tolist(), topology.link_dst.tolist(), cost.tolist())):
+            graph.add_edge(u, v, weight=c, index=index)
         paths = []
         for o, d in pairs.tolist():
-            found: list[tuple[int, ...]] = []
-            used: set[int] = set()
-            stream = nx.shortest_simple_paths(graph, o, d, weight="weight")
-            for nodes in itertools.islice(stream, k if not disjoint else 50 * k):
-                links = _node_path_to_links(topology, nodes)
-                if disjoint and used.intersection(links):
-                    continue
-                found.append(links)
-                used.update(links)
-                if len(found) == k:
-                    break
-            paths.append(tuple(found))
+            if disjoint:
+                paths.append(_successive_disjoint(graph, o, d, k))
+            else:
+                stream = nx.shortest_simple_paths(graph, o, d, weight="weight")
+                paths.append(tuple(_node_path_to_links(topology, nodes) for nodes in itertools.islice(stream, k)))
     label = f"{k} {'edge-disjoint ' if disjoint else ''}{metric}-shortest paths"
     return PathSet(topology, pairs, tuple(paths), label)
+
+
+def _successive_disjoint(graph, origin: int, destination: int, k: int) -> tuple[tuple[int, ...], ...]:
+    import networkx as nx
+
+    used: set[int] = set()
+    found = []
+    hide_used = lambda u, v, data: None if data["index"] in used else data["weight"]  # noqa: E731
+    for _ in range(k):
+        try:
+            nodes = nx.dijkstra_path(graph, origin, destination, weight=hide_used)
+        except nx.NetworkXNoPath:
+            break
+        links = tuple(graph.edges[a, b]["index"] for a, b in zip(nodes, nodes[1:]))
+        found.append(links)
+        used.update(links)
+    return tuple(found)
 
 
 def _shortest_path_dags(topology: Topology, cost: np.ndarray, destinations: np.ndarray) -> np.ndarray:

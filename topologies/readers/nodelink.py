@@ -33,7 +33,8 @@ def read_node_link(
     if not isinstance(data, dict) or "nodes" not in data or not ({"links", "edges"} & set(data)):
         raise TopologyError(f"{path}: not a node-link graph (needs 'nodes' and 'links')")
     try:
-        graph = nx.node_link_graph(data, edges="links" if "links" in data else "edges")
+        # Absent "directed"/"multigraph" keys mean a simple undirected graph (networkx would assume a multigraph).
+        graph = nx.node_link_graph(data, directed=False, multigraph=False, edges="links" if "links" in data else "edges")
     except (KeyError, TypeError, nx.NetworkXError) as exc:
         raise TopologyError(f"{path}: malformed node-link graph ({exc!r})") from None
     if graph.is_multigraph():

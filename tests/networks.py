@@ -1,0 +1,22 @@
+"""Small networks whose answers can be computed by hand."""
+
+from __future__ import annotations
+
+from topologies import Node, Topology, bidirectional_links
+
+
+def triangle() -> Topology:
+    """a-b 10 Mb/s 1 ms, b-c 5 Mb/s 2 ms, a-c 4 Mb/s 4 ms (both directions); weights 1, 1, 3.
+
+    Link order: a→b, b→a, b→c, c→b, a→c, c→a.
+    """
+    edges = [("a", "b", 10e6, 1e-3, 1.0), ("b", "c", 5e6, 2e-3, 1.0), ("a", "c", 4e6, 4e-3, 3.0)]
+    return Topology("triangle", (Node("a"), Node("b"), Node("c")), tuple(bidirectional_links(edges)))
+
+
+def ecmp_fan() -> Topology:
+    """s→{a, b}; a→x; b→{x, y}; x, y→t: three 3-hop s→t paths where per-hop ECMP gives
+    s-a-x-t 1/2, s-b-x-t 1/4, s-b-y-t 1/4 (per-path equal split would give 1/3 each)."""
+    edges = [("s", "a"), ("s", "b"), ("a", "x"), ("b", "x"), ("b", "y"), ("x", "t"), ("y", "t")]
+    return Topology("fan", tuple(Node(n) for n in "sabxyt"),
+                    tuple(bidirectional_links([(u, v, 1e9, 1e-3, 1.0) for u, v in edges])))

@@ -1,0 +1,135 @@
+"""Baseline policies, evaluation, `rlte compare` and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from agents import LPPolicy, StaticPolicy, evaluate_policies, first_index, ospf, shortest_path
+from agents.evaluation import history_for
+from envs import FluidTwin
+from experiments.cli import app
+from experiments.compare import CompareSettings, run_compare
+from topologies import Routing, k_shortest_paths, load_topology, load_traffic
+
+runner = CliRunner()
+
+
+def test_static_policy_scores_equal_a_direct_twin_evaluation():
+    topo = load_topology("abilene")
+    tms = load_traffic("abilene-test", topo).matrices
+    policy = ospf(topo)
+    indices = np.arange(0, 2016, 400)
+    optimum, scores = evaluate_policies([policy], tms, indices)
+    direct = FluidTwin(policy.pathset).mlu(tms[indices], policy.routing.ratios)
+    np.testing.assert_allclose(scores["ospf"].mlu, direct)
+    np.testing.assert_allclose(scores["ospf"].normalized_mlu, direct / optimum)
+    assert (scores["ospf"].normalized_mlu >= 1 - 1e-9).all()
+
+
+def test_oracle_is_optimal_and_history_rules():
+    topo = load_topology("abilene")
+    tms = load_traffic("abilene-test", topo).matrices
+    paths = k_shortest_paths(topo, 4)
+    oracle, previous = LPPolicy("oracle", paths, clairvoyant=True), LPPolicy("previous", paths)
+    assert first_index([oracle]) == 0 and first_index([oracle, previous]) == 1
+    np.testing.assert_array_equal(history_for(previous, tms, 5), tms[4:5])
+    np.testing.assert_array_equal(history_for(oracle, tms, 5), tms[5:6])
+    with pytest.raises(ValueError, match="needs 1 matrices of history before index 0"):
+        history_for(previous, tms, 0)
+    _, scores = evaluate_policies([oracle], tms, [3, 900])
+    np.testing.assert_allclose(scores["oracle"].normalized_mlu, 1.0, rtol=1e-6)
+
+
+def test_single_path_policy_sends_everything_on_one_path():
+    policy = shortest_path(load_topology("geant"))
+    assert isinstance(policy, StaticPolicy) and policy.pathset.k == 1
+    assert Routing.first_path(policy.pathset).ratios.sum() == policy.pathset.num_pairs
+
+
+# DESIGN.md reference table (every 24th TM of the test week): (median, p90)
+REFERENCE = {"shortest_path": (2.43, 2.98), "ecmp": (2.25, 2.54), "ospf": (1.50, 1.64),
+             "lp_paths": (1.0, 1.0), "lp_previous": (1.09, 1.20), "lp_mean": (1.08, 1.17)}
+
+
+def test_compare_reproduces_the_design_reference_table():
+    report = run_compare(CompareSettings(topology="abilene", traffic="abilene-test", every=24))
+    assert report.tm_index == list(range(0, 2016, 24))  # index 0's history is the training week's end
+    for name, (median, p90) in REFERENCE.items():
+        summary = report.policies[name].summary
+        assert summary["median"] == pytest.approx(median, rel=0.05), name
+        assert summary["p90"] == pytest.approx(p90, rel=0.05), name
+    # the load-balancing tie-break is a stronger "LP on the previous TM" than the reference practice
+    assert report.policies["lp_previous_balanced"].summary["median"] < report.policies["lp_previous"].summary["median"]
+
+
+def test_compare_with_synthetic_traffic_hits_the_target():
+    report = run_compare(CompareSettings(topology="nsfnet", traffic="gravity", count=5, seed=1, target_mlu=0.6))
+    assert report.tm_index == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(report.optimal_mlu, 0.6, rtol=1e-6)
+    for name, result in report.policies.items():
+        assert min(result.normalized_mlu) >= 1 - 1e-6, name
+        np.testing.assert_allclose(np.array(result.mlu) / 0.6, result.normalized_mlu, rtol=1e-6)
+
+
+def test_cli_compare_writes_the_documented_json(tmp_path):
+    out = tmp_path / "result.json"
+    result = runner.invoke(app, ["compare", "--topology", "abilene", "--traffic", "abilene-test", "--every", "400",
+                                 "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "lp_previous" in result.output and "median" in result.output
+    data = json.loads(out.read_text())
+    assert list(data)[:5] == ["topology", "traffic", "tm_index", "optimal_mlu", "policies"]
+    assert data["tm_index"] == [0, 400, 800, 1200, 1600, 2000]
+    assert set(data["policies"]) >= {"shortest_path", "ecmp", "ospf", "lp_paths", "lp_previous", "lp_mean"}
+    for policy in data["policies"].values():
+        assert len(policy["mlu"]) == len(policy["normalized_mlu"]) == 6
+        np.testing.assert_allclose(np.array(policy["mlu"]) / data["optimal_mlu"], policy["normalized_mlu"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--topology", "abilen"], "unknown topology 'abilen'"),
+        (["--topology", "geant", "--traffic", "abilene-test"], "measured on topology 'abilene'"),
+        (["--traffic", "poisson"], "unknown traffic 'poisson'"),
+        (["--every", "0"], "--every must be >= 1"),
+        (["--start", "5000"], "no matrices to evaluate"),
+        (["--traffic", "gravity", "--topology", "nsfnet", "--target-mlu", "-1"], "target MLU must be positive"),
+        (["--scale-mode", "median"], "--scale-mode must be one of"),
+        (["--paths", "0"], "positive integer"),
+    ],
+)
+def test_cli_bad_input_gets_one_clear_line_and_status_2(args, message):
+    result = runner.invoke(app, ["compare", "--no-progress", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_failed_run_leaves_an_existing_output_untouched(tmp_path):
+    out = tmp_path / "keep.json"
+    out.write_text('{"precious": true}')
+    result = runner.invoke(app, ["compare", "--traffic", "poisson", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2
+    assert out.read_text() == '{"precious": true}'
+    missing = runner.invoke(app, ["compare", "--out", str(tmp_path / "no" / "dir.json"), "--no-progress"])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_topo_commands(tmp_path):
+    listing = runner.invoke(app, ["topo", "list"])
+    assert listing.exit_code == 0
+    assert "abilene" in listing.output and "Geant2012" in listing.output and "276 networks" in listing.output
+    png = tmp_path / "abilene.png"
+    shown = runner.invoke(app, ["topo", "show", "abilene", "--png", str(png), "--links"])
+    assert shown.exit_code == 0, shown.output
+    assert "OSPF weights from file" in shown.output and "LOSAng" in shown.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    zoo = runner.invoke(app, ["topo", "show", "Bandcon"])
+    assert "repair: kept the largest connected component" in zoo.output
+    bad = runner.invoke(app, ["topo", "show", "nowhere"])
+    assert bad.exit_code == 2 and "unknown topology" in bad.output
