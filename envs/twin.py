@@ -31,7 +31,9 @@ from scipy.sparse import csr_matrix
 
 from topologies import PathSet
 
-DENSE_LIMIT = 4_000_000  # links × slots below which a dense incidence matrix is faster
+DENSE_LIMIT = 4_000_000  # a dense incidence matrix is used up to this many links × slots …
+DENSE_MIN_FILL = 0.05    # … and only when at least this share of it is non-zero (BLAS beats sparse)
+CHUNK_ELEMENTS = 1 << 23  # the drop fixed point handles at most this many hop × matrix values at once
 
 
 @dataclass(frozen=True)
@@ -63,24 +65,47 @@ class TwinResult:
     converged: bool         # whether the drop fixed point converged
 
 
+UPSTREAM_LIMIT = 8  # build the upstream operator while it has at most this many entries per hop
+
+
+def _upstream_operator(hop_link: np.ndarray, hop_first: np.ndarray, num_links: int) -> csr_matrix | None:
+    """Sparse (H, E): entry (h, l) counts link l before hop h on h's path, so that
+    ``operator @ per_link`` gives upstream sums in one product. Paths of L hops need
+    L(L-1)/2 entries, so for long paths (None) the twin uses a running sum instead."""
+    position = np.arange(len(hop_link)) - hop_first
+    if position.sum() > UPSTREAM_LIMIT * len(hop_link):
+        return None
+    rows = np.repeat(np.arange(len(hop_link)), position)
+    earlier = rows - np.concatenate([np.arange(p, 0, -1) for p in position]) if len(rows) else rows
+    return csr_matrix((np.ones(len(rows)), (rows, hop_link[earlier])), shape=(len(hop_link), num_links))
+
+
 def _ndim(x) -> int:
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
 class FluidTwin:
-    """Batched fluid evaluation of routings over one :class:`PathSet` (numpy + scipy sparse)."""
+    """Batched fluid evaluation of routings over one :class:`PathSet` (numpy + scipy sparse).
+
+    ``dtype=np.float32`` roughly doubles throughput (the work is memory-bound) at float32
+    precision; the default float64 matches the LPs to ~1e-12.
+    """
 
     xp: Any = np
 
-    def __init__(self, pathset: PathSet, queue: QueueModel | None = None, *, dense_limit: int = DENSE_LIMIT,
-                 max_iterations: int = 200, tolerance: float = 1e-12) -> None:
+    def __init__(self, pathset: PathSet, queue: QueueModel | None = None, *, dtype=np.float64,
+                 dense_limit: int = DENSE_LIMIT, max_iterations: int = 200, tolerance: float = 1e-12) -> None:
         self.pathset = pathset
         self.queue = queue or QueueModel()
         self.max_iterations = max_iterations
         self.tolerance = tolerance
+        self.dtype = dtype
         topo = pathset.topology
         self.num_links, self.num_pairs, self.k = topo.num_links, pathset.num_pairs, pathset.k
-        self.dense = topo.num_links * pathset.num_slots <= dense_limit
+        self.num_nodes = topo.num_nodes
+        cells = topo.num_links * pathset.num_slots
+        self.dense = cells <= dense_limit and pathset.incidence.nnz >= DENSE_MIN_FILL * cells
+        self._epsilon = 4 * self._machine_epsilon()
         hop_link, hop_slot = pathset.hop_link, pathset.hop_slot
         first_hop = np.zeros(pathset.num_slots, dtype=np.int64)
         # index of the first hop of each slot (slots are contiguous in hop order)
@@ -88,55 +113,109 @@ class FluidTwin:
         first_hop[hop_slot[starts]] = starts
         hop_to_link = csr_matrix((np.ones(len(hop_link)), (hop_link, np.arange(len(hop_link)))),
                                  shape=(topo.num_links, len(hop_link)))
+        upstream = _upstream_operator(hop_link, first_hop[hop_slot], topo.num_links)
+        pair_flat = pathset.pairs[:, 0] * topo.num_nodes + pathset.pairs[:, 1]  # index into a flattened N×N
         self._setup(
             incidence=pathset.incidence,
             hop_to_link=hop_to_link,
+            upstream=upstream,
             capacities=np.array(topo.capacities),
             delays=np.array(topo.delays),
             mask=np.array(pathset.mask),
-            pairs=np.array(pathset.pairs),
+            pair_flat=pair_flat,
+            slot_flat=np.repeat(pair_flat, pathset.k),
+            slot_pair=np.repeat(np.arange(pathset.num_pairs), pathset.k),
             hop_link=np.array(hop_link),
             hop_slot=np.array(hop_slot),
             hop_first=first_hop[hop_slot],
         )
 
     # ------------------------------------------------------------------ backend hooks
-    def _setup(self, *, incidence: csr_matrix, hop_to_link: csr_matrix, **arrays: np.ndarray) -> None:
+    def _setup(self, *, incidence: csr_matrix, hop_to_link: csr_matrix, upstream: csr_matrix | None,
+               **arrays: np.ndarray) -> None:
         """Store operators and index arrays in this backend's types (overridden by torch)."""
         for key, value in arrays.items():
-            setattr(self, f"_{key}", value)
-        self._A = incidence.toarray() if self.dense else incidence
-        self._AT = self._A.T if self.dense else incidence.T.tocsr()
-        self._HL = hop_to_link
+            setattr(self, f"_{key}", value.astype(self.dtype) if value.dtype.kind == "f" else value)
+        incidence = incidence.astype(self.dtype)
+        utilization = (csr_matrix(np.diag(1.0 / self._capacities.astype(np.float64))) @ incidence).astype(self.dtype)
+        if self.dense:
+            self._A = incidence.toarray()
+            self._AT = np.ascontiguousarray(self._A.T)
+            self._UT = np.ascontiguousarray(utilization.toarray().T)  # slot rate -> link utilization
+        else:
+            self._A, self._AT = incidence.tocsr(), incidence.T.tocsr()
+            self._U = utilization.tocsr()
+        self._HL = hop_to_link.astype(self.dtype)
+        self._UP = None if upstream is None else upstream.astype(self.dtype)
 
     def _asarray(self, x) -> np.ndarray:
-        return np.asarray(x, dtype=np.float64)
+        return np.asarray(x, dtype=self.dtype)
+
+    def _machine_epsilon(self) -> float:
+        return float(np.finfo(self.dtype).eps)
 
     def _scalar(self, x) -> float:
         return float(x)
+
+    def _take(self, x, index):
+        """Columns ``index`` of a 2-D array."""
+        return np.take(x, index, axis=1)
+
+    def _scale_in_place(self, x, factor):
+        """x * factor, reusing x's memory where the backend allows (numpy: avoids page faults)."""
+        return np.multiply(x, factor, out=x)
 
     def _slots_to_links(self, x):
         """(B, S) per-slot quantities summed onto links: (B, E)."""
         return x @ self._AT if self.dense else (self._A @ x.T).T
 
+    def _slots_to_utilization(self, x):
+        """(B, S) slot rates -> (B, E) link utilizations (capacities folded into the operator)."""
+        return x @ self._UT if self.dense else (self._U @ x.T).T
+
     def _links_to_slots(self, y):
         """(B, E) per-link quantities summed along each path: (B, S)."""
         return y @ self._A if self.dense else (self._AT @ y.T).T
 
-    def _hops_to_links(self, h):
-        """(B, H) per-hop quantities summed per link: (B, E)."""
-        return (self._HL @ h.T).T
+    def _hops_to_links_t(self, h):
+        """(H, B) per-hop quantities summed per link: (E, B)."""
+        return self._HL @ h
+
+    def _upstream_t(self, log_pass):
+        """(E, B) per-link values -> (H, B): at each hop, the sum over the links before it on its path."""
+        if self._UP is not None:
+            return self._UP @ log_pass
+        per_hop = log_pass[self._hop_link]
+        before = self.xp.cumsum(per_hop, 0) - per_hop  # sum over all earlier hops (any slot)
+        return before - before[self._hop_first]        # … restricted to this slot's earlier hops
 
     # ------------------------------------------------------------------ inputs
-    def demands(self, matrices) -> Any:
-        """(B, N, N) or (N, N) traffic matrices -> (B, P) pair demands."""
+    def _flat_matrices(self, matrices):
+        """(B, N·N) view of (N, N) or (B, N, N) traffic matrices."""
         m = self._asarray(matrices)
-        n = self.pathset.topology.num_nodes
+        n = self.num_nodes
         if m.ndim not in (2, 3) or tuple(m.shape[-2:]) != (n, n):
             raise ValueError(f"traffic matrices must be (N, N) or (B, N, N) with N={n}, got {tuple(m.shape)}")
-        if m.ndim == 2:
-            m = m[None]
-        return m[:, self._pairs[:, 0], self._pairs[:, 1]]
+        return m.reshape(-1, n * n)
+
+    def _traffic(self, matrices, demands):
+        """(source (B, ·), its column of each pair or None, its column of each slot, single).
+
+        Traffic comes either as N×N matrices or, with ``demands=``, as (P,) / (B, P) pair
+        demands in the path set's pair order (cheaper for large networks with few pairs).
+        """
+        if (matrices is None) == (demands is None):
+            raise ValueError("give either traffic matrices or demands=, not both or neither")
+        if demands is None:
+            return self._flat_matrices(matrices), self._pair_flat, self._slot_flat, _ndim(matrices) == 2
+        d = self._asarray(demands)
+        if d.ndim not in (1, 2) or d.shape[-1] != self.num_pairs:
+            raise ValueError(f"demands must be ({self.num_pairs},) or (B, {self.num_pairs}), got {tuple(d.shape)}")
+        return d.reshape(-1, self.num_pairs), None, self._slot_pair, d.ndim == 1
+
+    def demands(self, matrices) -> Any:
+        """(B, N, N) or (N, N) traffic matrices -> (B, P) pair demands."""
+        return self._take(self._flat_matrices(matrices), self._pair_flat)
 
     def _ratios(self, ratios, batch: int):
         r = self._asarray(ratios)
@@ -146,58 +225,58 @@ class FluidTwin:
         return r
 
     # ------------------------------------------------------------------ evaluation
-    def link_loads_from_demands(self, demands, ratios):
-        """(B, P) demands and (P, K) or (B, P, K) ratios -> (B, E) offered link loads."""
-        if ratios.ndim == 2 and demands.shape[0] > 1:
-            # One routing for the whole batch: fold ratios into a (P, E) pair-to-link matrix once.
-            pair_to_link = self._links_to_slots_matrix(ratios)
-            return demands @ pair_to_link
-        slot_rates = (ratios * demands[:, :, None]).reshape(demands.shape[0], -1)
-        return self._slots_to_links(slot_rates)
-
-    def _links_to_slots_matrix(self, ratios):
-        """(P, E): fraction of pair p's demand that crosses link e under ``ratios``."""
+    def _pair_to_link(self, ratios):
+        """(P, E): fraction of pair p's demand that crosses link e under one routing."""
         if self.dense:
             return (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
         scaled = self._A.multiply(ratios.reshape(1, -1)).tocsc()
-        pair_of_slot = csr_matrix((np.ones(self.num_pairs * self.k),
-                                   (np.arange(self.num_pairs * self.k), np.repeat(np.arange(self.num_pairs), self.k))),
-                                  shape=(self.num_pairs * self.k, self.num_pairs))
+        slots = self.num_pairs * self.k
+        pair_of_slot = csr_matrix((np.ones(slots), (np.arange(slots), self._slot_pair)),
+                                  shape=(slots, self.num_pairs))
         return (scaled @ pair_of_slot).T.toarray()
 
-    def link_loads(self, matrices, ratios):
-        """Offered load per link, (B, E) (or (E,) for one (N, N) matrix)."""
-        single = _ndim(matrices) == 2
-        d = self.demands(matrices)
-        loads = self.link_loads_from_demands(d, self._ratios(ratios, d.shape[0]))
+    def _loads(self, matrices, ratios, demands, *, utilization: bool):
+        """(B, E) link loads (or utilizations) and whether the input was a single matrix."""
+        source, pair_index, slot_index, single = self._traffic(matrices, demands)
+        batch = source.shape[0]
+        r = self._ratios(ratios, batch)
+        if r.ndim == 2 and batch > 1:
+            # One routing for the whole batch: fold it into a (P, E) pair-to-link matrix once.
+            d = source if pair_index is None else self._take(source, pair_index)
+            loads = d @ self._pair_to_link(r)
+            return (loads / self._capacities if utilization else loads), single
+        rates = self._scale_in_place(self._take(source, slot_index), r.reshape(-1, self.num_pairs * self.k))
+        return (self._slots_to_utilization(rates) if utilization else self._slots_to_links(rates)), single
+
+    def link_loads(self, matrices, ratios, *, demands=None):
+        """Offered load per link, (B, E) (or (E,) for one matrix or demand vector)."""
+        loads, single = self._loads(matrices, ratios, demands, utilization=False)
         return loads[0] if single else loads
 
-    def mlu(self, matrices, ratios):
-        """Maximum link utilization per matrix, (B,) (or a scalar for one (N, N) matrix)."""
-        single = _ndim(matrices) == 2
-        d = self.demands(matrices)
-        util = self.link_loads_from_demands(d, self._ratios(ratios, d.shape[0])) / self._capacities
+    def mlu(self, matrices, ratios, *, demands=None):
+        """Maximum link utilization per matrix, (B,) (or a scalar for one matrix or demand vector)."""
+        util, single = self._loads(matrices, ratios, demands, utilization=True)
         peak = self.xp.amax(util, -1)
         return peak[0] if single else peak
 
-    def evaluate(self, matrices, ratios) -> TwinResult:
+    def evaluate(self, matrices, ratios, *, demands=None) -> TwinResult:
         """Loads, utilization, MLU, delays, throughput and drops for a batch (always batched)."""
         xp = self.xp
-        d = self.demands(matrices)
-        batch = d.shape[0]
+        source, pair_index, slot_index, _ = self._traffic(matrices, demands)
+        batch = source.shape[0]
+        d = source if pair_index is None else self._take(source, pair_index)
         r = self._ratios(ratios, batch)
         r_b = r if r.ndim == 3 else r[None]
-        slot_rates = (r_b * d[:, :, None]).reshape(batch, -1)
+        slot_rates = self._take(source, slot_index) * r_b.reshape(-1, self.num_pairs * self.k)
         loads = self._slots_to_links(slot_rates)
         util = loads / self._capacities
-        rho = xp.clip(util, 0.0, 1.0 - 1e-12)
+        rho = xp.clip(util, 0.0, 1.0 - self._epsilon)  # keeps 1 - rho > 0 in the dtype's precision
         queueing = xp.clip(rho / (1.0 - rho) * (self.queue.packet_bits / self._capacities), None, self.queue.buffer_s)
         queueing = xp.where(util >= 1.0, self.queue.buffer_s, queueing)
         path_delay = self._links_to_slots(self._delays + queueing).reshape(batch, self.num_pairs, self.k)
         path_delay = xp.where(self._mask, path_delay, float("nan"))
         pair_delay = (xp.where(self._mask, path_delay, 0.0) * r_b).sum(-1)
-        arrivals, log_pass, converged = self._tail_drop(slot_rates)
-        link_arrivals = self._hops_to_links(arrivals)
+        link_arrivals, log_pass, converged = self._drops(slot_rates, loads, util)
         link_drops = xp.clip(link_arrivals - self._capacities, 0.0, None)
         delivered_slots = slot_rates * xp.exp(self._links_to_slots(log_pass))
         delivered = delivered_slots.reshape(batch, self.num_pairs, self.k).sum(-1)
@@ -209,18 +288,37 @@ class FluidTwin:
             converged=converged,
         )
 
+    def _drops(self, slot_rates, loads, util):
+        """(link arrivals, log pass fraction per link, converged). The fixed point runs only for
+        matrices that overload some link (elsewhere everything offered arrives and passes), in
+        chunks of at most CHUNK_ELEMENTS hop × matrix values to bound memory."""
+        overloaded = (util > 1.0).any(-1)
+        arrivals, log_pass = loads * 1.0, loads * 0.0
+        if not bool(overloaded.any()):
+            return arrivals, log_pass, True
+        rows = self.xp.where(overloaded)[0]  # numpy and torch both return a tuple here
+        step = max(1, CHUNK_ELEMENTS // max(1, len(self._hop_link)))
+        converged = True
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            chunk_arrivals, chunk_log_pass, chunk_converged = self._tail_drop(slot_rates[chunk])
+            arrivals[chunk], log_pass[chunk] = chunk_arrivals, chunk_log_pass
+            converged &= chunk_converged
+        return arrivals, log_pass, converged
+
     def _tail_drop(self, slot_rates):
-        """Fixed point of per-link pass fractions; returns (per-hop arrivals, log pass per link, converged)."""
+        """Fixed point of per-link pass fractions; returns (link arrivals, log pass per link, converged).
+
+        Works hop-major — arrays are (hops, batch) — so per-hop gathers take whole rows.
+        """
         xp = self.xp
-        log_pass = xp.zeros_like(slot_rates[:, :1]) * self._capacities  # (B, E) zeros, right type
+        hop_rates = slot_rates.T[self._hop_slot]             # (H, B) offered rate at every hop
+        capacities = self._capacities[:, None]
+        log_pass = xp.zeros_like(hop_rates[:1]) * capacities  # (E, B) zeros, right type
         converged = False
         for iteration in range(self.max_iterations):
-            per_hop = log_pass[:, self._hop_link]
-            before = xp.cumsum(per_hop, -1) - per_hop   # sum over all earlier hops (any slot)
-            upstream = before - before[:, self._hop_first]  # … restricted to this slot's earlier hops
-            arrivals = slot_rates[:, self._hop_slot] * xp.exp(upstream)
-            link_arrivals = self._hops_to_links(arrivals)
-            updated = -xp.log(xp.clip(link_arrivals / self._capacities, 1.0, None))
+            link_arrivals = self._hops_to_links_t(hop_rates * xp.exp(self._upstream_t(log_pass)))
+            updated = -xp.log(xp.clip(link_arrivals / capacities, 1.0, None))
             change = self._scalar(xp.amax(xp.abs(updated - log_pass)))
             if iteration > 2 * self.max_iterations // 3:
                 updated = 0.5 * (updated + log_pass)  # damp rare oscillations (cyclic dependencies)
@@ -228,4 +326,4 @@ class FluidTwin:
             if change <= self.tolerance:
                 converged = True
                 break
-        return arrivals, log_pass, converged
+        return link_arrivals.T, log_pass.T, converged

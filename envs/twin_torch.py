@@ -31,21 +31,25 @@ class TorchFluidTwin(FluidTwin):
                  dtype: torch.dtype = torch.float64, dense_limit: int = DENSE_LIMIT, max_iterations: int = 200,
                  tolerance: float = 1e-12) -> None:
         self.device = torch.device(device)
-        self.dtype = dtype
-        super().__init__(pathset, queue, dense_limit=dense_limit, max_iterations=max_iterations, tolerance=tolerance)
+        super().__init__(pathset, queue, dtype=dtype, dense_limit=dense_limit, max_iterations=max_iterations,
+                         tolerance=tolerance)
 
-    def _setup(self, *, incidence: csr_matrix, hop_to_link: csr_matrix, **arrays: np.ndarray) -> None:
+    def _setup(self, *, incidence: csr_matrix, hop_to_link: csr_matrix, upstream: csr_matrix | None,
+               **arrays: np.ndarray) -> None:
         for key, value in arrays.items():
             dtype = torch.bool if value.dtype == bool else torch.int64 if value.dtype.kind in "iu" else self.dtype
             setattr(self, f"_{key}", torch.as_tensor(value, dtype=dtype, device=self.device))
+        utilization = csr_matrix(np.diag(1.0 / arrays["capacities"])) @ incidence
         if self.dense:
             self._A = torch.as_tensor(incidence.toarray(), dtype=self.dtype, device=self.device)
             self._AT = self._A.T.contiguous()
+            self._UT = torch.as_tensor(utilization.toarray().T, dtype=self.dtype, device=self.device).contiguous()
         else:
             self._A = _sparse(incidence, self.device, self.dtype)
             self._AT = _sparse(incidence.T.tocsr(), self.device, self.dtype)
+            self._U = _sparse(utilization.tocsr(), self.device, self.dtype)
         self._HL = _sparse(hop_to_link, self.device, self.dtype)
-        self._pair_of_slot = torch.repeat_interleave(torch.arange(self.num_pairs, device=self.device), self.k)
+        self._UP = None if upstream is None else _sparse(upstream, self.device, self.dtype)
 
     def _asarray(self, x) -> torch.Tensor:
         if isinstance(x, np.ndarray) and not x.flags.writeable:
@@ -55,20 +59,37 @@ class TorchFluidTwin(FluidTwin):
     def _scalar(self, x) -> float:
         return float(x.detach())
 
+    def _machine_epsilon(self) -> float:
+        return float(torch.finfo(self.dtype).eps)
+
+    def _take(self, x, index):
+        return torch.index_select(x, 1, index)
+
+    def _scale_in_place(self, x, factor):
+        return x * factor  # out of place: autograd may need x
+
     def _slots_to_links(self, x):
         return x @ self._AT if self.dense else torch.sparse.mm(self._A, x.T).T
+
+    def _slots_to_utilization(self, x):
+        return x @ self._UT if self.dense else torch.sparse.mm(self._U, x.T).T
 
     def _links_to_slots(self, y):
         return y @ self._A if self.dense else torch.sparse.mm(self._AT, y.T).T
 
-    def _hops_to_links(self, h):
-        return torch.sparse.mm(self._HL, h.T).T
+    def _hops_to_links_t(self, h):
+        return torch.sparse.mm(self._HL, h)
 
-    def _links_to_slots_matrix(self, ratios):
+    def _upstream_t(self, log_pass):
+        if self._UP is not None:
+            return torch.sparse.mm(self._UP, log_pass)
+        return super()._upstream_t(log_pass)
+
+    def _pair_to_link(self, ratios):
         if self.dense:
             return (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
         # (P, E) = for each pair, ratio-weighted sum of its slots' incidence columns.
         per_slot = torch.sparse.mm(self._AT, torch.eye(self.num_links, dtype=self.dtype, device=self.device))
         weighted = per_slot * ratios.reshape(-1, 1)
         return torch.zeros(self.num_pairs, self.num_links, dtype=self.dtype, device=self.device).index_add_(
-            0, self._pair_of_slot, weighted)
+            0, self._slot_pair, weighted)

@@ -114,18 +114,27 @@ def test_graphml_self_loop_and_disconnected_need_repair(zoo_dir):
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "reader, suffix, content, message",
     [
-        ("<graphml><graph><node id='a'></graph>", "malformed GraphML"),
-        ("<?xml version='1.0'?><graphml xmlns='http://graphml.graphdrawing.org/xmlns'><graph edgedefault='undirected'/></graphml>",
-         "no nodes"),
+        (read_graphml, "graphml", "<graphml><graph><node id='a'></graph>", "malformed GraphML"),
+        (read_graphml, "graphml", "<?xml version='1.0'?><graphml xmlns='http://graphml.graphdrawing.org/xmlns'>"
+                                  "<graph edgedefault='undirected'/></graphml>", "no nodes"),
+        (read_node_link, "json", "{not json", "malformed JSON"),
+        (read_node_link, "json", '{"nodes": []}', "not a node-link graph"),
+        (read_node_link, "json", '{"directed": true, "nodes": [{"id": 0}, {"id": 1}], '
+                                 '"links": [{"source": 0, "target": 1}]}', "no 'capacity' attribute"),
+        (read_node_link, "json", '{"directed": true, "nodes": [{"id": 0}, {"id": 1}], '
+                                 '"links": [{"source": 0, "target": 1, "capacity": "x"}]}', "is not a number"),
+        (read_node_link, "json", '{"directed": true, "nodes": [{"id": 0}, {"id": 1}], '
+                                 '"links": [{"source": 0, "target": 1, "capacity": 5}]}', "not strongly connected"),
     ],
 )
-def test_graphml_rejects_malformed_files(tmp_path, content, message):
-    path = tmp_path / "bad.graphml"
+def test_graphml_and_node_link_reject_malformed_files(tmp_path, reader, suffix, content, message):
+    path = tmp_path / f"bad.{suffix}"
     path.write_text(content)
-    with pytest.raises(TopologyError, match=message):
-        read_graphml(path)
+    with pytest.raises(TopologyError, match=message) as info:
+        reader(path)
+    assert "bad." in str(info.value)  # errors name the file
 
 
 def test_missing_unreadable_and_binary_files(tmp_path):
@@ -213,26 +222,6 @@ def test_node_link_reader_on_real_b4_and_kdl():
     assert set(b4.capacities) == {5000e6}
     kdl = read_node_link(DATA / "wan" / "Kdl.json")
     assert (kdl.num_nodes, kdl.num_links) == (754, 1790)
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("{not json", "malformed JSON"),
-        ('{"nodes": []}', "not a node-link graph"),
-        ('{"directed": true, "nodes": [{"id": 0}, {"id": 1}], "links": [{"source": 0, "target": 1}]}',
-         "no 'capacity' attribute"),
-        ('{"directed": true, "nodes": [{"id": 0}, {"id": 1}], "links": [{"source": 0, "target": 1, "capacity": "x"}]}',
-         "is not a number"),
-        ('{"directed": true, "nodes": [{"id": 0}, {"id": 1}], "links": [{"source": 0, "target": 1, "capacity": 5}]}',
-         "not strongly connected"),
-    ],
-)
-def test_node_link_rejects_malformed_files(tmp_path, content, message):
-    path = tmp_path / "bad.json"
-    path.write_text(content)
-    with pytest.raises(TopologyError, match=message):
-        read_node_link(path)
 
 
 def test_read_topology_detects_the_format(zoo_dir):

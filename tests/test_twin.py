@@ -177,3 +177,58 @@ def test_torch_gradient_through_drops_matches_finite_differences():
     analytic = float(r.grad[p, 0] - r.grad[p, 1])
     assert numeric == pytest.approx(12e6, rel=1e-6)
     assert analytic == pytest.approx(numeric, rel=1e-6)
+
+
+def test_long_path_fallback_gives_the_same_drops(monkeypatch):
+    """Long paths make the sparse upstream operator too big; the running-sum fallback must agree."""
+    import envs.twin as twin_module
+
+    ps, tms, ratios = random_case(9, 11, 3)
+    tms = tms * 40  # overload links so the drop fixed point runs
+    with_operator = FluidTwin(ps).evaluate(tms, ratios)
+    monkeypatch.setattr(twin_module, "UPSTREAM_LIMIT", 0)
+    for twin in (FluidTwin(ps), TorchFluidTwin(ps)):
+        assert twin._UP is None
+        result = twin.evaluate(tms, ratios)
+        delivered = result.delivered.numpy() if isinstance(result.delivered, torch.Tensor) else result.delivered
+        np.testing.assert_allclose(delivered, with_operator.delivered, rtol=1e-10)
+    assert (with_operator.drops > 0).all()
+
+
+def test_float32_twin_matches_float64_to_single_precision():
+    ps, tms, ratios = random_case(8, 5, 4)
+    exact = FluidTwin(ps).mlu(tms, ratios)
+    fast = FluidTwin(ps, dtype=np.float32).mlu(tms, ratios)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [FluidTwin, TorchFluidTwin], ids=["numpy", "torch"])
+def test_drops_only_for_overloaded_matrices_in_memory_bounded_chunks(monkeypatch, make):
+    """A batch mixing overloaded and normal matrices, split into one-matrix chunks, gives
+    the same answer as evaluating each matrix alone."""
+    import envs.twin as twin_module
+
+    ps, tms, ratios = random_case(8, 21, 5)
+    tms = tms * np.array([60.0, 0.01, 60.0, 0.01, 60.0])[:, None, None]
+    alone = [make(ps).evaluate(tms[i:i + 1], ratios[i:i + 1]) for i in range(5)]
+    monkeypatch.setattr(twin_module, "CHUNK_ELEMENTS", 1)
+    together = make(ps).evaluate(tms, ratios)
+    as_numpy = lambda x: x.numpy() if isinstance(x, torch.Tensor) else x  # noqa: E731
+    for i in range(5):
+        np.testing.assert_allclose(as_numpy(together.delivered[i]), as_numpy(alone[i].delivered[0]), rtol=1e-12)
+    drops = as_numpy(together.drops)
+    assert (drops[[0, 2, 4]] > 0).all() and (drops[[1, 3]] == 0).all()
+
+
+def test_demand_vectors_give_the_same_answers_as_matrices():
+    ps, tms, ratios = random_case(7, 4, 3)
+    twin = FluidTwin(ps)
+    demands = twin.demands(tms)
+    np.testing.assert_allclose(twin.mlu(None, ratios, demands=demands), twin.mlu(tms, ratios))
+    np.testing.assert_allclose(twin.link_loads(None, ratios[0], demands=demands[0]), twin.link_loads(tms[0], ratios[0]))
+    np.testing.assert_allclose(twin.evaluate(None, ratios, demands=demands).delivered, twin.evaluate(tms, ratios).delivered)
+    with pytest.raises(ValueError, match="not both or neither"):
+        twin.mlu(tms, ratios, demands=demands)
+    with pytest.raises(ValueError, match=r"demands must be"):
+        twin.mlu(None, ratios, demands=demands[:, :3])

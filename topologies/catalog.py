@@ -124,12 +124,22 @@ def _parse_arguments(text: str) -> tuple[list, dict]:
     return args, kwargs
 
 
-@lru_cache(maxsize=64)
 def load_topology(name: str) -> Topology:
-    """A topology by catalog name, generator spec or file path (see module docstring)."""
+    """A topology by catalog name, generator spec or file path (see module docstring).
+
+    Named topologies are cached (they are immutable); files are read afresh every time.
+    """
     if not isinstance(name, str) or not name.strip():
         raise TopologyError(f"topology name must be a non-empty string, got {name!r}")
     name = name.strip()
+    path = Path(name).expanduser()
+    if path.is_file() and name not in CURATED and name not in zoo_names():
+        return read_topology(path)
+    return _load_named(name)
+
+
+@lru_cache(maxsize=64)
+def _load_named(name: str) -> Topology:
     if name in CURATED:
         return CURATED[name].load()
     if name.startswith("zoo:"):
@@ -143,9 +153,6 @@ def load_topology(name: str) -> Topology:
             raise TopologyError(f"bad arguments for {base}: {exc}") from None
     if name in zoo_names():
         return load_zoo(name)
-    path = Path(name).expanduser()
-    if path.suffix and path.exists():
-        return read_topology(path)
     lowered = {n.lower(): n for n in zoo_names()}
     if name.lower() in lowered:
         return load_zoo(lowered[name.lower()])

@@ -1,0 +1,69 @@
+"""Timing and reporting helpers for the benchmarks (JSON out, median of repeats)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 5, min_seconds: float = 0.05,
+              sync: Callable[[], None] | None = None) -> dict:
+    """Median seconds per call over ``repeats`` timed loops, each at least ``min_seconds`` long."""
+    fn()  # warm-up (allocations, caches, lazy init)
+    if sync:
+        sync()
+    calls = 1
+    while True:  # calibrate the loop length
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if sync:
+            sync()
+        if time.perf_counter() - start >= min_seconds or calls >= 1 << 20:
+            break
+        calls *= 2
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if sync:
+            sync()
+        samples.append((time.perf_counter() - start) / calls)
+    return {"seconds_per_call": statistics.median(samples), "min_seconds_per_call": min(samples),
+            "calls_per_repeat": calls, "repeats": repeats}
+
+
+def machine() -> dict:
+    info = {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info["cpu"] = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import scipy
+
+        info["scipy"] = scipy.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write(name: str, payload: dict, out: str | None = None) -> Path:
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path
