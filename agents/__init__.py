@@ -5,10 +5,10 @@ Every policy answers one question — "given the traffic history, give a routing
 """
 
 from .evaluation import PolicyScores, evaluate_policies, first_index
-from .lp import (LPError, LPSolution, mcf_optimum, optimal_mlu, optimal_scale_factor, path_lp,
-                 scale_to_optimal_mlu)
+from .lp import (LPError, LPSolution, mcf_optimum, optimal_mlu, path_lp, scale_to_optimal_mlu,
+                 scaled_with_optimum)
 from .policy import LPPolicy, RoutingPolicy, StaticPolicy, baseline_policies, ecmp, lp_on_mean, ospf, shortest_path
 
 __all__ = ["LPError", "LPPolicy", "LPSolution", "PolicyScores", "RoutingPolicy", "StaticPolicy",
            "baseline_policies", "ecmp", "evaluate_policies", "first_index", "lp_on_mean", "mcf_optimum",
-           "optimal_mlu", "optimal_scale_factor", "ospf", "path_lp", "scale_to_optimal_mlu", "shortest_path"]
+           "optimal_mlu", "ospf", "path_lp", "scale_to_optimal_mlu", "scaled_with_optimum", "shortest_path"]

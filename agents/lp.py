@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import highspy
 import numpy as np
@@ -36,8 +37,8 @@ class LPSolution:
 
 
 def _solve(cost, matrix: sparse.csc_matrix, row_lower, row_upper, col_lower, col_upper, *,
-           time_limit_s: float | None = None, solver: str = "choose") -> tuple[highspy.Highs, np.ndarray, float]:
-    """Solve min cost·x subject to row and column bounds; raise LPError unless optimal."""
+           time_limit_s: float | None = None, solver: str = "choose") -> tuple[np.ndarray, float]:
+    """Solve min cost·x subject to row and column bounds: (x, seconds); LPError unless optimal."""
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("solver", solver)
@@ -56,7 +57,7 @@ def _solve(cost, matrix: sparse.csc_matrix, row_lower, row_upper, col_lower, col
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:
         raise LPError(f"HiGHS: {h.modelStatusToString(status)}")
-    return h, np.array(h.getSolution().col_value), elapsed
+    return np.array(h.getSolution().col_value), elapsed
 
 
 def _single_matrix(matrix, num_nodes: int) -> np.ndarray:
@@ -71,6 +72,87 @@ def _single_matrix(matrix, num_nodes: int) -> np.ndarray:
 TIE_BREAKS = ("none", "min_load", "balanced")
 # Fortz–Thorup link cost φ(u) as (slope, u where the piece starts, φ there); u relative to the optimal MLU.
 _FORTZ_THORUP = [(1.0, 0.0, 0.0), (3.0, 1 / 3, 1 / 3), (10.0, 2 / 3, 4 / 3), (70.0, 0.9, 11 / 3)]
+
+
+@dataclass(frozen=True)
+class _PathProblem:
+    """The parts of a path LP shared by its phases: the variables are the split ratios of
+    every path slot of a pair with demand."""
+
+    slots: np.ndarray            # (n,) slot index of each variable
+    active_pairs: np.ndarray     # pairs with demand, in order
+    load: sparse.csc_matrix      # (E, n) bit/s each variable puts on each link at ratio 1
+    splits: sparse.csc_matrix    # (pairs, n) rows Σ_k x_pk = 1
+    capacities: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def split_bounds(self) -> np.ndarray:
+        return np.ones(len(self.active_pairs))
+
+    def utilization(self, x: np.ndarray) -> np.ndarray:
+        return self.load @ x / self.capacities
+
+
+def _path_problem(pathset: PathSet, demand: np.ndarray, active_pairs: np.ndarray) -> _PathProblem:
+    slot_mask = np.zeros_like(pathset.mask)
+    slot_mask[active_pairs] = pathset.mask[active_pairs]
+    slots = np.flatnonzero(slot_mask.ravel())
+    slot_pair = slots // pathset.k
+    n = len(slots)
+    load = pathset.incidence[:, slots].multiply(demand[slot_pair]).tocsc()
+    splits = sparse.csc_matrix((np.ones(n), (np.searchsorted(active_pairs, slot_pair), np.arange(n))),
+                               shape=(len(active_pairs), n))
+    return _PathProblem(slots, active_pairs, load, splits, pathset.topology.capacities)
+
+
+def _min_mlu(problem: _PathProblem, time_limit_s: float | None) -> tuple[np.ndarray, float]:
+    """min θ  s.t.  Σ_s load'[e, s] x_s − C'_e θ ≤ 0,  Σ_k x_pk = 1  (demands ÷ their max,
+    capacities ÷ theirs, so every coefficient is at most 1)."""
+    n, num_links = problem.size, len(problem.capacities)
+    load_scaled = problem.load / problem.load.max()
+    theta = sparse.csc_matrix(-(problem.capacities / problem.capacities.max()).reshape(-1, 1))
+    model = sparse.vstack([sparse.hstack([load_scaled, theta]),
+                           sparse.hstack([problem.splits, sparse.csc_matrix((problem.splits.shape[0], 1))])],
+                          format="csc")
+    ones = problem.split_bounds()
+    x, elapsed = _solve(np.r_[np.zeros(n), 1.0], model, np.r_[np.full(num_links, -np.inf), ones],
+                        np.r_[np.zeros(num_links), ones], np.zeros(n + 1), np.r_[np.ones(n), np.inf],
+                        time_limit_s=time_limit_s)
+    return x[:n], elapsed
+
+
+def _tie_break(problem: _PathProblem, x: np.ndarray, tie_break: str,
+               time_limit_s: float | None) -> tuple[np.ndarray, float]:
+    """Among routings within 1e-6 of the optimal MLU of ``x``, the one ``tie_break`` prefers.
+
+    Utilization rows are divided by the optimum so that every link's bound is 1 + 1e-6.
+    """
+    n, num_links = problem.size, len(problem.capacities)
+    relative = sparse.diags(1.0 / (problem.capacities * problem.utilization(x).max())) @ problem.load
+    ones, bound = problem.split_bounds(), np.full(num_links, 1 + 1e-6)
+    if tie_break == "min_load":  # least traffic × hops
+        return _solve(np.asarray(problem.load.sum(axis=0)).ravel() / problem.load.max(),
+                      sparse.vstack([relative, problem.splits], format="csc"),
+                      np.r_[np.full(num_links, -np.inf), ones], np.r_[bound, ones], np.zeros(n), np.ones(n),
+                      time_limit_s=time_limit_s)
+    # Fortz–Thorup: min Σ_e φ_e with φ_e ≥ slope·u_e − intercept for every piece; variables (x, φ).
+    identity, no_phi = sparse.identity(num_links), sparse.csc_matrix((num_links, num_links))
+    pieces = [(slope, slope * start - phi_start) for slope, start, phi_start in _FORTZ_THORUP]
+    model = sparse.vstack([sparse.hstack([-slope * relative, identity]) for slope, _ in pieces]
+                          + [sparse.hstack([relative, no_phi]),
+                             sparse.hstack([problem.splits, sparse.csc_matrix((len(ones), num_links))])],
+                          format="csc")
+    piece_rows = len(pieces) * num_links
+    solution, elapsed = _solve(np.r_[np.zeros(n), np.ones(num_links)], model,
+                               np.r_[np.repeat([-intercept for _, intercept in pieces], num_links),
+                                     np.full(num_links, -np.inf), ones],
+                               np.r_[np.full(piece_rows, np.inf), bound, ones],
+                               np.zeros(n + num_links), np.r_[np.ones(n), np.full(num_links, np.inf)],
+                               time_limit_s=time_limit_s)
+    return solution[:n], elapsed
 
 
 def path_lp(pathset: PathSet, matrix, *, tie_break: str = "none", time_limit_s: float | None = None) -> LPSolution:
@@ -93,71 +175,23 @@ def path_lp(pathset: PathSet, matrix, *, tie_break: str = "none", time_limit_s: 
     build_start = time.perf_counter()
     topo = pathset.topology
     demand = pathset.demands(_single_matrix(matrix, topo.num_nodes))
-    capacities = topo.capacities
     ratios = np.zeros((pathset.num_pairs, pathset.k))
     ratios[:, 0] = 1.0
     active_pairs = np.flatnonzero(demand > 0)
     if len(active_pairs) == 0:
         return LPSolution(0.0, np.zeros(topo.num_links), ratios, 0.0, time.perf_counter() - build_start)
-
-    d_scale, c_scale = demand.max(), capacities.max()
-    slot_mask = np.zeros_like(pathset.mask)
-    slot_mask[active_pairs] = pathset.mask[active_pairs]
-    slots = np.flatnonzero(slot_mask.ravel())
-    slot_pair = slots // pathset.k
-    n = len(slots)
-    per_unit_load = pathset.incidence[:, slots].multiply(demand[slot_pair]).tocsc()  # (E, n) bit/s at ratio 1
-    pair_row = np.searchsorted(active_pairs, slot_pair)
-    split_rows = sparse.csc_matrix((np.ones(n), (pair_row, np.arange(n))), shape=(len(active_pairs), n))
-    ones, zeros = np.ones(len(active_pairs)), np.zeros(n)
-
-    # Phase 1: min θ  s.t.  Σ_s A[e,s] d'(s) x_s − C'_e θ ≤ 0,  Σ_k x_pk = 1.
-    capacity_rows = sparse.hstack([per_unit_load / d_scale,
-                                   sparse.csc_matrix(-(capacities / c_scale).reshape(-1, 1))], format="csc")
-    model = sparse.vstack([capacity_rows, sparse.hstack([split_rows, sparse.csc_matrix((len(active_pairs), 1))])],
-                          format="csc")
+    problem = _path_problem(pathset, demand, active_pairs)
     build_time = time.perf_counter() - build_start
-    _, x, elapsed = _solve(np.r_[zeros, 1.0], model,
-                           np.r_[np.full(topo.num_links, -np.inf), ones], np.r_[np.zeros(topo.num_links), ones],
-                           np.zeros(n + 1), np.r_[np.ones(n), np.inf], time_limit_s=time_limit_s)
-    x = x[:n]
-
+    x, elapsed = _min_mlu(problem, time_limit_s)
     if tie_break != "none":
-        # Phase 2: utilization scaled by the optimum, so every link's bound is 1 + slack.
-        theta = float((per_unit_load @ x / capacities).max())
-        utilization = sparse.diags(1.0 / (capacities * theta)) @ per_unit_load
-        num_links = topo.num_links
-        if tie_break == "min_load":
-            _, x, extra = _solve(np.asarray(per_unit_load.sum(axis=0)).ravel() / d_scale,
-                                 sparse.vstack([utilization, split_rows], format="csc"),
-                                 np.r_[np.full(num_links, -np.inf), ones], np.r_[np.full(num_links, 1 + 1e-6), ones],
-                                 zeros, np.ones(n), time_limit_s=time_limit_s)
-        else:
-            # Fortz–Thorup: min Σ_e φ(u_e), φ convex piecewise linear in the utilization
-            # relative to the optimum; variables (x, φ) with rows φ_e ≥ slope·u_e − intercept.
-            pieces = [(slope, slope * start - phi_start) for slope, start, phi_start in _FORTZ_THORUP]
-            blocks, lower = [], []
-            for slope, intercept in pieces:
-                blocks.append(sparse.hstack([-slope * utilization, sparse.identity(num_links)]))
-                lower.append(np.full(num_links, -intercept))
-            model = sparse.vstack(blocks + [sparse.hstack([utilization, sparse.csc_matrix((num_links, num_links))]),
-                                            sparse.hstack([split_rows, sparse.csc_matrix((len(active_pairs), num_links))])],
-                                  format="csc")
-            k_rows = len(pieces) * num_links
-            solution = _solve(np.r_[zeros, np.ones(num_links)], model,
-                              np.r_[np.concatenate(lower), np.full(num_links, -np.inf), ones],
-                              np.r_[np.full(k_rows, np.inf), np.full(num_links, 1 + 1e-6), ones],
-                              np.zeros(n + num_links), np.r_[np.ones(n), np.full(num_links, np.inf)],
-                              time_limit_s=time_limit_s)
-            _, x, extra = solution[0], solution[1][:n], solution[2]
+        x, extra = _tie_break(problem, x, tie_break, time_limit_s)
         elapsed += extra
-
     flat = np.zeros(pathset.num_slots)
-    flat[slots] = np.clip(x, 0.0, None)
+    flat[problem.slots] = np.clip(x, 0.0, None)
     chosen = flat.reshape(pathset.num_pairs, pathset.k)[active_pairs]
     ratios[active_pairs] = chosen / chosen.sum(axis=1, keepdims=True)
     loads = pathset.incidence @ (ratios * demand[:, None]).ravel()
-    return LPSolution(float((loads / capacities).max()), loads, ratios, elapsed, build_time)
+    return LPSolution(float((loads / topo.capacities).max()), loads, ratios, elapsed, build_time)
 
 
 def mcf_optimum(topology: Topology, matrix, *, time_limit_s: float | None = None,
@@ -192,8 +226,8 @@ def mcf_optimum(topology: Topology, matrix, *, time_limit_s: float | None = None
     cost = np.zeros(n)
     cost[-1] = 1.0
     build_time = time.perf_counter() - build_start
-    _, x, elapsed = _solve(cost, matrix_all, row_lower, row_upper, np.zeros(n), np.full(n, np.inf),
-                           time_limit_s=time_limit_s, solver=solver)
+    x, elapsed = _solve(cost, matrix_all, row_lower, row_upper, np.zeros(n), np.full(n, np.inf),
+                        time_limit_s=time_limit_s, solver=solver)
     loads = x[:-1].reshape(s, num_links).clip(min=0.0).sum(axis=0) * d_scale
     return LPSolution(float((loads / capacities).max()), loads, None, elapsed, build_time)
 
@@ -209,13 +243,20 @@ def optimal_mlu(topology: Topology, matrices) -> np.ndarray:
 SCALE_MODES = ("each", "peak", "mean")
 
 
-def optimal_scale_factor(topology: Topology, sequence: TrafficSequence, target: float,
-                         mode: str = "peak") -> np.ndarray:
-    """Factor(s) that make the optimal MLU of ``sequence`` equal ``target`` (MLU is linear in demand).
+class Scaled(NamedTuple):
+    sequence: TrafficSequence
+    optimum: np.ndarray  # optimal MLU of every scaled matrix
+    factor: np.ndarray   # scalar, or one factor per matrix for mode "each"
 
-    ``mode``: ``"each"`` one factor per matrix (every optimum becomes ``target``);
-    ``"peak"`` one factor so the largest optimum equals ``target`` (keeps the sequence's
-    shape); ``"mean"`` one factor so the mean optimum equals it.
+
+def scaled_with_optimum(topology: Topology, sequence: TrafficSequence, target: float,
+                        mode: str = "peak") -> Scaled:
+    """``sequence`` scaled so its optimal MLU is ``target``, with the scaled optimum and factor.
+
+    MLU is linear in demand, so one optimum per matrix serves both. ``mode``: ``"each"``
+    scales every matrix to exactly ``target``; ``"peak"`` applies one factor so the largest
+    optimum equals ``target`` (keeps the sequence's shape); ``"mean"`` one factor so the
+    mean optimum equals it.
     """
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target MLU must be positive, got {target!r}")
@@ -225,12 +266,12 @@ def optimal_scale_factor(topology: Topology, sequence: TrafficSequence, target: 
     optimum = optimal_mlu(topology, sequence.matrices)
     if (optimum <= 0).any():
         raise ValueError(f"matrix {int(np.argmin(optimum))} of {sequence.name!r} has no demand; cannot scale it")
-    reference = {"each": optimum, "peak": optimum.max(), "mean": optimum.mean()}[mode]
-    return np.asarray(target / reference)
+    factor = np.asarray(target / {"each": optimum, "peak": optimum.max(), "mean": optimum.mean()}[mode])
+    return Scaled(sequence.scaled(factor, note=f"scaled so the {mode} optimal MLU is {target:g}"),
+                  optimum * factor, factor)
 
 
 def scale_to_optimal_mlu(topology: Topology, sequence: TrafficSequence, target: float,
                          mode: str = "peak") -> TrafficSequence:
-    """``sequence`` scaled so its optimal MLU is ``target`` (see :func:`optimal_scale_factor`)."""
-    factor = optimal_scale_factor(topology, sequence, target, mode)
-    return sequence.scaled(factor, note=f"scaled so the {mode} optimal MLU is {target:g}")
+    """``sequence`` scaled so its optimal MLU is ``target`` (see :func:`scaled_with_optimum`)."""
+    return scaled_with_optimum(topology, sequence, target, mode).sequence

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, diags
 
 from topologies import PathSet
 
@@ -76,8 +76,14 @@ def _upstream_operator(hop_link: np.ndarray, hop_first: np.ndarray, num_links: i
     if position.sum() > UPSTREAM_LIMIT * len(hop_link):
         return None
     rows = np.repeat(np.arange(len(hop_link)), position)
-    earlier = rows - np.concatenate([np.arange(p, 0, -1) for p in position]) if len(rows) else rows
-    return csr_matrix((np.ones(len(rows)), (rows, hop_link[earlier])), shape=(len(hop_link), num_links))
+    # for a hop at position p, the earlier hops are rows - 1 … rows - p
+    back = np.arange(len(rows)) - np.repeat(np.cumsum(position) - position, position) + 1
+    return csr_matrix((np.ones(len(rows)), (rows, hop_link[rows - back])), shape=(len(hop_link), num_links))
+
+
+def _per_capacity(incidence: csr_matrix, capacities: np.ndarray) -> csr_matrix:
+    """Rows of the incidence matrix divided by link capacity: slot rate -> utilization."""
+    return (diags(1.0 / capacities) @ incidence).tocsr()
 
 
 def _ndim(x) -> int:
@@ -137,7 +143,7 @@ class FluidTwin:
         for key, value in arrays.items():
             setattr(self, f"_{key}", value.astype(self.dtype) if value.dtype.kind == "f" else value)
         incidence = incidence.astype(self.dtype)
-        utilization = (csr_matrix(np.diag(1.0 / self._capacities.astype(np.float64))) @ incidence).astype(self.dtype)
+        utilization = _per_capacity(incidence, arrays["capacities"]).astype(self.dtype)
         if self.dense:
             self._A = incidence.toarray()
             self._AT = np.ascontiguousarray(self._A.T)
@@ -146,6 +152,9 @@ class FluidTwin:
             self._A, self._AT = incidence.tocsr(), incidence.T.tocsr()
             self._U = utilization.tocsr()
         self._HL = hop_to_link.astype(self.dtype)
+        slots = len(arrays["slot_pair"])
+        self._slot_to_pair = csr_matrix((np.ones(slots, dtype=self.dtype), (np.arange(slots), arrays["slot_pair"])),
+                                        shape=(slots, self.num_pairs))
         self._UP = None if upstream is None else upstream.astype(self.dtype)
 
     def _asarray(self, x) -> np.ndarray:
@@ -225,15 +234,13 @@ class FluidTwin:
         return r
 
     # ------------------------------------------------------------------ evaluation
-    def _pair_to_link(self, ratios):
-        """(P, E): fraction of pair p's demand that crosses link e under one routing."""
+    def _shared_loads(self, demands, ratios):
+        """(B, P) demands under one (P, K) routing -> (B, E) loads, folding the routing into a
+        pair-to-link matrix once (dense, or sparse: on large networks it is mostly zeros)."""
         if self.dense:
-            return (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
-        scaled = self._A.multiply(ratios.reshape(1, -1)).tocsc()
-        slots = self.num_pairs * self.k
-        pair_of_slot = csr_matrix((np.ones(slots), (np.arange(slots), self._slot_pair)),
-                                  shape=(slots, self.num_pairs))
-        return (scaled @ pair_of_slot).T.toarray()
+            return demands @ (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
+        pair_to_link = (self._A.multiply(ratios.reshape(1, -1)) @ self._slot_to_pair).tocsr()  # (E, P)
+        return (pair_to_link @ demands.T).T
 
     def _loads(self, matrices, ratios, demands, *, utilization: bool):
         """(B, E) link loads (or utilizations) and whether the input was a single matrix."""
@@ -242,8 +249,7 @@ class FluidTwin:
         r = self._ratios(ratios, batch)
         if r.ndim == 2 and batch > 1:
             # One routing for the whole batch: fold it into a (P, E) pair-to-link matrix once.
-            d = source if pair_index is None else self._take(source, pair_index)
-            loads = d @ self._pair_to_link(r)
+            loads = self._shared_loads(source if pair_index is None else self._take(source, pair_index), r)
             return (loads / self._capacities if utilization else loads), single
         rates = self._scale_in_place(self._take(source, slot_index), r.reshape(-1, self.num_pairs * self.k))
         return (self._slots_to_utilization(rates) if utilization else self._slots_to_links(rates)), single

@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix
 
 from topologies import PathSet
 
-from .twin import DENSE_LIMIT, FluidTwin, QueueModel
+from .twin import DENSE_LIMIT, FluidTwin, QueueModel, _per_capacity
 
 
 def _sparse(matrix: csr_matrix, device, dtype) -> torch.Tensor:
@@ -39,7 +39,7 @@ class TorchFluidTwin(FluidTwin):
         for key, value in arrays.items():
             dtype = torch.bool if value.dtype == bool else torch.int64 if value.dtype.kind in "iu" else self.dtype
             setattr(self, f"_{key}", torch.as_tensor(value, dtype=dtype, device=self.device))
-        utilization = csr_matrix(np.diag(1.0 / arrays["capacities"])) @ incidence
+        utilization = _per_capacity(incidence, arrays["capacities"])
         if self.dense:
             self._A = torch.as_tensor(incidence.toarray(), dtype=self.dtype, device=self.device)
             self._AT = self._A.T.contiguous()
@@ -85,11 +85,8 @@ class TorchFluidTwin(FluidTwin):
             return torch.sparse.mm(self._UP, log_pass)
         return super()._upstream_t(log_pass)
 
-    def _pair_to_link(self, ratios):
+    def _shared_loads(self, demands, ratios):
         if self.dense:
-            return (self._A.reshape(self.num_links, self.num_pairs, self.k) * ratios).sum(-1).T
-        # (P, E) = for each pair, ratio-weighted sum of its slots' incidence columns.
-        per_slot = torch.sparse.mm(self._AT, torch.eye(self.num_links, dtype=self.dtype, device=self.device))
-        weighted = per_slot * ratios.reshape(-1, 1)
-        return torch.zeros(self.num_pairs, self.num_links, dtype=self.dtype, device=self.device).index_add_(
-            0, self._slot_pair, weighted)
+            return super()._shared_loads(demands, ratios)
+        # sparse: broadcast the one routing over the batch (keeps autograd simple)
+        return self._slots_to_links(self._take(demands, self._slot_pair) * ratios.reshape(1, -1))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from agents import baseline_policies, evaluate_policies, first_index, optimal_scale_factor
+from agents import baseline_policies, evaluate_policies, first_index, scaled_with_optimum
 from topologies import Topology, TrafficSequence, load_topology
 from topologies.traffic import (DATASET_PRECEDED_BY, DATASET_TOPOLOGY, DATASET_TRAINING, MODELS, REAL_DATASETS,
                                 TrafficError, load_traffic)
@@ -64,10 +64,16 @@ class CompareSettings:
     scale_mode: str = "auto"
 
 
-def resolve_traffic(settings: CompareSettings,
-                    topology: Topology) -> tuple[TrafficSequence, TrafficSequence, bool]:
-    """(matrices to evaluate, training matrices, whether training directly precedes them in
-    time), both scaled when a target MLU is set."""
+@dataclass(frozen=True)
+class ResolvedTraffic:
+    evaluated: TrafficSequence
+    training: TrafficSequence
+    contiguous: bool                   # training directly precedes the evaluated matrices in time
+    optimum: np.ndarray | None = None  # optimal MLU of every evaluated matrix, when already known
+
+
+def resolve_traffic(settings: CompareSettings, topology: Topology) -> ResolvedTraffic:
+    """The matrices to evaluate and their training matrices, scaled when a target MLU is set."""
     if settings.traffic in REAL_DATASETS:
         expected = DATASET_TOPOLOGY[settings.traffic]
         if topology.name != expected:
@@ -83,18 +89,17 @@ def resolve_traffic(settings: CompareSettings,
     else:
         load_traffic(settings.traffic, topology)  # raises the "unknown traffic" error
         raise AssertionError("unreachable")
-    if settings.target_mlu is not None:
-        mode = settings.scale_mode
-        if mode == "auto":
-            mode = "peak" if evaluated.interval_s is not None else "each"
-        factor = optimal_scale_factor(topology, evaluated, settings.target_mlu, mode)
-        if mode == "each":
-            training_factor = optimal_scale_factor(topology, training, settings.target_mlu, mode)
-        else:
-            training_factor = factor
-        note = f"scaled so the {mode} optimal MLU is {settings.target_mlu:g}"
-        evaluated, training = evaluated.scaled(factor, note), training.scaled(training_factor, note)
-    return evaluated, training, contiguous
+    if settings.target_mlu is None:
+        return ResolvedTraffic(evaluated, training, contiguous)
+    mode = settings.scale_mode
+    if mode == "auto":
+        mode = "peak" if evaluated.interval_s is not None else "each"
+    scaled = scaled_with_optimum(topology, evaluated, settings.target_mlu, mode)
+    if mode == "each":
+        training = scaled_with_optimum(topology, training, settings.target_mlu, mode).sequence
+    else:  # the same factor keeps training and evaluated matrices on one scale
+        training = training.scaled(scaled.factor, scaled.sequence.notes[-1])
+    return ResolvedTraffic(scaled.sequence, training, contiguous, scaled.optimum)
 
 
 def run_compare(settings: CompareSettings, progress: Callable[[str, int], None] | None = None,
@@ -105,7 +110,8 @@ def run_compare(settings: CompareSettings, progress: Callable[[str, int], None] 
     if settings.count < 1:
         raise ValueError(f"--count must be >= 1, got {settings.count}")
     topology = load_topology(settings.topology)
-    evaluated, training, contiguous = resolve_traffic(settings, topology)
+    traffic = resolve_traffic(settings, topology)
+    evaluated, training, contiguous = traffic.evaluated, traffic.training, traffic.contiguous
     policies = baseline_policies(topology, training.matrices, k=settings.paths)
     # With contiguous training data the evaluated matrices continue it: prepend it as history.
     offset = len(training) if contiguous else 0
@@ -117,10 +123,10 @@ def run_compare(settings: CompareSettings, progress: Callable[[str, int], None] 
     indices = np.arange(start, len(evaluated), settings.every)
     if len(indices) == 0:
         raise ValueError(f"no matrices to evaluate: {len(evaluated)} matrices, start {start}")
-    dynamic = sum(p.history > 0 or p.clairvoyant for p in policies)
-    if on_total:
-        on_total(len(indices) * (1 + dynamic) + (len(policies) - dynamic) * len(indices))
-    optimum, scores = evaluate_policies(policies, timeline, indices + offset, progress=progress)
+    known = None if traffic.optimum is None else traffic.optimum[indices]
+    if on_total:  # one unit per matrix per policy, plus the optimum when it must be solved
+        on_total(len(indices) * (len(policies) + (known is None)))
+    optimum, scores = evaluate_policies(policies, timeline, indices + offset, optimal=known, progress=progress)
     return CompareReport(
         topology=topology.name,
         traffic=settings.traffic,

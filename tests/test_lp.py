@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.lp import mcf_optimum, optimal_mlu, optimal_scale_factor, path_lp, scale_to_optimal_mlu
+from agents.lp import mcf_optimum, optimal_mlu, path_lp, scale_to_optimal_mlu, scaled_with_optimum
 from topologies import Link, Topology, k_shortest_paths, load_topology, load_traffic, waxman
 
 from .networks import triangle
@@ -109,7 +109,9 @@ def test_scaling_to_a_target_optimal_mlu():
     assert optimal_mlu(topo, peak.matrices).max() == pytest.approx(0.6, rel=1e-6)
     mean = scale_to_optimal_mlu(topo, seq, 0.6, mode="mean")
     assert optimal_mlu(topo, mean.matrices).mean() == pytest.approx(0.6, rel=1e-6)
-    assert np.ndim(optimal_scale_factor(topo, seq, 0.6, "peak")) == 0
+    scaled = scaled_with_optimum(topo, seq, 0.6, "peak")
+    assert np.ndim(scaled.factor) == 0
+    np.testing.assert_allclose(scaled.optimum, optimal_mlu(topo, scaled.sequence.matrices), rtol=1e-6)
     with pytest.raises(ValueError, match="positive"):
         scale_to_optimal_mlu(topo, seq, 0.0)
     with pytest.raises(ValueError, match="unknown scaling mode"):

@@ -75,6 +75,20 @@ def test_compare_with_synthetic_traffic_hits_the_target():
         np.testing.assert_allclose(np.array(result.mlu) / 0.6, result.normalized_mlu, rtol=1e-6)
 
 
+def test_time_series_are_scaled_by_their_peak_and_training_shares_the_factor():
+    settings = CompareSettings(topology="nsfnet", traffic="diurnal", count=8, seed=2, target_mlu=0.5)
+    report = run_compare(settings)
+    assert max(report.optimal_mlu) == pytest.approx(0.5, rel=1e-6)
+    assert min(report.optimal_mlu) < 0.45  # the daily cycle survives scaling
+    from experiments.compare import resolve_traffic
+
+    traffic = resolve_traffic(settings, load_topology("nsfnet"))
+    raw = load_traffic("diurnal", load_topology("nsfnet"), count=16, seed=2).matrices
+    ratio_evaluated = traffic.evaluated.matrices.sum() / raw[8:].sum()
+    ratio_training = traffic.training.matrices.sum() / raw[:8].sum()
+    assert ratio_training == pytest.approx(ratio_evaluated, rel=1e-12)
+
+
 def test_cli_compare_writes_the_documented_json(tmp_path):
     out = tmp_path / "result.json"
     result = runner.invoke(app, ["compare", "--topology", "abilene", "--traffic", "abilene-test", "--every", "400",
