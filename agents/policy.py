@@ -95,6 +95,7 @@ def baseline_policies(topology: Topology, training: np.ndarray, *, k: int = 4, m
     paths = k_shortest_paths(topology, k, metric)
     return [
         shortest_path(topology),
+        shortest_path(topology, "latency"),
         ecmp(topology),
         ospf(topology),
         LPPolicy("lp_paths", paths, clairvoyant=True),
