@@ -20,11 +20,15 @@ class PolicyScores:
     mlu: np.ndarray              # (T,) MLU per evaluated matrix
     normalized_mlu: np.ndarray   # (T,) MLU / optimal MLU
     decision_time_s: np.ndarray  # (T,) time to produce each routing (0 for static policies)
+    drop_fraction: np.ndarray | None = None  # (T,) share of offered traffic dropped (with_drops=True)
 
     def summary(self) -> dict[str, float]:
         x = self.normalized_mlu
-        return {"median": float(np.median(x)), "p90": float(np.percentile(x, 90)), "max": float(x.max()),
-                "mean": float(x.mean()), "decision_time_s": float(np.mean(self.decision_time_s))}
+        summary = {"median": float(np.median(x)), "p90": float(np.percentile(x, 90)), "max": float(x.max()),
+                   "mean": float(x.mean()), "decision_time_s": float(np.mean(self.decision_time_s))}
+        if self.drop_fraction is not None:
+            summary["mean_drop_fraction"] = max(0.0, float(np.mean(self.drop_fraction)))
+        return summary
 
 
 def first_index(policies: Sequence[RoutingPolicy]) -> int:
@@ -48,11 +52,14 @@ def evaluate_policies(
     *,
     optimal: np.ndarray | None = None,
     progress: Callable[[str, int], None] | None = None,
+    with_drops: bool = False,
 ) -> tuple[np.ndarray, dict[str, PolicyScores]]:
     """MLU of every policy on ``matrices[indices]``, normalized by the exact optimum.
 
     Returns (optimal MLU per index, scores by policy name). ``progress(name, n)`` is
     called as work completes (n units: one per matrix per policy, plus the optimum).
+    ``with_drops`` also runs the twin's tail-drop model (slower on overloaded networks).
+    Stateful policies (with a ``reset()`` method) are reset before they start.
     """
     matrices = np.asarray(matrices)
     indices = np.asarray(indices, dtype=np.int64)
@@ -70,6 +77,8 @@ def evaluate_policies(
     for policy in policies:
         pathset: PathSet = policy.pathset
         twin = twins.setdefault(id(pathset), FluidTwin(pathset))
+        if hasattr(policy, "reset"):
+            policy.reset()
         if policy.history == 0 and not policy.clairvoyant:
             start = time.perf_counter()
             ratios = policy.route(matrices[:0])
@@ -86,6 +95,13 @@ def evaluate_policies(
                 if progress:
                     progress(policy.name, 1)
             ratios = np.stack(per_matrix)
-        mlu = np.asarray(twin.mlu(matrices[indices], ratios), dtype=np.float64)
-        scores[policy.name] = PolicyScores(mlu, mlu / optimal, times)
+        drops = None
+        if with_drops:
+            result = twin.evaluate(matrices[indices], ratios)
+            mlu = np.asarray(result.mlu, dtype=np.float64)
+            offered = result.demands.sum(-1)
+            drops = np.divide(result.drops, offered, out=np.zeros_like(offered), where=offered > 0)
+        else:
+            mlu = np.asarray(twin.mlu(matrices[indices], ratios), dtype=np.float64)
+        scores[policy.name] = PolicyScores(mlu, mlu / optimal, times, drops)
     return optimal, scores

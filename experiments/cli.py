@@ -153,5 +153,27 @@ def compare(
         console.print(f"per-matrix results written to {out}")
 
 
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=EXTRA_ARGS, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train an agent (Hydra): rlte train agent=ppo|dqn|gradient topology=abilene traffic=abilene-real seed=3;
+    multirun: rlte train -m seed=1,2,3; help and config groups: rlte train --help."""
+    from .hydra_app import run_train
+
+    run_train(list(ctx.args))
+
+
+@app.command("eval", context_settings=EXTRA_ARGS, add_help_option=False)
+@friendly_errors
+def evaluate(ctx: typer.Context) -> None:
+    """Compare a trained run with every baseline on held-out traffic:
+    rlte eval run=runs/<dir> [eval.every=24] [out=FILE.json]."""
+    from .hydra_app import run_eval
+
+    run_eval(list(ctx.args))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -26,6 +26,15 @@ def draw_topology(topology: Topology, path: str | Path, *, link_values: np.ndarr
                   value_label: str = "utilization") -> Path:
     """Save a PNG of ``topology``: line width ~ capacity; colour = ``link_values`` when given."""
     path = Path(path)
+    fig = topology_figure(topology, link_values=link_values, value_label=value_label)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def topology_figure(topology: Topology, *, link_values: np.ndarray | None = None,
+                    value_label: str = "utilization") -> plt.Figure:
+    """The topology drawn from coordinates; links coloured by ``link_values`` when given."""
     pos = node_positions(topology)
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=110)
     caps = topology.capacities
@@ -54,6 +63,18 @@ def draw_topology(topology: Topology, path: str | Path, *, link_values: np.ndarr
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def cdf_figure(values: dict[str, np.ndarray], *, xlabel: str = "normalized MLU (policy / optimum)") -> plt.Figure:
+    """Empirical CDFs, one line per name (e.g. a learned policy against the baselines)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for name, x in values.items():
+        x = np.sort(np.asarray(x))
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of traffic matrices")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

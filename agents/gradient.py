@@ -1,0 +1,137 @@
+"""A learner that optimizes MLU directly through the differentiable torch twin (as DOTE does):
+an MLP maps the last ``history`` traffic matrices (scale-free, as the split-routing
+environment encodes them) to split ratios for the next one, trained to minimise
+MLU(next matrix under those ratios) ÷ its optimal MLU. No reward sampling, no critic: the
+twin's gradient says which paths to unload. It is the strong learned reference that PPO
+is compared with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from envs.twin_torch import TorchFluidTwin
+from topologies import PathSet
+
+
+def mlp(inputs: int, outputs: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(inputs, width), nn.ReLU()]
+        inputs = width
+    layers.append(nn.Linear(inputs, outputs))
+    return nn.Sequential(*layers)
+
+
+def window_features(demands: torch.Tensor) -> torch.Tensor:
+    """(B, h, P) pair demands -> (B, h·P), each window divided by its largest demand."""
+    peak = demands.flatten(1).amax(dim=1, keepdim=True).clamp_min(torch.finfo(demands.dtype).tiny)
+    return demands.flatten(1) / peak
+
+
+class SplitRatioNet(nn.Module):
+    """History of pair demands -> split ratios (masked softmax over each pair's paths)."""
+
+    def __init__(self, pathset: PathSet, history: int, hidden: Sequence[int] = (128, 128)) -> None:
+        super().__init__()
+        self.history, self.num_pairs, self.k = history, pathset.num_pairs, pathset.k
+        self.body = mlp(history * pathset.num_pairs, pathset.num_slots, hidden)
+        self.register_buffer("mask", torch.as_tensor(np.array(pathset.mask)))
+
+    def forward(self, demands: torch.Tensor) -> torch.Tensor:
+        logits = self.body(window_features(demands)).view(-1, self.num_pairs, self.k)
+        return torch.softmax(logits.masked_fill(~self.mask, float("-inf")), dim=-1)
+
+
+@dataclass
+class GradientPolicy:
+    """A trained :class:`SplitRatioNet` behind the RoutingPolicy interface."""
+
+    pathset: PathSet
+    net: SplitRatioNet
+    name: str = "gradient"
+    clairvoyant: bool = False
+    history: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = self.net.history
+        self.net.eval()
+
+    @torch.no_grad()
+    def route(self, history: np.ndarray) -> np.ndarray:
+        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32)
+        return self.net(demands[None])[0].double().numpy()
+
+    @torch.no_grad()
+    def route_batch(self, windows: np.ndarray) -> np.ndarray:
+        """(B, h, N, N) -> (B, P, K): many decisions in one forward pass."""
+        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32)
+        return self.net(demands).double().numpy()
+
+
+@dataclass
+class GradientSettings:
+    history: int = 3
+    hidden: tuple[int, ...] = (128, 128)
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def train_gradient(
+    pathset: PathSet,
+    matrices: np.ndarray,
+    optimal_mlu: np.ndarray,
+    settings: GradientSettings = GradientSettings(),
+    *,
+    on_epoch: Callable[[int, float, GradientPolicy], None] | None = None,
+) -> tuple[GradientPolicy, list[float]]:
+    """Train on consecutive ``matrices`` (T, N, N) whose optima are ``optimal_mlu`` (T,).
+
+    Samples are windows t-h..t-1 -> matrix t. Returns the policy and the mean training loss
+    (normalized MLU) of every epoch. ``on_epoch(epoch, loss, policy)`` is called after each.
+    """
+    h = settings.history
+    if h < 1:
+        raise ValueError(f"history must be >= 1, got {h}")
+    matrices, optimal_mlu = np.asarray(matrices), np.asarray(optimal_mlu, dtype=np.float64)
+    if len(matrices) != len(optimal_mlu):
+        raise ValueError(f"{len(matrices)} matrices but {len(optimal_mlu)} optimal MLU values")
+    if len(matrices) <= h:
+        raise ValueError(f"{len(matrices)} matrices are too few for history {h}")
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    demands = torch.as_tensor(pathset.demands(matrices), dtype=torch.float32)   # (T, P)
+    optimum = torch.as_tensor(optimal_mlu, dtype=torch.float32)
+    targets = torch.arange(h, len(matrices))
+    windows = targets[:, None] + torch.arange(-h, 0)[None, :]                    # (S, h)
+    net = SplitRatioNet(pathset, h, settings.hidden)
+    twin = TorchFluidTwin(pathset, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    policy = GradientPolicy(pathset, net)
+    losses = []
+    for epoch in range(settings.epochs):
+        net.train()
+        order = torch.randperm(len(targets), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            ratios = net(demands[windows[batch]])
+            loss = (twin.mlu(None, ratios, demands=demands[targets[batch]]) / optimum[targets[batch]]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        losses.append(total / len(order))
+        net.eval()
+        if on_epoch:
+            on_epoch(epoch, losses[-1], policy)
+    return policy, losses
+

@@ -1,0 +1,164 @@
+"""Path selection (congestion-aware routing): flows (origin, destination, rate) arrive one
+at a time and the agent puts each on one of its pair's K candidate paths. An episode routes
+one traffic matrix: each pair's demand becomes ``flows_per_pair`` equal flows, in random order.
+
+Utilizations are reported relative to a reference ``u_ref`` of the episode's matrix: its
+optimal MLU when the optima are given, else the MLU of an equal split over the paths, so
+that what the agent sees does not depend on the traffic's units or level.
+
+Observation (float32): link utilization so far ÷ u_ref (E), then per candidate path the
+bottleneck utilization it would have with this flow on it ÷ u_ref (K; 0 for a missing
+path), whether the path exists (K), the flow's rate over the smallest capacity on its
+first path ÷ u_ref (1), one-hot origin and destination (2N), and the fraction of flows
+already routed (1). Values above ``OBSERVATION_CAP`` are clipped.
+
+Action: Discrete(K). A pair with fewer than K paths maps action a to path a mod (its count).
+
+Reward: −(MLU after − MLU before) ÷ u_ref − ``bottleneck_weight`` × (bottleneck of the
+chosen path ÷ u_ref). With ``bottleneck_weight=0`` an undiscounted episode return is
+exactly −final MLU ÷ u_ref, the objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from topologies import PathSet, Topology, TrafficSequence
+
+from .common import check_optimal_mlu, equal_split, resolve_pathset, resolve_topology, resolve_traffic
+from .twin import FluidTwin
+
+OBSERVATION_CAP = 10.0
+
+
+class PathSelectionEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        topology: Topology | str = "abilene",
+        traffic: TrafficSequence | np.ndarray | str = "abilene-train",
+        *,
+        k: int = 4,
+        metric: str = "hop",
+        flows_per_pair: int = 1,
+        bottleneck_weight: float = 0.0,
+        optimal_mlu: np.ndarray | None = None,
+        backend: str = "twin",
+        pathset: PathSet | None = None,
+        traffic_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if backend != "twin":
+            raise ValueError(f"path selection runs on backend 'twin' only for now (issue #4 brings 'mininet'), "
+                             f"got {backend!r}")
+        if not isinstance(flows_per_pair, (int, np.integer)) or flows_per_pair < 1:
+            raise ValueError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
+        if bottleneck_weight < 0:
+            raise ValueError(f"bottleneck_weight must be >= 0, got {bottleneck_weight!r}")
+        self.topology = resolve_topology(topology)
+        self.traffic = resolve_traffic(traffic, self.topology, traffic_options)
+        self.pathset = resolve_pathset(self.topology, k, metric, pathset)
+        self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
+        self.optimal_mlu = check_optimal_mlu(optimal_mlu, len(self.traffic))
+        ps, topo = self.pathset, self.topology
+        self.demands = ps.demands(self.traffic.matrices)
+        self.capacities = topo.capacities
+        # (P, K, L) link indices of every path, padded with a sentinel link of infinite capacity
+        longest = max(len(path) for candidates in ps.paths for path in candidates)
+        self._sentinel = topo.num_links
+        self._path_links = np.full((ps.num_pairs, ps.k, longest), self._sentinel, dtype=np.int64)
+        for p, candidates in enumerate(ps.paths):
+            for j, path in enumerate(candidates):
+                self._path_links[p, j, :len(path)] = path
+        self._count = ps.mask.sum(axis=1)
+        self._capacity_ext = np.append(self.capacities, np.inf)
+        self._first_path_capacity = self._capacity_ext[self._path_links[:, 0]].min(axis=1)
+        self._equal_mlu = FluidTwin(ps).mlu(None, equal_split(ps), demands=self.demands)  # (T,)
+        n, e, kk = topo.num_nodes, topo.num_links, ps.k
+        self.observation_space = spaces.Box(0.0, OBSERVATION_CAP, shape=(e + 2 * kk + 2 + 2 * n,), dtype=np.float32)
+        self.action_space = spaces.Discrete(kk)
+        self._flows = np.zeros((0, 2))
+        self._position = 0
+        self._loads = np.zeros(e + 1)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        t = int(self.np_random.integers(len(self.traffic)))
+        if options and "tm_index" in options:
+            t = int(options["tm_index"])
+            if not 0 <= t < len(self.traffic):
+                raise ValueError(f"tm_index must be in [0, {len(self.traffic) - 1}], got {t}")
+        pairs = np.flatnonzero(self.demands[t] > 0)
+        if len(pairs) == 0:
+            raise ValueError(f"traffic matrix {t} of {self.traffic.name!r} carries no demand")
+        pair_of_flow = np.repeat(pairs, self.flows_per_pair)
+        rate = self.demands[t][pair_of_flow] / self.flows_per_pair
+        order = self.np_random.permutation(len(pair_of_flow))
+        self._flows = np.stack([pair_of_flow[order], rate[order]], axis=1)
+        self._t, self._position = t, 0
+        self._loads = np.zeros(self.topology.num_links + 1)
+        self._reference = float(self.optimal_mlu[t]) if self.optimal_mlu is not None else float(self._equal_mlu[t])
+        return self._observation(), {"tm_index": t, "flows": len(self._flows)}
+
+    def step(self, action):
+        pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+        path = self.path_index(pair, int(action))
+        before = self._mlu()
+        links = self._path_links[pair, path]
+        np.add.at(self._loads, links, rate)
+        self._loads[self._sentinel] = 0.0
+        after = self._mlu()
+        bottleneck = float((self._loads[links] / self._capacity_ext[links]).max())
+        reward = -(after - before) / self._reference - self.bottleneck_weight * bottleneck / self._reference
+        self._position += 1
+        done = self._position >= len(self._flows)
+        info = {"tm_index": self._t, "path": path, "mlu": after}
+        if done:
+            info["final_mlu"] = after
+            if self.optimal_mlu is not None:
+                info["normalized_mlu"] = after / float(self.optimal_mlu[self._t])
+        return self._observation(), float(reward), done, False, info
+
+    # ------------------------------------------------------------------ helpers
+    def path_index(self, pair: int, action: int) -> int:
+        if not 0 <= action < self.pathset.k:
+            raise ValueError(f"action must be in [0, {self.pathset.k - 1}], got {action}")
+        return action % int(self._count[pair])
+
+    def candidate_bottlenecks(self) -> np.ndarray:
+        """(K,) utilization of each candidate path's busiest link if the current flow took it
+        (inf for missing paths); zeros once the episode is over."""
+        if self._position >= len(self._flows):
+            return np.zeros(self.pathset.k)
+        pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+        links = self._path_links[pair]                                  # (K, L)
+        util = (self._loads[links] + rate) / self._capacity_ext[links]  # sentinel: 0
+        return np.where(self.pathset.mask[pair], util.max(axis=1), np.inf)
+
+    def _mlu(self) -> float:
+        return float((self._loads[:-1] / self.capacities).max())
+
+    def _observation(self) -> np.ndarray:
+        ps, n = self.pathset, self.topology.num_nodes
+        util = self._loads[:-1] / self.capacities / self._reference
+        if self._position < len(self._flows):
+            pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+            mask = ps.mask[pair]
+            bottleneck = np.where(mask, self.candidate_bottlenecks() / self._reference, 0.0)
+            size = rate / self._first_path_capacity[pair] / self._reference
+            origin, destination = ps.pairs[pair]
+        else:
+            mask, bottleneck, size, origin, destination = np.zeros(ps.k, bool), np.zeros(ps.k), 0.0, -1, -1
+        endpoints = np.zeros(2 * n)
+        if origin >= 0:
+            endpoints[origin], endpoints[n + destination] = 1.0, 1.0
+        progress = self._position / max(1, len(self._flows))
+        observation = np.concatenate([util, bottleneck, mask.astype(np.float64), [size], endpoints, [progress]])
+        return np.clip(observation, 0.0, OBSERVATION_CAP).astype(np.float32)

@@ -1,0 +1,155 @@
+"""Split routing (load balancing): every step the agent sets split ratios over the K
+candidate paths of every origin–destination pair for the next traffic matrix.
+
+Observation (flat, float32, in [0, 1]): the last ``history`` traffic matrices as pair
+demands, divided by the largest demand in that window, then the link utilizations the
+agent's previous routing caused on the most recent of them, divided by their maximum.
+Both are scale-free: the min-MLU routing of a matrix does not change when it is scaled.
+
+Action: one logit per (pair, path) slot in [-1, 1]; ratios are a softmax over the pair's
+paths of ``action_scale × logit`` (masked slots get nothing), so ``action_scale=3`` lets a
+path's share range over a factor e⁶ ≈ 400.
+
+Reward: ``"normalized"`` is optimal MLU ÷ achieved MLU (1 is the optimum; needs the
+optima, one per matrix, computed once by the caller), ``"mlu"`` is −MLU ÷ the MLU of an
+equal split of the same matrix (scale-free too).
+
+An episode walks ``episode_length`` consecutive matrices from a start that is random
+(``random_start``) or the first matrix with enough history; the end of an episode is a
+time limit (``truncated``), never a terminal state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from topologies import PathSet, Topology, TrafficSequence
+
+from .backend import Backend, make_backend
+from .common import (check_optimal_mlu, equal_split, masked_softmax, resolve_pathset, resolve_topology,
+                     resolve_traffic, scale_free)
+
+REWARDS = ("normalized", "mlu")
+
+
+class SplitRoutingObservation:
+    """The observation encoding, shared by the environment and by deployed policies."""
+
+    def __init__(self, pathset: PathSet, history: int) -> None:
+        self.pathset, self.history = pathset, history
+        self.size = history * pathset.num_pairs + pathset.topology.num_links
+
+    def encode(self, window_demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
+        """(h, P) pair demands, oldest first, and (E,) link utilization -> (h·P + E,) float32."""
+        return np.concatenate([scale_free(np.asarray(window_demands)).ravel(),
+                               scale_free(np.asarray(utilization))]).astype(np.float32)
+
+
+def ratios_from_action(action: np.ndarray, mask: np.ndarray, action_scale: float) -> np.ndarray:
+    """(P·K,) or (..., P·K) actions in [-1, 1] -> (..., P, K) split ratios."""
+    action = np.asarray(action, dtype=np.float64)
+    logits = np.clip(action, -1.0, 1.0).reshape(*action.shape[:-1], *mask.shape) * action_scale
+    return masked_softmax(logits, mask)
+
+
+class SplitRoutingEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        topology: Topology | str = "abilene",
+        traffic: TrafficSequence | np.ndarray | str = "abilene-train",
+        *,
+        k: int = 4,
+        metric: str = "hop",
+        history: int = 3,
+        reward: str = "mlu",
+        optimal_mlu: np.ndarray | None = None,
+        episode_length: int | None = 128,
+        random_start: bool = True,
+        action_scale: float = 3.0,
+        backend: str | Backend = "twin",
+        pathset: PathSet | None = None,
+        traffic_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(history, (int, np.integer)) or history < 1:
+            raise ValueError(f"history (matrices observed) must be an integer >= 1, got {history!r}")
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+        if not action_scale > 0:
+            raise ValueError(f"action_scale must be positive, got {action_scale!r}")
+        self.topology = resolve_topology(topology)
+        self.traffic = resolve_traffic(traffic, self.topology, traffic_options)
+        self.pathset = resolve_pathset(self.topology, k, metric, pathset)
+        self.history, self.reward_kind, self.action_scale = int(history), reward, float(action_scale)
+        length = len(self.traffic)
+        if length <= self.history:
+            raise ValueError(f"traffic {self.traffic.name!r} has {length} matrices; history={self.history} "
+                             f"needs at least {self.history + 1}")
+        self.optimal_mlu = check_optimal_mlu(optimal_mlu, length)
+        if reward == "normalized" and self.optimal_mlu is None:
+            raise ValueError("reward='normalized' needs optimal_mlu, one per traffic matrix "
+                             "(agents.lp.optimal_mlu; `rlte train` computes and caches them)")
+        available = length - self.history
+        if episode_length is not None and (not isinstance(episode_length, (int, np.integer)) or episode_length < 1):
+            raise ValueError(f"episode_length must be a positive integer or None, got {episode_length!r}")
+        self.episode_length = available if episode_length is None else min(int(episode_length), available)
+        self.random_start = random_start
+        self.backend = make_backend(backend, self.pathset) if isinstance(backend, str) else backend
+        self.demands = self.pathset.demands(self.traffic.matrices)  # (T, P)
+        self.encoder = SplitRoutingObservation(self.pathset, self.history)
+        self._equal = equal_split(self.pathset)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(self.encoder.size,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.pathset.num_slots,), dtype=np.float32)
+        self._t = self._end = self.history
+        self._utilization = np.zeros(self.topology.num_links)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        last_start = len(self.traffic) - self.episode_length
+        start = int(self.np_random.integers(self.history, last_start + 1)) if self.random_start else self.history
+        if options and "start" in options:
+            start = int(options["start"])
+            if not self.history <= start <= last_start:
+                raise ValueError(f"start must be in [{self.history}, {last_start}], got {start}")
+        self._t, self._end = start, start + self.episode_length
+        # before the agent acts, the network ran an equal split
+        self._utilization = self.backend.utilization(self.demands[start - 1], self._equal)
+        return self._observation(), {"tm_index": start}
+
+    def step(self, action):
+        ratios = self.ratios(action)
+        t = self._t
+        measured = self.backend.run(self.demands[t], ratios)
+        self._utilization = measured.utilization
+        if self.optimal_mlu is not None:
+            optimal = float(self.optimal_mlu[t])
+            normalized = measured.mlu / optimal
+        if self.reward_kind == "normalized":
+            reward = 1.0 / normalized if measured.mlu > 0 else 1.0
+        else:
+            reference = float(self.backend.utilization(self.demands[t], self._equal).max())
+            reward = -measured.mlu / reference if reference > 0 else 0.0
+        info = {"tm_index": t, "mlu": measured.mlu, "offered_bps": measured.offered_bps,
+                "delivered_bps": measured.delivered_bps, "drops_bps": measured.drops_bps}
+        if self.optimal_mlu is not None:  # (no NaN placeholders: they never compare equal)
+            info.update(optimal_mlu=optimal, normalized_mlu=normalized)
+        self._t += 1
+        truncated = self._t >= self._end
+        return self._observation(), float(reward), False, truncated, info
+
+    # ------------------------------------------------------------------ helpers
+    def ratios(self, action: np.ndarray) -> np.ndarray:
+        """The split ratios (P, K) an action stands for."""
+        return ratios_from_action(action, self.pathset.mask, self.action_scale)
+
+    def _observation(self) -> np.ndarray:
+        t = self._t
+        return self.encoder.encode(self.demands[t - self.history:t], self._utilization)

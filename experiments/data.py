@@ -1,0 +1,112 @@
+"""What a training or evaluation run learns from and is judged on, built from its config:
+the topology and candidate paths, a training and a held-out traffic sequence (scaled as the
+config says), and the exact optimum of every matrix — computed once and cached on disk, so
+normalized rewards cost nothing during training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from agents.lp import optimal_mlu
+from topologies import PathSet, Topology, TrafficError, TrafficSequence, k_shortest_paths, load_topology, load_traffic
+from topologies.traffic import DATASET_PRECEDED_BY, DATASET_TOPOLOGY, DATASET_TRAINING, MODELS, REAL_DATASETS
+
+HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLTE_CACHE", Path.home() / ".cache" / "rlte"))
+
+
+def cached_optimum(topology: Topology, matrices: np.ndarray) -> np.ndarray:
+    """Exact optimal MLU per matrix, cached by topology fingerprint and matrix bytes."""
+    matrices = np.ascontiguousarray(matrices, dtype=np.float64)
+    key = hashlib.sha256(topology.fingerprint().encode() + matrices.tobytes()).hexdigest()[:32]
+    path = cache_dir() / "optima" / f"{key}.npy"
+    if path.exists():
+        cached = np.load(path)
+        if cached.shape == (len(matrices),):
+            return cached
+    optimum = optimal_mlu(topology, matrices)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(partial, optimum)
+    os.replace(partial, path)  # atomic: a concurrent run never reads half a file
+    return optimum
+
+
+@dataclass(frozen=True)
+class RunData:
+    topology: Topology
+    pathset: PathSet
+    train: TrafficSequence
+    train_optimum: np.ndarray
+    test: TrafficSequence   # held out; the first `pad` matrices are history only (not scored)
+    test_optimum: np.ndarray
+    pad: int                # matrices of history prepended to the held-out sequence
+
+    def held_out_indices(self, every: int, limit: int | None = None) -> np.ndarray:
+        """Indices into ``test`` to score: every ``every``-th held-out matrix (or ``limit`` evenly spaced)."""
+        scored = np.arange(self.pad, len(self.test))
+        if limit is not None and limit < len(scored):
+            return scored[np.linspace(0, len(scored) - 1, limit).round().astype(int)]
+        return scored[::every]
+
+    def optimum_at(self, indices: np.ndarray) -> np.ndarray:
+        return self.test_optimum[np.asarray(indices) - self.pad]
+
+
+def load_run_topology(cfg: DictConfig) -> Topology:
+    return load_topology(cfg.topology.get("spec") or cfg.topology.name)
+
+
+def prepare(cfg: DictConfig) -> RunData:
+    topology = load_run_topology(cfg)
+    traffic = cfg.traffic
+    target = traffic.get("target_mlu")
+    if "dataset" in traffic:
+        name = traffic.dataset
+        if name not in REAL_DATASETS:
+            raise TrafficError(f"unknown dataset {name!r}; real datasets: {', '.join(REAL_DATASETS)}")
+        if DATASET_TOPOLOGY[name] != topology.name:
+            raise TrafficError(f"traffic {name!r} is measured on {DATASET_TOPOLOGY[name]!r}, not {topology.name!r}; "
+                               f"use traffic=gravity (or another synthetic model) on this topology")
+        held_out = load_traffic(name, topology)
+        if traffic.get("split"):  # one sequence: the first `split` matrices train
+            split = int(traffic.split)
+            if not 0 < split < len(held_out):
+                raise TrafficError(f"split {split} must leave matrices on both sides of {len(held_out)}")
+            train, held_out, contiguous = held_out[:split], held_out[split:], True
+        else:
+            train = load_traffic(DATASET_TRAINING[name], topology)
+            contiguous = DATASET_PRECEDED_BY.get(name) == DATASET_TRAINING[name]
+        factor = 1.0
+        if target:
+            factor = float(target) / float(cached_optimum(topology, held_out.matrices).max())
+    else:
+        model = traffic.get("model", traffic.name)
+        if model not in MODELS:
+            raise TrafficError(f"unknown traffic model {model!r}; choose one of {', '.join(MODELS)}")
+        count = int(traffic.count)
+        both = load_traffic(model, topology, count=2 * count, seed=int(cfg.seed))
+        train, held_out, contiguous = both[:count], both[count:], True
+        factor = 1.0
+        if target:  # each matrix to the target: synthetic matrices have no common scale to keep
+            optimum = cached_optimum(topology, both.matrices)
+            factor = float(target) / optimum
+            train, held_out = both.scaled(factor)[:count], both.scaled(factor)[count:]
+            factor = 1.0
+    pad = min(HISTORY_PAD, len(train)) if contiguous else 0
+    test_matrices = np.concatenate([train.matrices[len(train) - pad:], held_out.matrices]) if pad else held_out.matrices
+    train = train.scaled(factor) if factor != 1.0 else train
+    test = TrafficSequence(held_out.name, test_matrices * factor, held_out.interval_s, held_out.notes)
+    pathset = k_shortest_paths(topology, int(cfg.paths))
+    return RunData(topology, pathset, train, cached_optimum(topology, train.matrices), test,
+                   cached_optimum(topology, test.matrices[pad:]), pad)

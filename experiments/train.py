@@ -1,0 +1,295 @@
+"""`rlte train` and `rlte eval`: build the run's data and environment from the Hydra config,
+train the configured agent with TensorBoard logging and periodic held-out scores, save
+the model, and compare it on held-out traffic with every baseline.
+
+A run directory holds: ``config.yaml`` (resolved), ``model.zip`` (SB3) or ``model.pt``
+(gradient learner), ``metrics.json`` (training curve, wall time, final table), ``eval.json``
+(the comparison table; rewritten by `rlte eval`), and ``tb/`` (TensorBoard logs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from agents.evaluation import PolicyScores, evaluate_policies
+from agents.policy import baseline_policies
+from envs.path_selection import PathSelectionEnv
+from envs.split_routing import SplitRoutingEnv
+
+from .compare import write_json_atomically
+from .data import RunData, prepare
+from .plotting import cdf_figure, topology_figure
+
+TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
+AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
+
+
+def check_config(cfg: DictConfig) -> None:
+    algorithm, kind = cfg.agent.algorithm, cfg.env.kind
+    if algorithm not in AGENT_ENV:
+        raise ValueError(f"unknown agent algorithm {algorithm!r}; choose one of {', '.join(AGENT_ENV)}")
+    if AGENT_ENV[algorithm] != kind:
+        raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
+    if cfg.backend.name != "twin":
+        raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
+
+
+# ---------------------------------------------------------------------------- environments
+def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
+    common = {"topology": data.topology, "traffic": data.train, "pathset": data.pathset,
+              "optimal_mlu": data.train_optimum}
+    if cfg.env.kind == "split_routing":
+        return {**common, "history": int(cfg.env.history), "reward": cfg.env.reward,
+                "episode_length": int(cfg.env.episode_length), "action_scale": float(cfg.env.action_scale)}
+    return {**common, "flows_per_pair": int(cfg.env.flows_per_pair),
+            "bottleneck_weight": float(cfg.env.bottleneck_weight)}
+
+
+def make_vec_env(cfg: DictConfig, data: RunData):
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    vec_class = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}.get(cfg.env.vec_env)
+    if vec_class is None:
+        raise ValueError(f"env.vec_env must be dummy or subproc, got {cfg.env.vec_env!r}")
+    env_class = SplitRoutingEnv if cfg.env.kind == "split_routing" else PathSelectionEnv
+    return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed),
+                            vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
+
+
+# ---------------------------------------------------------------------------- evaluation
+def learned_policy(cfg: DictConfig, data: RunData, model):
+    """The trained split-routing model as a RoutingPolicy."""
+    if cfg.agent.algorithm == "gradient":
+        from agents.gradient import GradientPolicy
+
+        return GradientPolicy(data.pathset, model, name="gradient")
+    from agents.sb3 import SB3SplitPolicy
+
+    return SB3SplitPolicy(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
+
+
+def score_split_routing(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool,
+                        with_drops: bool = True) -> dict[str, PolicyScores]:
+    policies = [learned_policy(cfg, data, model)]
+    if baselines:
+        policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
+    _, scores = evaluate_policies(policies, data.test.matrices, indices, optimal=data.optimum_at(indices),
+                                  with_drops=with_drops)
+    return scores
+
+
+def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *,
+                         baselines: bool) -> dict[str, PolicyScores]:
+    from agents.flows import first_path, from_model, least_loaded, play
+
+    env = PathSelectionEnv(data.topology, data.test, pathset=data.pathset, flows_per_pair=int(cfg.env.flows_per_pair))
+    choosers = {cfg.agent.name: from_model(model)}
+    if baselines:
+        choosers |= {"least_loaded": least_loaded, "shortest_path": first_path}
+    optimum = data.optimum_at(indices)
+    scores = {}
+    for name, choose in choosers.items():
+        start = time.perf_counter()
+        final = play(env, choose, indices, seed=int(cfg.seed))
+        per_tm = (time.perf_counter() - start) / len(indices)
+        scores[name] = PolicyScores(final, final / optimum, np.full(len(indices), per_tm))
+    return scores
+
+
+def score(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool) -> dict[str, PolicyScores]:
+    if cfg.env.kind == "path_selection":
+        return score_path_selection(cfg, data, model, indices, baselines=baselines)
+    return score_split_routing(cfg, data, model, indices, baselines=baselines)
+
+
+# ---------------------------------------------------------------------------- TensorBoard
+class TEWriter:
+    """Traffic-engineering metrics and figures, beside SB3's own scalars."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir))
+
+    def scores(self, step: int, name: str, scores: PolicyScores) -> None:
+        x = scores.normalized_mlu
+        for key, value in (("mean", x.mean()), ("median", np.median(x)), ("p90", np.percentile(x, 90))):
+            self.writer.add_scalar(f"heldout/normalized_mlu_{key}", float(value), step)
+        if scores.drop_fraction is not None:
+            self.writer.add_scalar("heldout/drop_fraction", float(scores.drop_fraction.mean()), step)
+            self.writer.add_scalar("heldout/throughput_fraction", float(1 - scores.drop_fraction.mean()), step)
+        self.writer.flush()
+
+    def figures(self, step: int, data: RunData, table: dict[str, PolicyScores], utilization: np.ndarray | None) -> None:
+        import matplotlib.pyplot as plt
+
+        figure = cdf_figure({name: s.normalized_mlu for name, s in table.items()})
+        self.writer.add_figure("heldout/normalized_mlu_cdf", figure, step)
+        plt.close(figure)
+        if utilization is not None:
+            figure = topology_figure(data.topology, link_values=utilization, value_label="mean link utilization")
+            self.writer.add_figure("heldout/link_utilization", figure, step)
+            plt.close(figure)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def mean_utilization(data: RunData, policy, indices: np.ndarray) -> np.ndarray:
+    """Mean link utilization of a RoutingPolicy over held-out matrices (for the heatmap)."""
+    from agents.evaluation import history_for
+    from envs.twin import FluidTwin
+
+    if hasattr(policy, "reset"):
+        policy.reset()
+    ratios = np.stack([policy.route(history_for(policy, data.test.matrices, int(t))) for t in indices])
+    loads = FluidTwin(data.pathset).link_loads(data.test.matrices[indices], ratios)
+    return (loads / data.topology.capacities).mean(axis=0)
+
+
+# ---------------------------------------------------------------------------- training
+class Progress:
+    """Periodic held-out scores: TensorBoard, the training curve, and time to target."""
+
+    def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter) -> None:
+        self.cfg, self.data, self.writer = cfg, data, writer
+        self.indices = data.held_out_indices(int(cfg.eval.every), limit=int(cfg.eval.periodic_matrices))
+        self.start = time.perf_counter()
+        self.curve: list[dict[str, float]] = []
+        self.seconds_to_target: float | None = None
+
+    def __call__(self, step: int, model) -> None:
+        scores = score(self.cfg, self.data, model, self.indices, baselines=False)[self.cfg.agent.name]
+        self.writer.scores(step, self.cfg.agent.name, scores)
+        elapsed = time.perf_counter() - self.start
+        median = float(np.median(scores.normalized_mlu))
+        self.curve.append({"step": step, "seconds": elapsed, "median": median,
+                           "p90": float(np.percentile(scores.normalized_mlu, 90))})
+        if self.seconds_to_target is None and median <= TARGET_NORMALIZED_MLU:
+            self.seconds_to_target = elapsed
+
+
+def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.sb3 import make_model
+
+    env = make_vec_env(cfg, data)
+    model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
+                       net_arch=list(cfg.agent.net_arch), seed=int(cfg.seed), tensorboard_log=str(run_dir / "tb"),
+                       policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or {}))
+    every = int(cfg.eval.periodic_every)
+
+    class Periodic(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                self.next += every
+                progress(self.num_timesteps, self.model)
+            return True
+
+    progress(0, model)
+    model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
+                tb_log_name=cfg.agent.name)
+    progress(int(model.num_timesteps), model)
+    model.save(run_dir / "model.zip")
+    env.close()
+    return model
+
+
+def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
+    from tqdm import tqdm
+
+    from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
+
+    settings = GradientSettings(history=int(cfg.env.history), hidden=tuple(cfg.agent.hidden),
+                                epochs=int(cfg.agent.epochs), batch_size=int(cfg.agent.batch_size),
+                                learning_rate=float(cfg.agent.learning_rate),
+                                weight_decay=float(cfg.agent.weight_decay), seed=int(cfg.seed))
+    every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
+    bar = tqdm(total=settings.epochs, desc="gradient epochs", unit="epoch")
+
+    def on_epoch(epoch: int, loss: float, policy) -> None:
+        progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if (epoch + 1) % every == 0 or epoch + 1 == settings.epochs:
+            progress(epoch + 1, policy.net)
+
+    progress(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
+    policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
+    bar.close()
+    torch.save({"state_dict": policy.net.state_dict(), "history": settings.history, "hidden": list(settings.hidden)},
+               run_dir / "model.pt")
+    return policy.net
+
+
+def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
+    if cfg.agent.algorithm == "gradient":
+        from agents.gradient import SplitRatioNet
+
+        saved = torch.load(run_dir / "model.pt", weights_only=True)
+        net = SplitRatioNet(data.pathset, saved["history"], saved["hidden"])
+        net.load_state_dict(saved["state_dict"])
+        return net
+    from agents.sb3 import load_model
+
+    return load_model(cfg.agent.algorithm, str(run_dir / "model.zip"))
+
+
+def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[str, PolicyScores]) -> dict:
+    return {"topology": data.topology.name, "traffic": data.test.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
+            "tm_index": [int(i) - data.pad for i in indices],
+            "optimal_mlu": data.optimum_at(indices).tolist(),
+            "policies": {name: {"summary": s.summary(), "mlu": s.mlu.tolist(),
+                                "normalized_mlu": s.normalized_mlu.tolist()} for name, s in table.items()}}
+
+
+def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path, out: Path | None = None) -> dict:
+    indices = data.held_out_indices(int(cfg.eval.every))
+    table = score(cfg, data, model, indices, baselines=bool(cfg.eval.with_baselines))
+    report = table_json(cfg, data, indices, table)
+    write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
+    return report
+
+
+def run_training(cfg: DictConfig, run_dir: Path) -> dict:
+    check_config(cfg)
+    torch.set_num_threads(int(cfg.threads))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    started = time.perf_counter()
+    data = prepare(cfg)
+    prepare_s = time.perf_counter() - started
+    writer = TEWriter(run_dir / "tb" / "te")
+    progress = Progress(cfg, data, writer)
+    trainer = train_gradient_agent if cfg.agent.algorithm == "gradient" else train_sb3
+    model = trainer(cfg, data, run_dir, progress)
+    train_s = time.perf_counter() - progress.start
+    report = evaluate_run(cfg, data, model, run_dir)
+    table = {name: PolicyScores(np.array(p["mlu"]), np.array(p["normalized_mlu"]), np.zeros(1))
+             for name, p in report["policies"].items()}
+    utilization = None
+    if cfg.env.kind == "split_routing":
+        utilization = mean_utilization(data, learned_policy(cfg, data, model),
+                                       data.held_out_indices(int(cfg.eval.every)))
+    writer.figures(progress.curve[-1]["step"], data, table, utilization)
+    writer.close()
+    metrics = {"agent": cfg.agent.name, "topology": data.topology.name, "seed": int(cfg.seed),
+               "prepare_seconds": prepare_s, "train_seconds": train_s,
+               "seconds_to_heldout_median_1.10": progress.seconds_to_target, "curve": progress.curve,
+               "final": {name: p["summary"] for name, p in report["policies"].items()}}
+    write_json_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics
