@@ -1,11 +1,13 @@
 # Two entry points (see README):
-#   make compare  - install into .venv and run the main job on the fluid twin (no root needed)
+#   make train    - install into .venv and run the main job on the fluid twin (no root needed):
+#                   train PPO on Abilene's real traffic, then compare it with every baseline
 #   make test     - install everything the tests need and run the whole suite
+# Also: make compare (baselines only, seconds), make bench (benchmarks, long).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: compare test bench clean
+.PHONY: train compare test bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "rlte needs Python >= 3.10, found " + sys.version.split()[0])'
@@ -17,9 +19,19 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+# torch first, pinned: a package asking for plain `torch` would otherwise pull a CUDA build
+$(VENV)/.installed-learn: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[learn]'
 	touch $@ $(VENV)/.installed-core
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-core $(VENV)/.installed-learn
+
+train: $(VENV)/.installed-learn
+	$(BIN)/rlte train
 
 compare: $(VENV)/.installed-core
 	mkdir -p out
@@ -31,6 +43,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/twin_throughput.py
 	$(BIN)/python bench/lp_solve.py
+	$(BIN)/python bench/learning.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out runs .pytest_cache .hypothesis

@@ -10,6 +10,8 @@ import numpy as np
 
 from envs.path_selection import PathSelectionEnv
 
+from .lp import path_lp
+
 Chooser = Callable[[PathSelectionEnv, np.ndarray], int]
 
 
@@ -21,6 +23,24 @@ def least_loaded(env: PathSelectionEnv, observation: np.ndarray) -> int:
 def first_path(env: PathSelectionEnv, observation: np.ndarray) -> int:
     """Shortest path, whatever the load."""
     return 0
+
+
+class LPRounded:
+    """The path LP's split for the episode's matrix, rounded to whole flows: each flow goes
+    to the path whose LP share of the pair is furthest ahead of what it has received."""
+
+    def __init__(self) -> None:
+        self._ratios = self._given = np.zeros((0, 0))
+
+    def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
+        if env.routed == 0:  # a new episode: solve its matrix once
+            self._ratios = path_lp(env.pathset, env.traffic.matrices[env.tm_index]).ratios
+            self._given = np.zeros_like(self._ratios)
+        pair, rate = env.current_flow
+        wanted = self._ratios[pair] * (self._given[pair].sum() + rate) - self._given[pair]
+        path = int(np.argmax(np.where(env.pathset.mask[pair], wanted, -np.inf)))
+        self._given[pair, path] += rate
+        return path
 
 
 def from_model(model) -> Chooser:

@@ -83,6 +83,11 @@ class GradientSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     seed: int = 0
+    # Loss = MLU ÷ optimum, plus ``spread`` × (p-norm of link utilizations ÷ optimum): the
+    # p-norm term keeps the second-busiest links low too, so the routing leaves headroom for
+    # the next matrix's changes (what the LP's "balanced" tie-break does for LP-previous).
+    spread: float = 0.0
+    spread_p: float = 8.0
 
 
 def train_gradient(
@@ -114,6 +119,7 @@ def train_gradient(
     windows = targets[:, None] + torch.arange(-h, 0)[None, :]                    # (S, h)
     net = SplitRatioNet(pathset, h, settings.hidden)
     twin = TorchFluidTwin(pathset, dtype=torch.float32)
+    capacities = torch.as_tensor(np.array(pathset.topology.capacities), dtype=torch.float32)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     policy = GradientPolicy(pathset, net)
     losses = []
@@ -124,7 +130,12 @@ def train_gradient(
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
             ratios = net(demands[windows[batch]])
-            loss = (twin.mlu(None, ratios, demands=demands[targets[batch]]) / optimum[targets[batch]]).mean()
+            utilization = twin.link_loads(None, ratios, demands=demands[targets[batch]]) / capacities
+            scale = optimum[targets[batch]]
+            loss = (utilization.amax(dim=1) / scale).mean()
+            if settings.spread:
+                spread = utilization.pow(settings.spread_p).mean(dim=1).pow(1 / settings.spread_p) / scale
+                loss = loss + settings.spread * spread.mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

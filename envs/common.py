@@ -41,6 +41,14 @@ def resolve_pathset(topology: Topology, k: int, metric: str, pathset: PathSet | 
     return k_shortest_paths(topology, int(k), metric)
 
 
+def resolve_network(topology: Topology | str, traffic: TrafficSequence | np.ndarray | str, k: int, metric: str,
+                    pathset: PathSet | None, traffic_options: Mapping[str, Any] | None
+                    ) -> tuple[Topology, TrafficSequence, PathSet]:
+    """An environment's topology, traffic sequence and candidate paths, checked against each other."""
+    topology = resolve_topology(topology)
+    return topology, resolve_traffic(traffic, topology, traffic_options), resolve_pathset(topology, k, metric, pathset)
+
+
 def check_optimal_mlu(optimal_mlu, length: int) -> np.ndarray | None:
     if optimal_mlu is None:
         return None

@@ -30,7 +30,7 @@ from gymnasium import spaces
 
 from topologies import PathSet, Topology, TrafficSequence
 
-from .common import check_optimal_mlu, equal_split, resolve_pathset, resolve_topology, resolve_traffic
+from .common import check_optimal_mlu, equal_split, resolve_network
 from .twin import FluidTwin
 
 OBSERVATION_CAP = 10.0
@@ -61,9 +61,8 @@ class PathSelectionEnv(gym.Env):
             raise ValueError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
         if bottleneck_weight < 0:
             raise ValueError(f"bottleneck_weight must be >= 0, got {bottleneck_weight!r}")
-        self.topology = resolve_topology(topology)
-        self.traffic = resolve_traffic(traffic, self.topology, traffic_options)
-        self.pathset = resolve_pathset(self.topology, k, metric, pathset)
+        self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
+                                                                    traffic_options)
         self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
         self.optimal_mlu = check_optimal_mlu(optimal_mlu, len(self.traffic))
         ps, topo = self.pathset, self.topology
@@ -84,7 +83,7 @@ class PathSelectionEnv(gym.Env):
         self.observation_space = spaces.Box(0.0, OBSERVATION_CAP, shape=(e + 2 * kk + 2 + 2 * n,), dtype=np.float32)
         self.action_space = spaces.Discrete(kk)
         self._flows = np.zeros((0, 2))
-        self._position = 0
+        self._position = self._t = 0
         self._loads = np.zeros(e + 1)
 
     # ------------------------------------------------------------------ gymnasium API
@@ -127,6 +126,21 @@ class PathSelectionEnv(gym.Env):
         return self._observation(), float(reward), done, False, info
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def tm_index(self) -> int:
+        """Index of the traffic matrix this episode routes."""
+        return self._t
+
+    @property
+    def routed(self) -> int:
+        """Flows already given a path in this episode."""
+        return self._position
+
+    @property
+    def current_flow(self) -> tuple[int, float]:
+        """(pair index, rate in bit/s) of the flow waiting for a path."""
+        return int(self._flows[self._position, 0]), float(self._flows[self._position, 1])
+
     def path_index(self, pair: int, action: int) -> int:
         if not 0 <= action < self.pathset.k:
             raise ValueError(f"action must be in [0, {self.pathset.k - 1}], got {action}")

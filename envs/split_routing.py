@@ -31,8 +31,7 @@ from gymnasium import spaces
 from topologies import PathSet, Topology, TrafficSequence
 
 from .backend import Backend, make_backend
-from .common import (check_optimal_mlu, equal_split, masked_softmax, resolve_pathset, resolve_topology,
-                     resolve_traffic, scale_free)
+from .common import check_optimal_mlu, equal_split, masked_softmax, resolve_network, scale_free
 
 REWARDS = ("normalized", "mlu")
 
@@ -84,9 +83,8 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
         if not action_scale > 0:
             raise ValueError(f"action_scale must be positive, got {action_scale!r}")
-        self.topology = resolve_topology(topology)
-        self.traffic = resolve_traffic(traffic, self.topology, traffic_options)
-        self.pathset = resolve_pathset(self.topology, k, metric, pathset)
+        self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
+                                                                    traffic_options)
         self.history, self.reward_kind, self.action_scale = int(history), reward, float(action_scale)
         length = len(self.traffic)
         if length <= self.history:

@@ -88,12 +88,12 @@ def score_split_routing(cfg: DictConfig, data: RunData, model, indices: np.ndarr
 
 def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *,
                          baselines: bool) -> dict[str, PolicyScores]:
-    from agents.flows import first_path, from_model, least_loaded, play
+    from agents.flows import LPRounded, first_path, from_model, least_loaded, play
 
     env = PathSelectionEnv(data.topology, data.test, pathset=data.pathset, flows_per_pair=int(cfg.env.flows_per_pair))
     choosers = {cfg.agent.name: from_model(model)}
     if baselines:
-        choosers |= {"least_loaded": least_loaded, "shortest_path": first_path}
+        choosers |= {"least_loaded": least_loaded, "lp_rounded": LPRounded(), "shortest_path": first_path}
     optimum = data.optimum_at(indices)
     scores = {}
     for name, choose in choosers.items():
@@ -186,7 +186,7 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
     env = make_vec_env(cfg, data)
     model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
                        net_arch=list(cfg.agent.net_arch), seed=int(cfg.seed), tensorboard_log=str(run_dir / "tb"),
-                       policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or {}))
+                       policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create()))
     every = int(cfg.eval.periodic_every)
 
     class Periodic(BaseCallback):
@@ -217,7 +217,8 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
     settings = GradientSettings(history=int(cfg.env.history), hidden=tuple(cfg.agent.hidden),
                                 epochs=int(cfg.agent.epochs), batch_size=int(cfg.agent.batch_size),
                                 learning_rate=float(cfg.agent.learning_rate),
-                                weight_decay=float(cfg.agent.weight_decay), seed=int(cfg.seed))
+                                weight_decay=float(cfg.agent.weight_decay), seed=int(cfg.seed),
+                                spread=float(cfg.agent.get("spread", 0.0)), spread_p=float(cfg.agent.get("spread_p", 8.0)))
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
     bar = tqdm(total=settings.epochs, desc="gradient epochs", unit="epoch")
 

@@ -170,3 +170,23 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
 
     result = rlte("eval", f"run={tmp_path / 'nowhere'}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_lp_rounded_follows_the_lp_split_in_whole_flows():
+    """a→c 4 Mb/s in 9 flows: the LP sends 4/9 direct, so rounding puts 4 flows there, 5 via b."""
+    from agents.flows import LPRounded
+
+    topology = triangle()
+    tm = np.zeros((1, 3, 3))
+    tm[0, 0, 2] = 4e6
+    env = PathSelectionEnv(topology, tm, k=2, flows_per_pair=9)
+    choose, paths = LPRounded(), []
+    observation, _ = env.reset(seed=0)
+    done = False
+    while not done:
+        action = choose(env, observation)
+        observation, _, done, _, info = env.step(action)
+        paths.append(info["path"])
+    ps = env.pathset
+    direct = ps.paths[ps.pair_index[(0, 2)]].index((topology.link_index[(0, 2)],))
+    assert paths.count(direct) == 4 and info["final_mlu"] == pytest.approx(4 / 9)

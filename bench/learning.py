@@ -1,0 +1,132 @@
+"""Learning bars (issue #3), written to ``bench/results/learning.json``:
+
+- the Abilene table: train on the real training week, score on the test week (routing
+  each next matrix from its history), for the gradient learner, PPO and DQN (on its own
+  environment, against greedy least-loaded and shortest path), over several seeds;
+- decision time per traffic matrix of each learned policy against the path LP it
+  replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs);
+- training wall time until the held-out median normalized MLU first reaches 1.10.
+
+Each training run is a normal `rlte train` run (its directory is kept under bench/runs/).
+Runs one at a time; torch and BLAS use one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_runs(agents: dict[str, list[str]], seeds: list[int]) -> list[dict]:
+    from hydra import compose, initialize_config_dir
+
+    from experiments.hydra_app import CONFIG_DIR
+    from experiments.train import run_training
+
+    rows = []
+    for agent, overrides in agents.items():
+        for seed in seeds:
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+                cfg = compose("train", overrides=[f"agent={agent}", f"seed={seed}", *overrides])
+            run_dir = ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
+            started = time.perf_counter()
+            metrics = run_training(cfg, run_dir)
+            rows.append({"agent": agent, "seed": seed, "overrides": overrides, "run_dir": str(run_dir.relative_to(ROOT)),
+                         "wall_seconds": time.perf_counter() - started, **metrics})
+            final = metrics["final"][cfg.agent.name]
+            print(f"{agent:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "
+                  f"max {final['max']:.3f}  train {metrics['train_seconds']:.0f} s", flush=True)
+    return rows
+
+
+def decision_times(repeats: int = 20) -> list[dict]:
+    """Seconds per decision (one routing for one matrix) of each learned policy and of the path LP."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from agents.gradient import GradientPolicy, SplitRatioNet
+    from agents.lp import path_lp
+    from agents.sb3 import SB3SplitPolicy
+    from bench.twin_throughput import build
+    from envs import SplitRoutingEnv
+    from topologies import load_traffic
+
+    torch.set_num_threads(1)
+    rows = []
+    for name, spec, endpoints, lp_repeats in (("abilene", "abilene", None, 10), ("geant", "geant", None, 3),
+                                              ("kdl_100_nodes", "kdl", 100, 1)):
+        topology, pathset = build(spec, 4, endpoints)
+        tms = load_traffic("gravity", topology, count=4, seed=1).matrices
+        keep = np.zeros((topology.num_nodes,) * 2, dtype=bool)
+        keep[pathset.pairs[:, 0], pathset.pairs[:, 1]] = True
+        tms = tms * keep
+        gradient = GradientPolicy(pathset, SplitRatioNet(pathset, 3))
+        env = SplitRoutingEnv(topology, tms, pathset=pathset, history=3, episode_length=1)
+        ppo = SB3SplitPolicy(PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"),
+                             pathset, 3, 3.0)
+        shape = {"topology": name, "nodes": topology.num_nodes, "pairs": pathset.num_pairs, "paths_per_pair": 4}
+
+        def timed(fn, count):
+            samples = []
+            for _ in range(count):
+                start = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - start)
+            return statistics.median(samples)
+
+        windows = np.stack([tms[:3]] * 256)
+        measured = {
+            "gradient_mlp": timed(lambda: gradient.route(tms[:3]), repeats),
+            "gradient_mlp_batched_256": timed(lambda: gradient.route_batch(windows), 3) / 256,
+            "ppo_mlp": timed(lambda: ppo.route(tms[:3]), repeats),
+            "path_lp": timed(lambda: path_lp(pathset, tms[3]), lp_repeats),
+            "path_lp_balanced": timed(lambda: path_lp(pathset, tms[3], tie_break="balanced"), lp_repeats),
+        }
+        for policy, seconds in measured.items():
+            rows.append({**shape, "policy": policy, "seconds_per_decision": seconds})
+            print(f"{name:14s} {policy:26s} {seconds * 1e3:10.3f} ms", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--agents", default="gradient,ppo,dqn")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    agents = {name: [] for name in args.agents.split(",") if name}
+    results = {"benchmark": "learning", "machine": machine(), "seeds": seeds}
+    results["decision_time"] = decision_times()
+    write("learning", results, args.out)
+    results["abilene_runs"] = train_runs(agents, seeds)
+    summary = {}
+    for agent in agents:
+        runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
+        finals = [r["final"][agent] for r in runs]
+        summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
+        summary[agent]["train_seconds"] = [r["train_seconds"] for r in runs]
+        summary[agent]["seconds_to_heldout_median_1.10"] = [r["seconds_to_heldout_median_1.10"] for r in runs]
+    baseline_source = next((r for r in results["abilene_runs"] if r["agent"] != "dqn"), None)
+    if baseline_source:
+        summary["baselines"] = {k: v for k, v in baseline_source["final"].items() if k not in agents}
+    results["summary"] = summary
+    write("learning", results, args.out)
+
+
+if __name__ == "__main__":
+    main()

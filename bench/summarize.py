@@ -1,0 +1,72 @@
+"""Markdown tables from bench/results/*.json (the numbers quoted in bench/README.md).
+
+    python bench/summarize.py > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def twin(data: dict) -> str:
+    rows = []
+    for r in data["results"]:
+        if r["op"] != "mlu" and r["batch"] not in (1, r["batch"]):
+            continue
+        rows.append([r["topology"], r["backend"], r["device"], str(r["batch"]), r["op"], r["routing"], r["load"],
+                     f"{r['evaluations_per_s']:.3g}", f"{r['microseconds_per_evaluation']:.3g}"])
+    goals = "\n".join(f"- `{k}`: {v:.4g}" if isinstance(v, float) else f"- `{k}`: {v}" for k, v in data["goals"].items())
+    return goals + "\n\n" + table(["topology", "backend", "device", "batch", "op", "routing", "load", "evals/s",
+                                   "µs/eval"], rows)
+
+
+def lp(data: dict) -> str:
+    rows = [[r["topology"], str(r["pairs"]), r["formulation"], f"{r['solve']['median_s'] * 1e3:.2f}",
+             f"{r['build']['median_s'] * 1e3:.2f}", f"{r['wall']['median_s'] * 1e3:.2f}", str(r["solve"]["count"])]
+            for r in data["results"]]
+    return table(["topology", "pairs", "formulation", "solve ms (median)", "build ms", "wall ms", "matrices"], rows)
+
+
+def learning(data: dict) -> str:
+    parts = []
+    summary = data.get("summary", {})
+    rows = []
+    for agent, s in summary.items():
+        if agent == "baselines":
+            continue
+        fmt = lambda xs: " / ".join(f"{x:.3f}" for x in xs)  # noqa: E731
+        reach = " / ".join("never" if x is None else f"{x:.0f}" for x in s["seconds_to_heldout_median_1.10"])
+        rows.append([agent, fmt(s["median"]), fmt(s["p90"]), fmt(s["max"]),
+                     " / ".join(f"{x:.0f}" for x in s["train_seconds"]), reach])
+    if rows:
+        parts.append(table(["agent", "median (per seed)", "p90", "max", "train s", "s to median ≤ 1.10"], rows))
+    if "baselines" in summary:
+        parts.append(table(["baseline", "median", "p90", "max"],
+                           [[k, f"{v['median']:.3f}", f"{v['p90']:.3f}", f"{v['max']:.3f}"]
+                            for k, v in summary["baselines"].items()]))
+    if data.get("decision_time"):
+        parts.append(table(["topology", "pairs", "policy", "ms per decision"],
+                           [[r["topology"], str(r["pairs"]), r["policy"], f"{r['seconds_per_decision'] * 1e3:.3f}"]
+                            for r in data["decision_time"]]))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning)):
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            sys.stdout.write(f"## {name}\n\n{render(json.loads(path.read_text()))}\n\n")
+
+
+if __name__ == "__main__":
+    main()
