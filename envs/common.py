@@ -12,6 +12,8 @@ import numpy as np
 
 from topologies import PathSet, Topology, TrafficSequence, k_shortest_paths, load_topology, load_traffic
 
+from .twin import FluidTwin
+
 
 def resolve_topology(topology: Topology | str) -> Topology:
     if isinstance(topology, Topology):
@@ -64,6 +66,12 @@ def equal_split(pathset: PathSet) -> np.ndarray:
     """(P, K) ratios spreading each pair evenly over its paths."""
     mask = pathset.mask.astype(np.float64)
     return mask / mask.sum(axis=1, keepdims=True)
+
+
+def equal_split_mlu(pathset: PathSet, demands: np.ndarray) -> np.ndarray:
+    """(T,) MLU of an equal split of every pair demand vector in ``demands`` (T, P): the
+    scale-free reference both environments measure congestion against (one batched call)."""
+    return np.asarray(FluidTwin(pathset).mlu(None, equal_split(pathset), demands=demands), dtype=np.float64)
 
 
 def masked_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:

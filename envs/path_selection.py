@@ -30,8 +30,7 @@ from gymnasium import spaces
 
 from topologies import PathSet, Topology, TrafficSequence
 
-from .common import check_optimal_mlu, equal_split, resolve_network
-from .twin import FluidTwin
+from .common import check_optimal_mlu, equal_split_mlu, resolve_network
 
 OBSERVATION_CAP = 10.0
 
@@ -78,7 +77,7 @@ class PathSelectionEnv(gym.Env):
         self._count = ps.mask.sum(axis=1)
         self._capacity_ext = np.append(self.capacities, np.inf)
         self._first_path_capacity = self._capacity_ext[self._path_links[:, 0]].min(axis=1)
-        self._equal_mlu = FluidTwin(ps).mlu(None, equal_split(ps), demands=self.demands)  # (T,)
+        self._equal_mlu = equal_split_mlu(ps, self.demands)  # (T,)
         n, e, kk = topo.num_nodes, topo.num_links, ps.k
         self.observation_space = spaces.Box(0.0, OBSERVATION_CAP, shape=(e + 2 * kk + 2 + 2 * n,), dtype=np.float32)
         self.action_space = spaces.Discrete(kk)

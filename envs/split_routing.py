@@ -31,7 +31,7 @@ from gymnasium import spaces
 from topologies import PathSet, Topology, TrafficSequence
 
 from .backend import Backend, make_backend
-from .common import check_optimal_mlu, equal_split, masked_softmax, resolve_network, scale_free
+from .common import check_optimal_mlu, equal_split, equal_split_mlu, masked_softmax, resolve_network, scale_free
 
 REWARDS = ("normalized", "mlu")
 
@@ -103,6 +103,7 @@ class SplitRoutingEnv(gym.Env):
         self.demands = self.pathset.demands(self.traffic.matrices)  # (T, P)
         self.encoder = SplitRoutingObservation(self.pathset, self.history)
         self._equal = equal_split(self.pathset)
+        self._equal_mlu = equal_split_mlu(self.pathset, self.demands)  # reward="mlu" reference, per matrix
         self.observation_space = spaces.Box(0.0, 1.0, shape=(self.encoder.size,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.pathset.num_slots,), dtype=np.float32)
         self._t = self._end = self.history
@@ -127,18 +128,15 @@ class SplitRoutingEnv(gym.Env):
         t = self._t
         measured = self.backend.run(self.demands[t], ratios)
         self._utilization = measured.utilization
-        if self.optimal_mlu is not None:
-            optimal = float(self.optimal_mlu[t])
-            normalized = measured.mlu / optimal
-        if self.reward_kind == "normalized":
-            reward = 1.0 / normalized if measured.mlu > 0 else 1.0
-        else:
-            reference = float(self.backend.utilization(self.demands[t], self._equal).max())
-            reward = -measured.mlu / reference if reference > 0 else 0.0
         info = {"tm_index": t, "mlu": measured.mlu, "offered_bps": measured.offered_bps,
                 "delivered_bps": measured.delivered_bps, "drops_bps": measured.drops_bps}
-        if self.optimal_mlu is not None:  # (no NaN placeholders: they never compare equal)
-            info.update(optimal_mlu=optimal, normalized_mlu=normalized)
+        if self.optimal_mlu is not None:  # (no NaN placeholders when unknown: they never compare equal)
+            info.update(optimal_mlu=float(self.optimal_mlu[t]), normalized_mlu=measured.mlu / self.optimal_mlu[t])
+        if self.reward_kind == "normalized":
+            reward = self.optimal_mlu[t] / measured.mlu if measured.mlu > 0 else 1.0
+        else:
+            reference = self._equal_mlu[t]
+            reward = -measured.mlu / reference if reference > 0 else 0.0
         self._t += 1
         truncated = self._t >= self._end
         return self._observation(), float(reward), False, truncated, info
