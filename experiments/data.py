@@ -96,13 +96,9 @@ def prepare(cfg: DictConfig) -> RunData:
             raise TrafficError(f"unknown traffic model {model!r}; choose one of {', '.join(MODELS)}")
         count = int(traffic.count)
         both = load_traffic(model, topology, count=2 * count, seed=int(cfg.seed))
-        train, held_out, contiguous = both[:count], both[count:], True
-        factor = 1.0
         if target:  # each matrix to the target: synthetic matrices have no common scale to keep
-            optimum = cached_optimum(topology, both.matrices)
-            factor = float(target) / optimum
-            train, held_out = both.scaled(factor)[:count], both.scaled(factor)[count:]
-            factor = 1.0
+            both = both.scaled(float(target) / cached_optimum(topology, both.matrices))
+        train, held_out, contiguous, factor = both[:count], both[count:], True, 1.0
     pad = min(HISTORY_PAD, len(train)) if contiguous else 0
     test_matrices = np.concatenate([train.matrices[len(train) - pad:], held_out.matrices]) if pad else held_out.matrices
     train = train.scaled(factor) if factor != 1.0 else train

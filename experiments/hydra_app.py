@@ -35,9 +35,8 @@ def train_main(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = run_training(cfg, run_dir)
-    report = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     final = metrics["final"]
-    print_table(f"{metrics['agent']} on {metrics['topology']} (seed {report['seed']}): normalized MLU, held-out",
+    print_table(f"{metrics['agent']} on {metrics['topology']} (seed {metrics['seed']}): normalized MLU, held-out",
                 {name: {"summary": s} for name, s in final.items()})
     console.print(f"trained in {metrics['train_seconds']:.0f} s · run directory {run_dir}", highlight=False)
     return final[metrics["agent"]]["median"]  # what a sweeper would minimise
@@ -63,7 +62,7 @@ def run_eval(args: list[str]) -> None:
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
     data = prepare(cfg)
     model = load_trained(cfg, data, run_dir)
-    report = evaluate_run(cfg, data, model, run_dir, Path(out) if out else None)
+    report, _ = evaluate_run(cfg, data, model, run_dir, Path(out) if out else None)
     print_table(f"{cfg.agent.name} on {data.topology.name}: normalized MLU on {len(report['tm_index'])} held-out matrices",
                 report["policies"])
     console.print(f"written to {out or run_dir / 'eval.json'}", highlight=False)

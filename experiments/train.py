@@ -119,7 +119,7 @@ class TEWriter:
 
         self.writer = SummaryWriter(str(log_dir))
 
-    def scores(self, step: int, name: str, scores: PolicyScores) -> None:
+    def scores(self, step: int, scores: PolicyScores) -> None:
         x = scores.normalized_mlu
         for key, value in (("mean", x.mean()), ("median", np.median(x)), ("p90", np.percentile(x, 90))):
             self.writer.add_scalar(f"heldout/normalized_mlu_{key}", float(value), step)
@@ -169,7 +169,7 @@ class Progress:
 
     def __call__(self, step: int, model) -> None:
         scores = score(self.cfg, self.data, model, self.indices, baselines=False)[self.cfg.agent.name]
-        self.writer.scores(step, self.cfg.agent.name, scores)
+        self.writer.scores(step, scores)
         elapsed = time.perf_counter() - self.start
         median = float(np.median(scores.normalized_mlu))
         self.curve.append({"step": step, "seconds": elapsed, "median": median,
@@ -258,12 +258,14 @@ def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[
                                 "normalized_mlu": s.normalized_mlu.tolist()} for name, s in table.items()}}
 
 
-def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path, out: Path | None = None) -> dict:
+def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
+                 out: Path | None = None) -> tuple[dict, dict[str, PolicyScores]]:
+    """Score the trained model and the baselines on the held-out matrices; write the JSON report."""
     indices = data.held_out_indices(int(cfg.eval.every))
     table = score(cfg, data, model, indices, baselines=bool(cfg.eval.with_baselines))
     report = table_json(cfg, data, indices, table)
     write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
-    return report
+    return report, table
 
 
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
@@ -279,9 +281,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     trainer = train_gradient_agent if cfg.agent.algorithm == "gradient" else train_sb3
     model = trainer(cfg, data, run_dir, progress)
     train_s = time.perf_counter() - progress.start
-    report = evaluate_run(cfg, data, model, run_dir)
-    table = {name: PolicyScores(np.array(p["mlu"]), np.array(p["normalized_mlu"]), np.zeros(1))
-             for name, p in report["policies"].items()}
+    report, table = evaluate_run(cfg, data, model, run_dir)
     utilization = None
     if cfg.env.kind == "split_routing":
         utilization = mean_utilization(data, learned_policy(cfg, data, model),
