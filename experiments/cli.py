@@ -175,5 +175,38 @@ def evaluate(ctx: typer.Context) -> None:
     run_eval(list(ctx.args))
 
 
+@app.command()
+@friendly_errors
+def controller(
+    topology: str = typer.Option("abilene", help="Topology name or file: the network the switches form."),
+    k: int = typer.Option(4, help="Candidate hop-shortest paths per pair."),
+    paths_file: Optional[Path] = typer.Option(None, help="Path set JSON (from an environment) instead of --k."),
+    of_port: int = typer.Option(6653, help="OpenFlow listening port."),
+    of_host: str = typer.Option("127.0.0.1", help="OpenFlow listening address."),
+    api_port: int = typer.Option(8080, help="HTTP API port."),
+    api_host: str = typer.Option("127.0.0.1", help="HTTP API address (loopback unless you mean it)."),
+    token: Optional[str] = typer.Option(None, help="API token for changes (default: $RLTE_CONTROLLER_TOKEN "
+                                                   "or generated and printed)."),
+    token_file: Optional[Path] = typer.Option(None, help="Write the API token to this file (mode 600)."),
+    poll_interval: float = typer.Option(1.0, help="Seconds between counter polls."),
+    capacity_scale: float = typer.Option(1e-3, help="Emulated capacity = model capacity × this."),
+    initial_routing: str = typer.Option("shortest_path", help="shortest_path or equal_split until told otherwise."),
+) -> None:
+    """Run the SDN controller (OpenFlow 1.3 on os-ken) for a topology, with its HTTP API."""
+    from pydantic import ValidationError
+
+    from controllers.main import ControllerConfig, run_controller
+
+    try:
+        config = ControllerConfig(topology=topology, k=k, paths_file=str(paths_file) if paths_file else None,
+                                  of_host=of_host, of_port=of_port, api_host=api_host, api_port=api_port,
+                                  token=token, token_file=str(token_file) if token_file else None,
+                                  poll_interval_s=poll_interval, capacity_scale=capacity_scale,
+                                  initial_routing=initial_routing)
+    except ValidationError as error:
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
+    run_controller(config)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -208,6 +208,28 @@ class Topology:
         blob = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
+    def to_dict(self) -> dict:
+        """Exact, JSON-ready description (``from_dict`` gives back an equal topology, same fingerprint)."""
+        return {
+            "format": "rlte-topology",
+            "name": self.name,
+            "nodes": [{"name": n.name, "latitude": n.latitude, "longitude": n.longitude, "role": n.role}
+                      for n in self.nodes],
+            "links": [{"src": l.src, "dst": l.dst, "capacity_bps": l.capacity_bps, "delay_s": l.delay_s,
+                       "weight": l.weight} for l in self.links],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Topology":
+        if not isinstance(data, dict) or data.get("format") != "rlte-topology":
+            raise TopologyError("not an rlte topology description (expected \"format\": \"rlte-topology\")")
+        try:
+            return cls(data["name"], tuple(Node(**n) for n in data["nodes"]),
+                       tuple(Link(**l) for l in data["links"]), tuple(data.get("notes", ())))
+        except (KeyError, TypeError) as error:
+            raise TopologyError(f"malformed rlte topology description: {error}") from None
+
     def to_networkx(self):  # -> networkx.DiGraph (import kept local: optional heavy import)
         import networkx as nx
 

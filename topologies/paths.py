@@ -311,3 +311,83 @@ def equal_cost_paths(topology: Topology, metric: str = "hop", *, max_paths: int 
             stack.extend((dst[l], prefix + (l,)) for l in reversed(out_links[u]) if on_dag[row, l])
         paths.append(tuple(found))
     return PathSet(topology, pairs, tuple(paths), f"all equal-cost {metric}-shortest paths")
+
+
+def union_pathsets(first: PathSet, *others: PathSet) -> PathSet:
+    """Per pair, the paths of ``first`` followed by those of ``others`` it lacks.
+
+    Lets one network carry several routings defined on different candidate sets
+    (K shortest for the LP, all equal-cost paths for ECMP): lift each onto the union
+    with :func:`lift_ratios`.
+    """
+    for other in others:
+        if other.topology.fingerprint() != first.topology.fingerprint():
+            raise TopologyError("path sets built for different topologies cannot be merged")
+        if not np.array_equal(other.pairs, first.pairs):
+            raise TopologyError("path sets with different origin-destination pairs cannot be merged")
+    merged = []
+    for p, candidates in enumerate(first.paths):
+        paths = list(candidates)
+        for other in others:
+            paths.extend(path for path in other.paths[p] if path not in paths)
+        merged.append(tuple(paths))
+    names = " + ".join(ps.description or "paths" for ps in (first, *others))
+    return PathSet(first.topology, first.pairs, tuple(merged), f"union of {names}")
+
+
+def lift_ratios(ratios: np.ndarray, source: PathSet, target: PathSet) -> np.ndarray:
+    """Split ratios over ``source`` re-expressed over ``target``, which must hold every source path."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    if ratios.shape != (source.num_pairs, source.k):
+        raise TopologyError(f"split ratios of shape {ratios.shape} do not fit the source path set "
+                            f"({source.num_pairs} pairs × {source.k} paths)")
+    if not np.array_equal(source.pairs, target.pairs):
+        raise TopologyError("source and target path sets have different origin-destination pairs")
+    lifted = np.zeros((target.num_pairs, target.k))
+    for p, candidates in enumerate(source.paths):
+        slot = {path: k for k, path in enumerate(target.paths[p])}
+        for k, path in enumerate(candidates):
+            if path not in slot:
+                raise TopologyError(f"path {source.node_path(p, k)} is not in the target path set")
+            lifted[p, slot[path]] += ratios[p, k]
+    return lifted
+
+
+def pathset_to_dict(pathset: PathSet) -> dict:
+    """A JSON-ready description: node names, so it survives link renumbering checks."""
+    return {
+        "topology": pathset.topology.name,
+        "fingerprint": pathset.topology.fingerprint(),
+        "description": pathset.description,
+        "pairs": [[pathset.topology.node_names[o], pathset.topology.node_names[d]] for o, d in pathset.pairs],
+        "paths": [[pathset.node_path(p, k) for k in range(len(c))] for p, c in enumerate(pathset.paths)],
+    }
+
+
+def pathset_from_dict(topology: Topology, data: dict) -> PathSet:
+    """Inverse of :func:`pathset_to_dict`; refuses a description made for another topology."""
+    if not isinstance(data, dict) or not {"pairs", "paths"} <= data.keys():
+        raise TopologyError("a path set description needs 'pairs' and 'paths'")
+    fingerprint = data.get("fingerprint")
+    if fingerprint is not None and fingerprint != topology.fingerprint():
+        raise TopologyError(f"the path set was made for topology {data.get('topology')!r} "
+                            f"(fingerprint {fingerprint}), not {topology.name!r}")
+    index = topology.node_index
+
+    def node(name) -> int:
+        if name not in index:
+            raise TopologyError(f"path set names unknown node {name!r}")
+        return index[name]
+
+    pairs = np.array([[node(o), node(d)] for o, d in data["pairs"]], dtype=np.int64).reshape(-1, 2)
+    paths = []
+    for nodes_per_path in data["paths"]:
+        candidates = []
+        for nodes in nodes_per_path:
+            hops = [node(n) for n in nodes]
+            try:
+                candidates.append(tuple(topology.link_index[(u, v)] for u, v in zip(hops, hops[1:])))
+            except KeyError as missing:
+                raise TopologyError(f"path {nodes} uses a link the topology lacks: {missing}") from None
+        paths.append(tuple(candidates))
+    return PathSet(topology, pairs, tuple(paths), data.get("description", ""))

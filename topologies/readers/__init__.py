@@ -26,6 +26,12 @@ def read_topology(path: str | Path, **options) -> Topology:
     if head.startswith("?SNDlib"):
         return read_sndlib(path, **options)
     if head.startswith("{"):
+        if '"format": "rlte-topology"' in head or '"format":"rlte-topology"' in head:
+            import json
+
+            from ..model import Topology
+
+            return Topology.from_dict(json.loads(read_text(path)))
         return read_node_link(path, **options)
     if head.startswith("Node_num"):
         return read_abilene(path, **options)

@@ -1,0 +1,209 @@
+"""The controller's JSON HTTP API (WSGI on eventlet, os-ken's own hub).
+
+Reads are open; requests that change state need ``Authorization: Bearer <token>``.
+Bound to 127.0.0.1 unless told otherwise. ``GET /openapi.json`` describes every route.
+Bad requests get a 4xx with ``{"error": reason}`` and change nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from .fabric import dpid_of, host_ip, host_mac
+from .state import RequestError
+
+if TYPE_CHECKING:
+    from .app import TEController
+
+LOG = logging.getLogger("rlte.controller.api")
+MAX_BODY = 8 << 20
+
+RATIOS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number", "minimum": 0}}}
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "rlte controller", "version": "1",
+             "description": "Traffic-engineering controller: topology, telemetry and split-ratio routing."},
+    "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+                   "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}}},
+    "paths": {
+        "/health": {"get": {"summary": "Switches ready or missing, links down, uptime",
+                            "responses": {"200": {"description": "all switches ready"},
+                                          "503": {"description": "some switch missing"}}}},
+        "/topology": {"get": {"summary": "Nodes (dpid, host address), links (port, capacities), pairs and "
+                                         "candidate paths", "responses": {"200": {"description": "the model"}}}},
+        "/routing": {
+            "get": {"summary": "Requested and installed split ratios (pairs × paths), backup paths, links down",
+                    "responses": {"200": {"description": "current routing"}}},
+            "put": {"summary": "Set split ratios: every pair ('ratios') or some pairs ('pairs'); "
+                               "returns after every switch confirmed (barrier)",
+                    "security": [{"token": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {"ratios": RATIOS_SCHEMA,
+                                       "pairs": {"type": "object", "additionalProperties":
+                                                 {"type": "array", "items": {"type": "number"}},
+                                                 "description": "'origin->destination' -> ratios over its paths"}},
+                        "oneOf": [{"required": ["ratios"]}, {"required": ["pairs"]}]}}}},
+                    "responses": {"200": {"description": "installed; version and update latency"},
+                                  "400": {"description": "invalid ratios or body",
+                                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                                  "401": {"description": "missing or wrong token"},
+                                  "404": {"description": "unknown pair"}}}},
+        "/stats": {"get": {"summary": "Per-link utilization and the measured traffic matrix (last polling interval)",
+                           "responses": {"200": {"description": "telemetry"}}}},
+        "/counters": {"get": {"summary": "Cumulative link tx bytes and per-pair ingress bytes with sample times; "
+                                         "fresh=1 polls every switch first",
+                              "parameters": [{"name": "fresh", "in": "query", "schema": {"type": "boolean"}}],
+                              "responses": {"200": {"description": "counters"}}}},
+        "/events": {"get": {"summary": "Switch, link and routing events, oldest first",
+                            "parameters": [{"name": "since", "in": "query", "schema": {"type": "number"}}],
+                            "responses": {"200": {"description": "events"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    },
+}
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: unknown measurements become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _array(values: np.ndarray | None) -> list | None:
+    return None if values is None else _clean(np.asarray(values, dtype=np.float64).tolist())
+
+
+class Api:
+    """WSGI application over one controller."""
+
+    def __init__(self, controller: "TEController", token: str) -> None:
+        if not token:
+            raise ValueError("the API needs a token for requests that change state")
+        self.controller = controller
+        self.token = token
+        self.routes: dict[tuple[str, str], Callable[[dict, Any], tuple[int, Any]]] = {
+            ("GET", "/health"): self.health,
+            ("GET", "/topology"): self.topology,
+            ("GET", "/routing"): self.get_routing,
+            ("PUT", "/routing"): self.put_routing,
+            ("GET", "/stats"): self.stats,
+            ("GET", "/counters"): self.counters,
+            ("GET", "/events"): self.events,
+            ("GET", "/openapi.json"): lambda query, body: (200, OPENAPI),
+        }
+        self.writes = {("PUT", "/routing")}
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/").rstrip("/") or "/"
+        try:
+            status, payload = self._dispatch(environ, method, path)
+        except RequestError as error:
+            status, payload = error.status, {"error": str(error)}
+        except Exception as error:  # never let one request take the controller down
+            LOG.exception("API request %s %s failed", method, path)
+            status, payload = 500, {"error": f"internal error: {error}"}
+        data = json.dumps(_clean(payload)).encode()
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+                  413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "")
+        start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _dispatch(self, environ, method: str, path: str) -> tuple[int, Any]:
+        handler = self.routes.get((method, path))
+        if handler is None:
+            if any(p == path for _, p in self.routes):
+                allowed = sorted(m for m, p in self.routes if p == path)
+                raise RequestError(f"{method} is not allowed on {path}; use {', '.join(allowed)}", 405)
+            raise RequestError(f"no such route {path}; see /openapi.json", 404)
+        if (method, path) in self.writes:
+            supplied = environ.get("HTTP_AUTHORIZATION", "")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
+                raise RequestError("this request changes state: send 'Authorization: Bearer <token>'", 401)
+        body = None
+        if method in ("PUT", "POST"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length > MAX_BODY:
+                raise RequestError(f"body of {length} bytes is over the {MAX_BODY}-byte limit", 413)
+            try:
+                body = json.loads(environ["wsgi.input"].read(length) or b"null")
+            except (ValueError, UnicodeDecodeError) as error:
+                raise RequestError(f"body is not JSON: {error}") from None
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        return handler(query, body)
+
+    # ------------------------------------------------------------------ handlers
+    def health(self, query, body):
+        report = self.controller.health()
+        return (200 if report["status"] == "ok" else 503), report
+
+    def topology(self, query, body):
+        plan = self.controller.plan
+        topo, ps = plan.topology, plan.pathset
+        return 200, {
+            "name": topo.name, "fingerprint": topo.fingerprint(),
+            "capacity_scale": self.controller.state.capacity_scale,
+            "nodes": [{"name": name, "dpid": dpid_of(n), "host_ip": host_ip(n), "host_mac": host_mac(n)}
+                      for n, name in enumerate(topo.node_names)],
+            "links": [{"src": topo.node_names[u], "dst": topo.node_names[v], "port": int(plan.link_port[l]),
+                       "capacity_bps": float(topo.capacities[l]),
+                       "emulated_bps": float(topo.capacities[l] * self.controller.state.capacity_scale)}
+                      for l, (u, v) in enumerate(zip(topo.link_src.tolist(), topo.link_dst.tolist()))],
+            "k": ps.k,
+            "pairs": [self.controller.state.pair_label(p) for p in range(ps.num_pairs)],
+            "paths": [[ps.node_path(p, k) for k in range(len(c))] for p, c in enumerate(ps.paths)],
+        }
+
+    def get_routing(self, query, body):
+        return 200, self.controller.state.routing_report()
+
+    def put_routing(self, query, body):
+        state = self.controller.state
+        ratios = state.parse_routing(body)        # raises RequestError: nothing changed
+        routing = state.set_ratios(ratios, "api")
+        result = self.controller.apply(routing)
+        return 200, {"version": state.version, **result,
+                     "unroutable_pairs": [state.pair_label(p) for p in routing.unroutable]}
+
+    def stats(self, query, body):
+        state = self.controller.state
+        return 200, {"poll_interval_s": self.controller.settings.poll_interval_s,
+                     "links": [state.link_label(l) for l in range(len(state.link_up))],
+                     "link_up": state.link_up.tolist(),
+                     "utilization": _array(state.link_utilization()),
+                     "pairs": [state.pair_label(p) for p in range(state.pathset.num_pairs)],
+                     "pair_rate_bps": _array(state.pair_rates())}
+
+    def counters(self, query, body):
+        complete = True
+        if query.get("fresh", "0").lower() in ("1", "true", "yes"):
+            complete = self.controller.poll(wait=True)
+        return 200, {"complete": complete, **self.controller.state.counters()}
+
+    def events(self, query, body):
+        try:
+            since = float(query.get("since", "-inf"))
+        except ValueError:
+            raise RequestError("'since' must be a number (seconds since the epoch)") from None
+        return 200, [event for event in self.controller.state.events if event["time"] > since]
+
+
+def serve(controller: "TEController", host: str, port: int) -> None:
+    """Run the API forever in the calling green thread."""
+    import eventlet
+    import eventlet.wsgi
+
+    listener = eventlet.listen((host, port))
+    LOG.info("API on http://%s:%d (see /openapi.json)", host, port)
+    eventlet.wsgi.server(listener, Api(controller, controller.settings.token), log_output=False)

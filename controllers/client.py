@@ -1,0 +1,73 @@
+"""A small client for the controller's HTTP API (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class ControllerError(RuntimeError):
+    """The controller refused a request or did not answer; ``status`` is the HTTP code (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControllerClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                reason = json.loads(error.read()).get("error", error.reason)
+            except ValueError:
+                reason = error.reason
+            raise ControllerError(f"{method} {path}: {error.code} {reason}", error.code) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise ControllerError(f"{method} {path}: no answer from {self.base_url} ({error})") from None
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def set_ratios(self, ratios) -> dict:
+        return self.request("PUT", "/routing", {"ratios": [list(map(float, row)) for row in ratios]})
+
+    def counters(self, fresh: bool = True) -> dict:
+        return self.get("/counters?fresh=1" if fresh else "/counters")
+
+    def health(self) -> dict:
+        """The health report whether or not every switch is ready (503 still carries it)."""
+        try:
+            return self.get("/health")
+        except ControllerError as error:
+            if error.status == 503:
+                return {"status": "degraded"}
+            raise
+
+    def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.2) -> dict:
+        """Until every switch of the topology is connected and programmed."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.get("/health")
+                return last
+            except ControllerError as error:
+                last = error
+            time.sleep(interval_s)
+        raise ControllerError(f"controller at {self.base_url} not ready after {timeout_s:.0f} s: {last}")

@@ -1,0 +1,85 @@
+"""Start the controller: build the plan from a topology, then hand over to os-ken."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+from topologies import PathSet, Topology, k_shortest_paths, load_topology, pathset_from_dict, read_topology
+
+from .decision import DECISIONS
+
+
+class ControllerConfig(BaseModel):
+    """Everything ``rlte controller`` takes; validated before anything starts."""
+
+    topology: str = Field(description="catalog name (abilene, b4, ...) or a topology file")
+    k: int = Field(4, ge=1, description="candidate paths per pair")
+    metric: str = "hop"
+    paths_file: str | None = Field(None, description="JSON path set (topologies.pathset_to_dict) instead of k/metric")
+    of_host: str = "127.0.0.1"
+    of_port: int = Field(6653, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    token: str | None = Field(None, description="bearer token for state-changing requests (default: generated)")
+    token_file: str | None = Field(None, description="write the token here (mode 600)")
+    poll_interval_s: float = Field(1.0, gt=0)
+    capacity_scale: float = Field(1e-3, gt=0, description="emulated capacity = capacity × scale")
+    initial_routing: str = "shortest_path"
+    log_level: str = "INFO"
+
+    @field_validator("initial_routing")
+    @classmethod
+    def _known_routing(cls, value: str) -> str:
+        if value not in DECISIONS:
+            raise ValueError(f"unknown initial routing {value!r}; choose one of {', '.join(DECISIONS)}")
+        return value
+
+
+def resolve_topology(name: str) -> Topology:
+    return read_topology(name) if Path(name).exists() else load_topology(name)
+
+
+def resolve_pathset(config: ControllerConfig, topology: Topology) -> PathSet:
+    if config.paths_file:
+        return pathset_from_dict(topology, json.loads(Path(config.paths_file).read_text()))
+    return k_shortest_paths(topology, config.k, config.metric)
+
+
+def run_controller(config: ControllerConfig) -> None:
+    """Blocks until the process is stopped."""
+    from os_ken.lib import hub
+    hub.patch(thread=False)  # as os-ken's own manager does: green sockets, real threads
+
+    from os_ken import cfg
+    from os_ken.base.app_manager import AppManager
+
+    from . import app
+    from .decision import make_decision
+    from .fabric import FabricPlan
+    from .state import ControllerState
+
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    topology = resolve_topology(config.topology)
+    plan = FabricPlan(resolve_pathset(config, topology))
+    token = config.token or os.environ.get("RLTE_CONTROLLER_TOKEN") or secrets.token_urlsafe(24)
+    if config.token_file:
+        path = Path(config.token_file)
+        path.touch(mode=0o600)
+        path.write_text(token)
+    elif not (config.token or os.environ.get("RLTE_CONTROLLER_TOKEN")):
+        print(f"API token (send as 'Authorization: Bearer <token>'): {token}", flush=True)
+    state = ControllerState(plan, make_decision(config.initial_routing), capacity_scale=config.capacity_scale)
+    app.SETTINGS = app.Settings(plan, state, config.poll_interval_s, config.api_host, config.api_port, token)
+    cfg.CONF(args=["--ofp-listen-host", config.of_host, "--ofp-tcp-listen-port", str(config.of_port)],
+             project="os_ken")
+    logging.getLogger("rlte.controller").info(
+        "managing %s: %d switches, %d pairs × %d paths; OpenFlow %s:%d, API http://%s:%d",
+        topology.name, topology.num_nodes, plan.pathset.num_pairs, plan.pathset.k,
+        config.of_host, config.of_port, config.api_host, config.api_port)
+    AppManager.run_apps(["controllers.app"])

@@ -1,0 +1,247 @@
+"""The live backend: the same ``run(demands, ratios) -> Measurement`` as the twin, answered by packets.
+
+On first use it starts its own controller (``python -m controllers``, os-ken) on free
+ports and an emulated network wired to it. Each :meth:`MininetBackend.run` installs the
+split ratios through the controller's API (the call returns once every switch confirmed),
+replays the demands as paced UDP flows from every host, and reads the switches' port
+counters over a measurement window that starts after a warm-up. Utilization is
+measured bits/s ÷ emulated capacity, so it reads like the twin's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controllers.client import ControllerClient, ControllerError
+from controllers.fabric import MAX_SOURCE_ADDRESSES, FabricPlan, host_ip, source_ip
+from topologies import PathSet, check_ratios, pathset_to_dict
+
+from .backend import Measurement
+from .emulation import EmulatedNetwork, EmulationSettings
+
+LOG = logging.getLogger("rlte.mininet")
+AGENT = Path(__file__).with_name("traffic_agent.py")
+SINK_PORT = 5001
+FIRST_SOURCE_PORT = 20000
+UDP_IP_OVERHEAD_BYTES = 28  # what the wire adds to each payload before Ethernet (IPv4 20 + UDP 8)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ReplaySettings:
+    """How a traffic matrix becomes packets."""
+
+    flows_per_pair: int = 32       # select groups hash flows: more flows, finer realized splits
+    payload_bytes: int = 1400
+    warmup_s: float = 1.0          # queues fill and counters settle before the window opens
+    window_s: float = 2.0          # measurement window
+    start_delay_s: float = 0.8     # time for every host's sender to start before the common start
+    min_rate_bps: float = 1e3      # emulated flows slower than this are not sent (below one packet per window)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.flows_per_pair <= MAX_SOURCE_ADDRESSES:
+            raise ValueError(f"flows_per_pair must be within 1..{MAX_SOURCE_ADDRESSES} (one source address each)")
+        if not 16 <= self.payload_bytes <= 1472:
+            raise ValueError("payload_bytes must be within 16..1472 (one Ethernet frame)")
+        if self.window_s <= 0 or self.warmup_s < 0:
+            raise ValueError("window_s must be positive and warmup_s non-negative")
+
+
+class MininetBackend:
+    """Emulated network under the rlte controller. Close it (or use ``with``) to tear everything down."""
+
+    name = "mininet"
+
+    def __init__(self, pathset: PathSet, *, capacity_scale: float = 1e-3, replay: ReplaySettings | None = None,
+                 datapath: str = "auto", poll_interval_s: float = 1.0, workdir: str | Path | None = None) -> None:
+        self.pathset = pathset
+        self.plan = FabricPlan(pathset)
+        self.capacity_scale = capacity_scale
+        self.replay = replay or ReplaySettings()
+        self.emulation_settings = EmulationSettings(capacity_scale=capacity_scale, datapath=datapath)
+        self.poll_interval_s = poll_interval_s
+        self._tmp = tempfile.TemporaryDirectory(prefix="rlte-mininet-") if workdir is None else None
+        self.workdir = Path(workdir or self._tmp.name)
+        self.controller: subprocess.Popen | None = None
+        self.network: EmulatedNetwork | None = None
+        self.client: ControllerClient | None = None
+        self._installed: np.ndarray | None = None
+        self.last_update: dict | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "MininetBackend":
+        if self.network is not None:
+            return self
+        from controllers.main import ControllerConfig
+
+        of_port, api_port = free_port(), free_port()
+        token = secrets.token_urlsafe(16)
+        paths_file = self.workdir / "paths.json"
+        paths_file.write_text(json.dumps(pathset_to_dict(self.pathset)))
+        config = ControllerConfig(topology="-", paths_file=str(paths_file), of_port=of_port, api_port=api_port,
+                                  token=token, poll_interval_s=self.poll_interval_s,
+                                  capacity_scale=self.capacity_scale, log_level="WARNING")
+        config_file = self.workdir / "controller.json"
+        topology_file = self.workdir / "topology.json"
+        topology_file.write_text(json.dumps(self.pathset.topology.to_dict()))
+        config_file.write_text(config.model_copy(update={"topology": str(topology_file)}).model_dump_json())
+        log = open(self.workdir / "controller.log", "w")
+        self.controller = subprocess.Popen([sys.executable, "-m", "controllers", str(config_file)],
+                                           stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=Path(__file__).resolve().parent.parent)
+        self.client = ControllerClient(f"http://127.0.0.1:{api_port}", token)
+        try:
+            self._wait_listening(api_port)
+            self.network = EmulatedNetwork(self.plan, of_port, self.emulation_settings).start()
+            self.network.add_source_addresses(self.replay.flows_per_pair)
+            self.client.wait_ready(timeout_s=60)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _wait_listening(self, port: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.controller.poll() is not None:
+                raise ControllerError(f"the controller exited with status {self.controller.returncode}; "
+                                      f"see {self.workdir / 'controller.log'}:\n{self.controller_log()[-2000:]}")
+            try:
+                self.client.get("/openapi.json")
+                return
+            except ControllerError:
+                time.sleep(0.1)
+        raise ControllerError(f"the controller did not open its API on port {port} within {timeout_s:.0f} s")
+
+    def controller_log(self) -> str:
+        path = self.workdir / "controller.log"
+        return path.read_text() if path.exists() else ""
+
+    def close(self) -> None:
+        if self.network is not None:
+            network, self.network = self.network, None
+            network.stop()
+        if self.controller is not None:
+            controller, self.controller = self.controller, None
+            controller.terminate()
+            try:
+                controller.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                controller.kill()
+                controller.wait()
+        self._installed = None
+
+    def __enter__(self) -> "MininetBackend":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # last resort; close() is the contract
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ the Backend interface
+    def install(self, ratios: np.ndarray) -> dict | None:
+        """Send split ratios to the controller unless they are already installed."""
+        ratios = check_ratios(self.pathset, ratios)
+        if self._installed is not None and np.array_equal(ratios, self._installed):
+            return None
+        self.last_update = self.client.set_ratios(ratios)
+        if not self.last_update.get("confirmed", False):
+            raise ControllerError("not every switch confirmed the routing update")
+        self._installed = ratios
+        return self.last_update
+
+    def run(self, demands: np.ndarray, ratios: np.ndarray) -> Measurement:
+        self.start()
+        demands = np.asarray(demands, dtype=np.float64)
+        if demands.shape != (self.pathset.num_pairs,) or not np.isfinite(demands).all() or (demands < 0).any():
+            raise ValueError(f"demands must be {self.pathset.num_pairs} finite non-negative pair rates in bit/s")
+        self.install(ratios)
+        traffic = self._replay(demands)
+        utilization = traffic["utilization"]
+        offered = float(demands.sum())
+        delivered = offered * traffic["delivered_fraction"]
+        return Measurement(utilization=utilization, mlu=float(np.max(utilization)), offered_bps=offered,
+                           delivered_bps=delivered)
+
+    def utilization(self, demands: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+        return self.run(demands, ratios).utilization
+
+    # ------------------------------------------------------------------ traffic replay
+    def flow_specs(self, demands: np.ndarray) -> dict[int, list[dict]]:
+        """Per origin node: the UDP flows that replay its demands at emulated scale."""
+        replay = self.replay
+        flows: dict[int, list[dict]] = {}
+        per_flow = demands * self.capacity_scale / replay.flows_per_pair
+        for p, (origin, destination) in enumerate(self.pathset.pairs.tolist()):
+            if per_flow[p] * replay.flows_per_pair < replay.min_rate_bps:
+                continue
+            for f in range(replay.flows_per_pair):
+                flows.setdefault(origin, []).append({
+                    "src": source_ip(origin, f), "dst": host_ip(destination), "dport": SINK_PORT,
+                    "sport": FIRST_SOURCE_PORT + p * replay.flows_per_pair + f, "rate_bps": float(per_flow[p])})
+        return flows
+
+    def _replay(self, demands: np.ndarray) -> dict:
+        replay = self.replay
+        topo = self.plan.topology
+        flows = self.flow_specs(demands)
+        start_at = time.time() + replay.start_delay_s
+        total = replay.warmup_s + replay.window_s
+        agents = []
+        for node in range(topo.num_nodes):
+            spec_file = self.workdir / f"agent-{node}.json"
+            result_file = self.workdir / f"agent-{node}.result.json"
+            result_file.unlink(missing_ok=True)
+            spec_file.write_text(json.dumps({
+                "listen_port": SINK_PORT, "start_at": start_at, "duration_s": total + 0.2, "grace_s": 0.5,
+                "payload_bytes": replay.payload_bytes, "flows": flows.get(node, []), "result": str(result_file),
+                "seed": node}))
+            agents.append((self.network.host(node).popen([sys.executable, str(AGENT), str(spec_file)]), result_file))
+        try:
+            time.sleep(max(0.0, start_at + replay.warmup_s - time.time()))
+            before = self.client.counters(fresh=True)
+            time.sleep(replay.window_s)
+            after = self.client.counters(fresh=True)
+        finally:
+            results = []
+            for process, result_file in agents:
+                try:
+                    process.wait(timeout=total + 30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                results.append(json.loads(result_file.read_text()) if result_file.exists() else None)
+        if any(r is None for r in results):
+            raise RuntimeError("a traffic agent did not report; see " + str(self.workdir))
+        bits = np.zeros(topo.num_links)
+        seconds = np.zeros(topo.num_links)
+        for l, (b, a) in enumerate(zip(before["links"], after["links"])):
+            if b is None or a is None or a["time"] <= b["time"]:
+                raise ControllerError(f"no counters for link {l} in the measurement window")
+            bits[l] = 8.0 * (a["tx_bytes"] - b["tx_bytes"])
+            seconds[l] = a["time"] - b["time"]
+        sent = sum(sum(r["sent_bytes"]) for r in results)
+        received = sum(sum(r["received_bytes"].values()) for r in results)
+        return {"utilization": bits / seconds / (topo.capacities * self.capacity_scale),
+                "delivered_fraction": received / sent if sent else 1.0,
+                "send_failures": sum(r["send_failures"] for r in results)}
