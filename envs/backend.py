@@ -1,6 +1,7 @@
 """What an environment needs from a network: apply split ratios to a traffic matrix and
-measure what happened. The twin answers now; the Mininet backend (issue #4) answers the
-same call with real packets, so environments, agents and spaces stay the same.
+measure what happened. The twin answers instantly; the Mininet backend
+(:mod:`envs.mininet_backend`) answers the same call with real packets, so environments,
+agents and spaces stay the same.
 """
 
 from __future__ import annotations
@@ -38,32 +39,55 @@ class Backend(Protocol):
         """Pair demands (P,) in bit/s routed with split ratios (P, K)."""
         ...
 
+    def utilization(self, demands: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+        """Link utilization (E,) only."""
+        ...
+
+    def close(self) -> None:
+        ...
+
 
 class TwinBackend:
-    """The fluid twin: instant and exact to its model."""
+    """The fluid twin: instant and exact to its model.
+
+    ``load_factor`` scales every demand before it meets the links: the calibrated
+    per-packet overhead that the emulation measures (headers the fluid model leaves
+    out); 1 is the pure model.
+    """
 
     name = "twin"
 
-    def __init__(self, pathset: PathSet) -> None:
+    def __init__(self, pathset: PathSet, load_factor: float = 1.0) -> None:
+        if not load_factor > 0:
+            raise ValueError(f"load_factor must be positive, got {load_factor!r}")
         self.pathset = pathset
         self.twin = FluidTwin(pathset)
+        self.load_factor = float(load_factor)
 
     def run(self, demands: np.ndarray, ratios: np.ndarray) -> Measurement:
+        demands = np.asarray(demands, dtype=np.float64) * self.load_factor
         result = self.twin.evaluate(None, ratios, demands=demands)  # always batched: take row 0
         return Measurement(utilization=result.utilization[0], mlu=float(result.mlu[0]),
                            offered_bps=float(np.sum(demands)), delivered_bps=float(result.throughput[0]))
 
     def utilization(self, demands: np.ndarray, ratios: np.ndarray) -> np.ndarray:
         """Link utilization only (cheaper than :meth:`run`: no delays or drops)."""
+        demands = np.asarray(demands, dtype=np.float64) * self.load_factor
         return self.twin.link_loads(None, ratios, demands=demands) / self.pathset.topology.capacities
+
+    def close(self) -> None:
+        pass
 
 
 BACKENDS = ("twin", "mininet")
 
 
-def make_backend(name: str, pathset: PathSet) -> Backend:
+def make_backend(name: str, pathset: PathSet, **options) -> Backend:
+    """``options`` go to the backend's constructor (e.g. ``capacity_scale`` for mininet)."""
     if name == "twin":
-        return TwinBackend(pathset)
+        return TwinBackend(pathset, **options)
     if name == "mininet":
-        raise NotImplementedError("the Mininet backend is not built yet (issue #4); use backend='twin'")
+        from .mininet_backend import MininetBackend  # needs root and Mininet only when asked for
+
+        return MininetBackend(pathset, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -30,6 +30,7 @@ from gymnasium import spaces
 
 from topologies import PathSet, Topology, TrafficSequence
 
+from .backend import Backend, make_backend
 from .common import check_optimal_mlu, equal_split_mlu, resolve_network
 
 OBSERVATION_CAP = 10.0
@@ -48,14 +49,11 @@ class PathSelectionEnv(gym.Env):
         flows_per_pair: int = 1,
         bottleneck_weight: float = 0.0,
         optimal_mlu: np.ndarray | None = None,
-        backend: str = "twin",
+        backend: str | Backend = "twin",
         pathset: PathSet | None = None,
         traffic_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if backend != "twin":
-            raise ValueError(f"path selection runs on backend 'twin' only for now (issue #4 brings 'mininet'), "
-                             f"got {backend!r}")
         if not isinstance(flows_per_pair, (int, np.integer)) or flows_per_pair < 1:
             raise ValueError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
         if bottleneck_weight < 0:
@@ -63,6 +61,10 @@ class PathSelectionEnv(gym.Env):
         self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
                                                                     traffic_options)
         self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
+        # Steps score choices on the flows placed so far (what a controller admitting flows knows);
+        # the finished episode's routing is run on the backend, and info reports what it measured.
+        self._owns_backend = isinstance(backend, str)
+        self.backend = make_backend(backend, self.pathset) if isinstance(backend, str) else backend
         self.optimal_mlu = check_optimal_mlu(optimal_mlu, len(self.traffic))
         ps, topo = self.pathset, self.topology
         self.demands = ps.demands(self.traffic.matrices)
@@ -100,6 +102,7 @@ class PathSelectionEnv(gym.Env):
         rate = self.demands[t][pair_of_flow] / self.flows_per_pair
         order = self.np_random.permutation(len(pair_of_flow))
         self._flows = np.stack([pair_of_flow[order], rate[order]], axis=1)
+        self._chosen = np.zeros((self.pathset.num_pairs, self.pathset.k))
         self._t, self._position = t, 0
         self._loads = np.zeros(self.topology.num_links + 1)
         self._reference = float(self.optimal_mlu[t]) if self.optimal_mlu is not None else float(self._equal_mlu[t])
@@ -112,6 +115,7 @@ class PathSelectionEnv(gym.Env):
         links = self._path_links[pair, path]
         np.add.at(self._loads, links, rate)
         self._loads[self._sentinel] = 0.0
+        self._chosen[pair, path] += rate
         after = self._mlu()
         bottleneck = float((self._loads[links] / self._capacity_ext[links]).max())
         reward = -(after - before) / self._reference - self.bottleneck_weight * bottleneck / self._reference
@@ -122,6 +126,9 @@ class PathSelectionEnv(gym.Env):
             info["final_mlu"] = after
             if self.optimal_mlu is not None:
                 info["normalized_mlu"] = after / float(self.optimal_mlu[self._t])
+            measured = self.backend.run(self.demands[self._t], self.episode_ratios())
+            info["measured_mlu"] = measured.mlu
+            info["delivered_fraction"] = measured.delivered_bps / max(measured.offered_bps, 1e-300)
         return self._observation(), float(reward), done, False, info
 
     # ------------------------------------------------------------------ helpers
@@ -139,6 +146,18 @@ class PathSelectionEnv(gym.Env):
     def current_flow(self) -> tuple[int, float]:
         """(pair index, rate in bit/s) of the flow waiting for a path."""
         return int(self._flows[self._position, 0]), float(self._flows[self._position, 1])
+
+    def episode_ratios(self) -> np.ndarray:
+        """(P, K) share of each pair's demand placed on each path so far (first path for unplaced pairs)."""
+        totals = self._chosen.sum(axis=1, keepdims=True)
+        ratios = np.divide(self._chosen, totals, out=np.zeros_like(self._chosen), where=totals > 0)
+        ratios[totals[:, 0] == 0, 0] = 1.0
+        return ratios
+
+    def close(self) -> None:
+        if self._owns_backend:
+            self.backend.close()
+        super().close()
 
     def path_index(self, pair: int, action: int) -> int:
         if not 0 <= action < self.pathset.k:

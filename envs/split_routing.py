@@ -99,6 +99,7 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"episode_length must be a positive integer or None, got {episode_length!r}")
         self.episode_length = available if episode_length is None else min(int(episode_length), available)
         self.random_start = random_start
+        self._owns_backend = isinstance(backend, str)
         self.backend = make_backend(backend, self.pathset) if isinstance(backend, str) else backend
         self.demands = self.pathset.demands(self.traffic.matrices)  # (T, P)
         self.encoder = SplitRoutingObservation(self.pathset, self.history)
@@ -145,6 +146,11 @@ class SplitRoutingEnv(gym.Env):
     def ratios(self, action: np.ndarray) -> np.ndarray:
         """The split ratios (P, K) an action stands for."""
         return ratios_from_action(action, self.pathset.mask, self.action_scale)
+
+    def close(self) -> None:
+        if self._owns_backend:
+            self.backend.close()
+        super().close()
 
     def _observation(self) -> np.ndarray:
         t = self._t

@@ -24,7 +24,11 @@ app.add_typer(topo_app, name="topo")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # one line per error, easy to grep
 
-USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, FileNotFoundError)
+from controllers.client import ControllerError  # noqa: E402  (standard library only)
+from envs.emulation import EmulationError  # noqa: E402
+
+USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, FileNotFoundError, EmulationError,
+               ControllerError)
 
 
 def friendly_errors(command):
@@ -173,6 +177,87 @@ def evaluate(ctx: typer.Context) -> None:
     from .hydra_app import run_eval
 
     run_eval(list(ctx.args))
+
+
+@app.command()
+@friendly_errors
+def fidelity(
+    topology: str = typer.Option("abilene", help="Topology name or file."),
+    traffic: str = typer.Option("abilene-test", help="Real dataset (abilene-test, b4) or a synthetic model "
+                                                     "(gravity, uniform, ...) for other topologies."),
+    count: int = typer.Option(3, help="Traffic matrices to replay."),
+    every: int = typer.Option(288, help="Take every N-th matrix of the sequence (288 = one a day at 5 min)."),
+    k: int = typer.Option(4, help="Candidate paths per pair for the LP routing."),
+    peak_mlu: float = typer.Option(0.9, help="Scale each matrix so the worst routing's twin MLU is this."),
+    flows_per_pair: int = typer.Option(32, help="UDP flows per pair (select groups hash flows onto paths)."),
+    window: float = typer.Option(2.0, help="Measurement window per run, seconds."),
+    capacity_scale: float = typer.Option(1e-3, help="Emulated capacity = capacity × this (10 Gb/s -> 10 Mb/s)."),
+    out: Optional[Path] = typer.Option(None, help="Write the report (JSON) here."),
+) -> None:
+    """Replay traffic under shortest path, ECMP and the LP optimum in the twin and in Mininet
+    (needs root) and report how far the twin is from what the packets did."""
+    import json as json_module
+
+    from envs.emulation import require_emulation
+    from envs.mininet_backend import MininetBackend, ReplaySettings
+    from topologies import load_traffic
+
+    from .fidelity import FidelitySettings, fidelity_pathset, run_fidelity
+
+    if count < 1 or every < 1:
+        raise ValueError("--count and --every must be at least 1")
+    settings = FidelitySettings(k=k, peak_mlu=peak_mlu)
+    require_emulation()
+    topo = _load_topology_arg(topology)
+    sequence = load_traffic(traffic, topo) if traffic in ("abilene-test", "abilene-train", "b4") else \
+        load_traffic(traffic, topo, count=count * every, seed=0)
+    indices = list(range(0, len(sequence), every))[:count]
+    pathset = fidelity_pathset(topo, k)
+    replay = ReplaySettings(flows_per_pair=flows_per_pair, window_s=window)
+    with MininetBackend(pathset, capacity_scale=capacity_scale, replay=replay) as emulated, \
+            _progress("replaying", len(indices) * len(settings.routings)) as advance:
+        report = run_fidelity(pathset, sequence.matrices, indices, emulated, settings, progress=advance)
+        report.notes.extend(emulated.network.notes)
+    result = report.to_dict()
+    table = Table(title=f"twin vs Mininet on {topo.name}: {len(report.samples)} runs")
+    for column in ("", "util. MAE", "util. p95", "MLU rel. err (mean)", "MLU rel. err (max)"):
+        table.add_column(column)
+    calibration = result["calibration"]
+    rows = [("uncalibrated (all runs)", result["errors"]),
+            (f"held-out, before calibration", calibration["before"]),
+            (f"held-out, after α = {calibration['load_factor']:.4f}", calibration["after"])]
+    for label, errors in rows:
+        table.add_row(label, f"{errors['utilization_mae']:.4f}", f"{errors['utilization_p95']:.4f}",
+                      f"{errors['mlu_relative_error_mean']:.2%}", f"{errors['mlu_relative_error_max']:.2%}")
+    console.print(table)
+    console.print(f"same ranking of routings in every matrix: {result['same_ranking']}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if out is not None:
+        write_json_atomically(out, json_module.dumps(result, indent=1))
+
+
+def _load_topology_arg(name: str):
+    from controllers.main import resolve_topology
+
+    return resolve_topology(name)
+
+
+class _progress:
+    """A rich progress bar as a context manager that yields its advance() callable."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=errors)
+        self.total = total
+
+    def __enter__(self):
+        self.bar.start()
+        task = self.bar.add_task("", total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
 
 
 @app.command()

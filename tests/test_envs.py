@@ -61,7 +61,7 @@ def test_split_routing_rejects_bad_parameters(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"k": -1}, "k"), ({"flows_per_pair": 0}, "flows_per_pair"), ({"backend": "mininet"}, "issue #4"),
+    ({"k": -1}, "k"), ({"flows_per_pair": 0}, "flows_per_pair"), ({"backend": "ns3"}, "unknown backend"),
     ({"traffic": np.ones((10, 4, 4))}, "4"),
 ])
 def test_path_selection_rejects_bad_parameters(kwargs, message):
@@ -69,9 +69,19 @@ def test_path_selection_rejects_bad_parameters(kwargs, message):
         PathSelectionEnv(**{"traffic": "abilene-test", **kwargs})
 
 
-def test_split_routing_rejects_mininet_until_it_exists():
-    with pytest.raises(NotImplementedError, match="issue #4"):
-        SplitRoutingEnv(triangle(), a_to_c_traffic(), k=2, history=1, backend="mininet")
+def test_split_routing_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'ns3'; choose one of twin, mininet"):
+        SplitRoutingEnv(triangle(), a_to_c_traffic(), k=2, history=1, backend="ns3")
+
+
+def test_path_selection_runs_its_routing_on_the_backend():
+    """The finished episode's routing goes to the backend; the twin must measure what the env tracked."""
+    env = PathSelectionEnv(triangle(), a_to_c_traffic(), k=2)
+    env.reset(seed=0, options={"tm_index": 0})
+    done, info = False, {}
+    while not done:
+        _, _, done, _, info = env.step(1)
+    assert info["measured_mlu"] == pytest.approx(info["final_mlu"])
 
 
 def rollout(env, seed: int, steps: int = 12):
