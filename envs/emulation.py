@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,8 +154,17 @@ class EmulatedNetwork:
         """Give every host ``count`` extra addresses (see :func:`controllers.fabric.source_ip`)."""
         for n in range(self.plan.topology.num_nodes):
             host = self.host(n)
-            script = "; ".join(f"ip addr add {source_ip(n, i)}/8 dev {host.defaultIntf().name}" for i in range(count))
-            host.cmd(script)
+            commands = "\n".join(f"address add {source_ip(n, i)}/8 dev {host.defaultIntf().name}"
+                                  for i in range(count))
+            # one `ip -batch` from a file: a shell line that long would overflow the host's terminal
+            batch = Path(tempfile.mkstemp(prefix="rlte-addr-", suffix=".txt")[1])
+            try:
+                batch.write_text(commands + "\n")
+                output = host.cmd(f"ip -batch {batch}")
+            finally:
+                batch.unlink(missing_ok=True)
+            if output.strip():
+                raise EmulationError(f"adding source addresses to {host.name} failed: {output.strip()}")
 
     def host(self, node: int):
         return self.net.get(f"h{node + 1}")
@@ -169,6 +180,8 @@ class EmulatedNetwork:
             net, self.net = self.net, None
             try:
                 net.stop()
+                for controller in net.controllers:  # Mininet stops but never terminates a controller's shell
+                    controller.terminate()
             except Exception:  # a half-built network: fall back to Mininet's full cleanup
                 LOG.exception("mininet stop failed; running mn -c cleanup")
                 clean_leftovers()
@@ -189,8 +202,22 @@ def clean_leftovers() -> None:
     cleanup()
 
 
-def leftovers() -> dict[str, list[str]]:
-    """What a finished run should not leave behind: OVS bridges and Mininet host shells."""
+def leftovers(settle_s: float = 3.0) -> dict[str, list[str]]:
+    """What a finished run should not leave behind: OVS bridges and Mininet host shells.
+
+    Killed shells take a moment to exit: look again for up to ``settle_s`` before reporting.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = _leftovers_now()
+        if not (found["bridges"] or found["processes"]) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _leftovers_now() -> dict[str, list[str]]:
     bridges = subprocess.run(["ovs-vsctl", "--timeout=3", "list-br"], capture_output=True, text=True).stdout.split()
-    shells = subprocess.run(["pgrep", "-f", "mininet:"], capture_output=True, text=True).stdout.split()
+    table = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    shells = [line.split()[0] for line in table.splitlines()
+              if "mininet:" in line and not line.split()[1].startswith("Z")]  # zombies hold nothing
     return {"bridges": bridges, "processes": shells}

@@ -217,7 +217,10 @@ class MininetBackend:
                 "listen_port": SINK_PORT, "start_at": start_at, "duration_s": total + 0.2, "grace_s": 0.5,
                 "payload_bytes": replay.payload_bytes, "flows": flows.get(node, []), "result": str(result_file),
                 "seed": node}))
-            agents.append((self.network.host(node).popen([sys.executable, str(AGENT), str(spec_file)]), result_file))
+            log = open(self.workdir / f"agent-{node}.log", "w")
+            agents.append((self.network.host(node).popen([sys.executable, str(AGENT), str(spec_file)],
+                                                         stdout=log, stderr=subprocess.STDOUT), result_file))
+            log.close()
         try:
             time.sleep(max(0.0, start_at + replay.warmup_s - time.time()))
             before = self.client.counters(fresh=True)
@@ -231,8 +234,10 @@ class MininetBackend:
                 except subprocess.TimeoutExpired:
                     process.kill()
                 results.append(json.loads(result_file.read_text()) if result_file.exists() else None)
-        if any(r is None for r in results):
-            raise RuntimeError("a traffic agent did not report; see " + str(self.workdir))
+        missing = [node for node, r in enumerate(results) if r is None]
+        if missing:
+            log = (self.workdir / f"agent-{missing[0]}.log").read_text()[-1500:]
+            raise RuntimeError(f"traffic agents of nodes {missing} did not report; agent {missing[0]} said:\n{log}")
         bits = np.zeros(topo.num_links)
         seconds = np.zeros(topo.num_links)
         for l, (b, a) in enumerate(zip(before["links"], after["links"])):

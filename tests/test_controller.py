@@ -1,0 +1,268 @@
+"""The controller's logic without switches: forwarding plan, routing state, failover, telemetry, HTTP API."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from controllers.api import OPENAPI, Api
+from controllers.decision import EqualSplit, FirstPath
+from controllers.fabric import HOST_PORT, FabricError, FabricPlan, source_ip
+from controllers.state import ControllerState, RequestError
+from topologies import (Node, Topology, TopologyError, bidirectional_links, equal_cost_paths, k_shortest_paths,
+                        lift_ratios, load_topology, pathset_from_dict, pathset_to_dict, union_pathsets)
+
+GBPS = 1e9
+
+
+def diamond() -> Topology:
+    """A-B-D and A-C-D, plus a stub E hanging off D."""
+    edges = [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D"), ("D", "E")]
+    return Topology("diamond", tuple(Node(n) for n in "ABCDE"),
+                    tuple(bidirectional_links((a, b, 10 * GBPS, 0.001, 1.0) for a, b in edges)))
+
+
+def ring(n: int = 4) -> Topology:
+    names = [f"r{i}" for i in range(n)]
+    return Topology("ring", tuple(Node(x) for x in names),
+                    tuple(bidirectional_links((names[i], names[(i + 1) % n], GBPS, 0.0, 1.0) for i in range(n))))
+
+
+def walk(plan: FabricPlan, pair: int, bucket) -> list[str]:
+    """Follow the installed rules from the origin's bucket to the host port; node names visited."""
+    topo = plan.topology
+    neighbor_at = {(a, port): b for (a, b), port in plan.neighbor_ports.items()}
+    rules = {(r.node, r.tag): r for r in plan.all_transit_rules()}
+    node = int(plan.pathset.pairs[pair, 0])
+    visited, port = [topo.node_names[node]], bucket.out_port
+    for _ in range(topo.num_nodes):
+        node = neighbor_at[(node, port)]
+        visited.append(topo.node_names[node])
+        rule = rules[(node, bucket.tag)]
+        if rule.pop:
+            assert rule.out_port == HOST_PORT
+            return visited
+        port = rule.out_port
+    raise AssertionError("forwarding loop")
+
+
+def test_every_bucket_forwards_along_its_path_to_the_destination_host():
+    plan = FabricPlan(k_shortest_paths(load_topology("abilene"), 4))
+    ps = plan.pathset
+    for pair in range(ps.num_pairs):
+        count = len(ps.paths[pair])
+        buckets = plan.buckets(pair, np.full(count, 1.0 / count))
+        assert [walk(plan, pair, b) for b in buckets] == [ps.node_path(pair, k) for k in range(count)]
+    tags = [plan.tag(p, k) for p in range(ps.num_pairs) for k in range(ps.k)]
+    tags += [plan.backup_tag(p) for p in range(ps.num_pairs)]
+    assert len(set(tags)) == len(tags) and min(tags) >= 1 and max(tags) <= 4094
+
+
+def test_ports_are_consistent_per_cable():
+    plan = FabricPlan(k_shortest_paths(diamond(), 2))
+    for (a, b), port in plan.neighbor_ports.items():
+        assert port != HOST_PORT and (b, a) in plan.neighbor_ports
+    for node in range(plan.topology.num_nodes):
+        ports = [p for (a, _), p in plan.neighbor_ports.items() if a == node]
+        assert sorted(ports) == list(range(2, 2 + len(ports)))
+    # each directed link is measured on the port its source uses toward its destination
+    for l, (u, v) in enumerate(zip(plan.topology.link_src, plan.topology.link_dst)):
+        assert plan.port_link[(int(u), int(plan.link_port[l]))] == l
+
+
+def test_bucket_weights_follow_ratios_and_drop_what_ovs_cannot_realize():
+    plan = FabricPlan(k_shortest_paths(diamond(), 2))
+    pair = plan.pathset.pair_index[(0, 3)]
+    assert [b.weight for b in plan.buckets(pair, np.array([0.25, 0.75]))] == [64, 192]
+    only = plan.buckets(pair, np.array([0.001, 0.999]))  # below 1/512: OVS's 256-slot table cannot hold it
+    assert [b.weight for b in only] == [256] and only[0].tag == plan.tag(pair, 1)
+
+
+def test_too_many_paths_for_vlan_tags_is_refused():
+    with pytest.raises(FabricError, match="need .* path tags"):
+        FabricPlan(k_shortest_paths(load_topology("geant"), 8))
+    with pytest.raises(FabricError, match="0..149"):
+        source_ip(0, 150)
+
+
+# ---------------------------------------------------------------------- routing state
+def state_for(topology: Topology, k: int = 2, decision=None) -> ControllerState:
+    return ControllerState(FabricPlan(k_shortest_paths(topology, k)), decision or EqualSplit(),
+                           capacity_scale=1e-3)
+
+
+@pytest.mark.parametrize("body, message, status", [
+    (None, "exactly one of", 400),
+    ({"ratios": [[1.0, 0.0]]}, "shape", 400),
+    ({"ratios": "x"}, "list of lists", 400),
+    ({"pairs": {"A->Z": [1.0, 0.0]}}, "unknown pair 'A->Z'", 404),
+    ({"pairs": {"A->D": [0.7, 0.7]}}, "sum to 1.4", 400),
+    ({"pairs": {"A->D": [1.0]}}, "has 2 candidate paths", 400),
+    ({"pairs": {"A->D": [1.5, -0.5]}}, "negative", 400),
+    ({"ratios": [[1.0, 0.0]], "pairs": {}}, "exactly one of", 400),
+])
+def test_bad_routing_requests_are_refused_and_change_nothing(body, message, status):
+    state = state_for(diamond())
+    before = (state.version, state.requested.copy(), state.effective.ratios.copy())
+    with pytest.raises(RequestError, match=message) as caught:
+        state.parse_routing(body)
+    assert caught.value.status == status
+    assert state.version == before[0]
+    np.testing.assert_array_equal(state.requested, before[1])
+    np.testing.assert_array_equal(state.effective.ratios, before[2])
+
+
+def test_partial_update_changes_only_the_named_pair():
+    state = state_for(diamond())
+    ratios = state.parse_routing({"pairs": {"A->D": [0.25, 0.75]}})
+    pair = state.pathset.pair_index[(0, 3)]
+    np.testing.assert_allclose(ratios[pair], [0.25, 0.75])
+    others = np.arange(state.pathset.num_pairs) != pair
+    np.testing.assert_array_equal(ratios[others], state.requested[others])
+    state.set_ratios(ratios)
+    assert state.version == 1 and state.routing_report()["source"] == "api"
+
+
+def test_link_down_moves_traffic_to_surviving_candidates_and_back():
+    state = state_for(diamond())
+    topo, ps = state.plan.topology, state.pathset
+    pair = ps.pair_index[(0, 3)]
+    a_b = [topo.link_index[(0, 1)], topo.link_index[(1, 0)]]
+    routing, affected = state.set_link_status(a_b, up=False)
+    assert pair in affected
+    via_b = [k for k in range(2) if ps.node_path(pair, k)[1] == "B"][0]
+    assert routing.ratios[pair, via_b] == 0.0 and routing.ratios[pair].sum() == pytest.approx(1.0)
+    assert state.events[-1]["kind"] == "link_down" and "A->D" in state.events[-1]["rerouted_pairs"]
+    assert state.set_link_status(a_b, up=False) is None  # already down: nothing to do
+    routing, _ = state.set_link_status(a_b, up=True)
+    np.testing.assert_allclose(routing.ratios[pair], [0.5, 0.5])
+
+
+def test_pair_with_every_candidate_down_gets_a_backup_path_or_is_reported():
+    state = state_for(ring(4), k=1, decision=FirstPath())
+    topo, ps = state.plan.topology, state.pathset
+    pair = ps.pair_index[(0, 1)]
+    routing, affected = state.set_link_status([topo.link_index[(0, 1)], topo.link_index[(1, 0)]], up=False)
+    assert pair in affected
+    assert [topo.node_names[topo.link_dst[l]] for l in routing.backup[pair]] == ["r3", "r2", "r1"]
+    # a stub cut off entirely is unroutable, and reported as such
+    stub = state_for(diamond())
+    d_e = [stub.plan.topology.link_index[(3, 4)], stub.plan.topology.link_index[(4, 3)]]
+    routing, _ = stub.set_link_status(d_e, up=False)
+    assert "A->E" in stub.routing_report()["unroutable_pairs"] and not routing.backup
+
+
+def test_telemetry_rates_from_counter_samples():
+    state = state_for(diamond())
+    topo, plan = state.plan.topology, state.plan
+    link = topo.link_index[(0, 1)]
+    node, port = int(topo.link_src[link]), int(plan.link_port[link])
+    assert state.link_utilization() is None
+    state.record_port(node, port, 1_000, at=10.0)
+    state.record_port(node, port, 1_000 + 2_500_000, at=12.0)  # 10 Mb/s for 2 s
+    utilization = state.link_utilization()
+    assert utilization[link] == pytest.approx(10e6 / (10 * GBPS * 1e-3))
+    assert np.isnan(utilization[topo.link_index[(1, 0)]])
+    state.record_port(node, port, 500, at=13.0)  # counter went backwards: switch reconnected
+    assert np.isnan(state.link_utilization()[link])
+    state.record_pair(0, 0, at=0.0)
+    state.record_pair(0, 125_000, at=1.0)
+    assert state.pair_rates()[0] == pytest.approx(1e6)
+
+
+# ---------------------------------------------------------------------- HTTP API
+class FakeController:
+    """What the API needs from the os-ken app, without switches."""
+
+    def __init__(self, state: ControllerState) -> None:
+        self.state, self.plan = state, state.plan
+        self.settings = type("S", (), {"poll_interval_s": 1.0})()
+        self.applied = []
+
+    def apply(self, routing, pairs=None):
+        self.applied.append(routing)
+        return {"switches_updated": 1, "confirmed": True, "latency_ms": 0.1}
+
+    def poll(self, wait=False, timeout=2.0):
+        return True
+
+    def health(self):
+        return {"status": "ok"}
+
+
+def call(api: Api, method: str, path: str, body=None, token: str | None = None, raw: bytes | None = None):
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path.split("?")[0],
+               "QUERY_STRING": path.partition("?")[2], "CONTENT_LENGTH": str(len(data)),
+               "wsgi.input": io.BytesIO(data)}
+    if token:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    status = []
+    payload = b"".join(api(environ, lambda s, headers: status.append(s)))
+    return int(status[0].split()[0]), json.loads(payload)
+
+
+def test_api_guards_changes_with_the_token_and_reports_errors():
+    state = state_for(diamond())
+    controller = FakeController(state)
+    api = Api(controller, "secret")
+    good = {"pairs": {"A->D": [0.25, 0.75]}}
+    assert call(api, "PUT", "/routing", good)[0] == 401
+    assert call(api, "PUT", "/routing", good, token="wrong")[0] == 401
+    status, reply = call(api, "PUT", "/routing", raw=b"{not json", token="secret")
+    assert status == 400 and "not JSON" in reply["error"]
+    status, reply = call(api, "PUT", "/routing", {"pairs": {"A->D": [0.5, 0.6]}}, token="secret")
+    assert status == 400 and "sum to 1.1" in reply["error"]
+    assert state.version == 0 and not controller.applied
+    status, reply = call(api, "PUT", "/routing", good, token="secret")
+    assert status == 200 and reply["version"] == 1 and len(controller.applied) == 1
+    status, routing = call(api, "GET", "/routing")
+    pair = state.pathset.pair_index[(0, 3)]
+    assert routing["installed"][pair] == [0.25, 0.75]
+    assert call(api, "DELETE", "/routing")[0] == 405
+    assert call(api, "GET", "/nowhere")[0] == 404
+    status, events = call(api, "GET", "/events?since=0")
+    assert status == 200 and events[-1]["kind"] == "routing"
+    assert call(api, "GET", "/events?since=yesterday")[0] == 400
+    status, spec = call(api, "GET", "/openapi.json")
+    assert status == 200 and set(spec["paths"]) == set(OPENAPI["paths"])
+    assert {path for _, path in api.routes} <= set(spec["paths"])
+
+
+def test_api_topology_and_stats_are_json_even_before_measurements():
+    state = state_for(diamond())
+    api = Api(FakeController(state), "t")
+    status, topo = call(api, "GET", "/topology")
+    assert status == 200 and [n["name"] for n in topo["nodes"]] == list("ABCDE")
+    assert topo["links"][0]["emulated_bps"] == pytest.approx(10e6)
+    status, stats = call(api, "GET", "/stats")
+    assert status == 200 and stats["utilization"] is None and all(stats["link_up"])
+
+
+# ---------------------------------------------------------------------- path sets travel between processes
+def test_pathset_and_topology_descriptions_round_trip_exactly():
+    topo = load_topology("abilene")
+    union = union_pathsets(k_shortest_paths(topo, 4), equal_cost_paths(topo))
+    copy = pathset_from_dict(Topology.from_dict(json.loads(json.dumps(topo.to_dict()))),
+                             json.loads(json.dumps(pathset_to_dict(union))))
+    assert copy.paths == union.paths and copy.topology.fingerprint() == topo.fingerprint()
+    with pytest.raises(TopologyError, match="made for topology 'abilene'"):
+        pathset_from_dict(diamond(), pathset_to_dict(union))
+
+
+def test_lifted_ratios_route_the_same_loads():
+    topo = load_topology("abilene")
+    ecmp = equal_cost_paths(topo)
+    union = union_pathsets(k_shortest_paths(topo, 2), ecmp)
+    rng = np.random.default_rng(0)
+    ratios = rng.random((ecmp.num_pairs, ecmp.k)) * ecmp.mask
+    ratios /= ratios.sum(axis=1, keepdims=True)
+    lifted = lift_ratios(ratios, ecmp, union)
+    demands = rng.random(ecmp.num_pairs)
+    np.testing.assert_allclose(union.incidence @ (lifted * demands[:, None]).ravel(),
+                               ecmp.incidence @ (ratios * demands[:, None]).ravel())
+    with pytest.raises(TopologyError, match="not in the target path set"):
+        lift_ratios(lift_ratios(ratios, ecmp, union), union, k_shortest_paths(topo, 1))

@@ -1,0 +1,183 @@
+"""The live network for real: os-ken controller + Mininet + Open vSwitch (root only).
+
+`make test` run as root installs Mininet and Open vSwitch and starts OVS, so these run in
+CI. Elsewhere they are skipped with the reason (not root, no Mininet, OVS not running).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from envs.emulation import emulation_problems, leftovers
+
+PROBLEMS = emulation_problems()
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(bool(PROBLEMS), reason="live network tests need: " + "; ".join(PROBLEMS))]
+
+if not PROBLEMS:
+    from controllers.client import ControllerError
+    from envs import SplitRoutingEnv
+    from envs.mininet_backend import MininetBackend, ReplaySettings
+    from topologies import k_shortest_paths, load_topology
+
+from tests.test_controller import diamond  # noqa: E402
+
+POLL_S = 0.5
+
+
+@pytest.fixture(scope="class")
+def live():
+    pathset = k_shortest_paths(diamond(), 2)
+    backend = MininetBackend(pathset, poll_interval_s=POLL_S,
+                             replay=ReplaySettings(flows_per_pair=128, warmup_s=0.5, window_s=1.5))
+    with backend:
+        yield backend
+    assert leftovers() == {"bridges": [], "processes": []}
+
+
+def pair_of(backend, origin: str, destination: str) -> int:
+    index = backend.pathset.topology.node_index
+    return backend.pathset.pair_index[(index[origin], index[destination])]
+
+
+def link(backend, a: str, b: str) -> int:
+    index = backend.pathset.topology.node_index
+    return backend.pathset.topology.link_index[(index[a], index[b])]
+
+
+def only(backend, pair: int, rate_bps: float) -> np.ndarray:
+    demands = np.zeros(backend.pathset.num_pairs)
+    demands[pair] = rate_bps
+    return demands
+
+
+def first_path_ratios(backend) -> np.ndarray:
+    ratios = np.zeros((backend.pathset.num_pairs, backend.pathset.k))
+    ratios[:, 0] = 1.0
+    return ratios
+
+
+class TestDiamondUnderTheController:
+    """One emulated network (class-scoped: torn down before the tests that build their own)."""
+
+    def test_every_host_reaches_every_other_through_controller_paths(self, live):
+        # the switches drop whatever matches no controller rule (table miss), so this is the controller's routing
+        assert live.network.net.pingAll(timeout=1) == 0.0
+        health = live.client.get("/health")
+        assert health["status"] == "ok" and not health["switches_missing"]
+
+
+    def test_select_groups_realize_split_ratios(self, live):
+        pair = pair_of(live, "A", "D")
+        ratios = first_path_ratios(live)
+        via_b = [k for k in range(2) if live.pathset.node_path(pair, k)[1] == "B"][0]
+        ratios[pair] = 0.0
+        ratios[pair, via_b], ratios[pair, 1 - via_b] = 0.25, 0.75
+        measured = live.run(only(live, pair, 6e9), ratios)  # 6 Mb/s emulated on 10 Mb/s links
+        ab, ac = measured.utilization[link(live, "A", "B")], measured.utilization[link(live, "A", "C")]
+        assert ab / (ab + ac) == pytest.approx(0.25, abs=0.1)
+        assert ab + ac == pytest.approx(0.6, rel=0.1)  # payload plus a few % of headers
+        assert measured.delivered_bps / measured.offered_bps > 0.98
+        assert live.last_update["confirmed"] and live.last_update["switches_updated"] >= 1
+
+
+    def test_bad_requests_are_refused_and_change_nothing(self, live):
+        before = live.client.get("/routing")
+        with pytest.raises(ControllerError) as refused:
+            live.client.request("PUT", "/routing", {"pairs": {"A->D": [0.6, 0.6]}})
+        assert refused.value.status == 400
+        anonymous = type(live.client)(live.client.base_url)
+        with pytest.raises(ControllerError) as unauthorized:
+            anonymous.set_ratios(first_path_ratios(live))
+        assert unauthorized.value.status == 401
+        assert live.client.get("/routing") == before
+
+
+    def test_link_failure_reroutes_within_one_polling_interval(self, live):
+        pair = pair_of(live, "A", "D")
+        ratios = first_path_ratios(live)
+        via_b = [k for k in range(2) if live.pathset.node_path(pair, k)[1] == "B"][0]
+        ratios[pair] = np.eye(2)[via_b]
+        live.install(ratios)
+        index = live.pathset.topology.node_index
+        since = time.time()
+        live.network.set_cable(index["A"], index["B"], up=False)
+        try:
+            time.sleep(POLL_S)
+            routing = live.client.get("/routing")
+            assert routing["installed"][pair] == list(np.eye(2)[1 - via_b])
+            assert "A->B" in routing["links_down"]
+            events = live.client.get(f"/events?since={since}")
+            down = [e for e in events if e["kind"] == "link_down"]
+            assert down and "A->D" in down[0]["rerouted_pairs"]
+            measured = live.run(only(live, pair, 4e9), ratios)  # still asking for the dead path
+            assert measured.utilization[link(live, "A", "C")] == pytest.approx(0.4, rel=0.1)
+            assert measured.delivered_bps / measured.offered_bps > 0.98  # nothing lost after the reroute
+        finally:
+            live.network.set_cable(index["A"], index["B"], up=True)
+        deadline = time.monotonic() + 5
+        while live.client.get("/routing")["links_down"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live.client.get("/routing")["installed"][pair] == list(np.eye(2)[via_b])
+
+
+    def test_switch_that_reconnects_gets_its_state_back(self, live):
+        switch = "s1"
+        target = subprocess.run(["ovs-vsctl", "get-controller", switch], capture_output=True, text=True).stdout.strip()
+        subprocess.run(["ovs-vsctl", "del-controller", switch], check=True)
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "del-flows", switch], check=True)  # state lost
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "del-groups", switch], check=True)
+        h1, h4 = live.network.host(0), live.network.host(3)
+        assert "0 received" in h1.cmd(f"ping -c1 -W1 {h4.IP()}")
+        subprocess.run(["ovs-vsctl", "set-controller", switch, target], check=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and live.client.health().get("status") != "ok":
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert "1 received" in h1.cmd(f"ping -c1 -W2 {h4.IP()}")
+        kinds = [e["kind"] for e in live.client.get("/events")]
+        assert "switch_disconnected" in kinds and kinds.count("switch_ready") >= 6
+
+
+    def test_split_routing_env_steps_on_the_live_network(self, live):
+        env = SplitRoutingEnv(live.pathset.topology, np.full((3, 5, 5), 2e8), k=2, history=1, reward="mlu",
+                              pathset=live.pathset, backend=live)
+        observation, _ = env.reset(seed=0)
+        assert env.observation_space.contains(observation)
+        _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert np.isfinite(reward) and info["mlu"] > 0
+        env.close()  # the backend belongs to the fixture: the env must not close it
+        assert live.network is not None
+
+
+
+
+def test_teardown_is_clean_even_after_a_crash():
+    backend = MininetBackend(k_shortest_paths(diamond(), 1), replay=ReplaySettings(warmup_s=0.2, window_s=0.5))
+    with pytest.raises(RuntimeError, match="boom"):
+        with backend:
+            assert leftovers(settle_s=0)["bridges"]
+            raise RuntimeError("boom")
+    assert backend.controller is None
+    assert leftovers() == {"bridges": [], "processes": []}
+
+
+def test_abilene_fidelity_smoke():
+    """One real matrix under shortest path, ECMP and the LP: the twin's utilizations must match the packets."""
+    from experiments.fidelity import FidelitySettings, fidelity_pathset, run_fidelity
+    from topologies import load_traffic
+
+    topo = load_topology("abilene")
+    pathset = fidelity_pathset(topo, 4)
+    with MininetBackend(pathset, replay=ReplaySettings(flows_per_pair=32, window_s=2.0)) as emulated:
+        report = run_fidelity(pathset, load_traffic("abilene-test", topo).matrices, [100], emulated,
+                              FidelitySettings())
+    result = report.to_dict()
+    assert result["errors"]["utilization_mae"] <= 0.03
+    assert result["errors"]["mlu_relative_error_max"] <= 0.12
+    assert result["same_ranking"]
+    assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
