@@ -1,7 +1,9 @@
 # Two entry points (see README):
 #   make train    - install into .venv and run the main job on the fluid twin (no root needed):
 #                   train PPO on Abilene's real traffic, then compare it with every baseline
-#   make test     - install everything the tests need and run the whole suite
+#   make test     - install everything the tests need and run the whole suite; as root it also
+#                   installs Mininet and Open vSwitch from Debian and starts OVS (scripts/setup-live.sh),
+#                   so the live-network tests run instead of being skipped
 # Also: make compare (baselines only, seconds), make bench (benchmarks, long).
 PYTHON ?= python3
 VENV   := .venv
@@ -38,6 +40,8 @@ compare: $(VENV)/.installed-core
 	$(BIN)/rlte compare --topology abilene --traffic abilene-test --every 24 --out out/compare-abilene.json
 
 test: $(VENV)/.installed-test
+	@if [ "$$(id -u)" = 0 ]; then scripts/setup-live.sh $(VENV); \
+	else echo "not root: the live-network (Mininet) tests will be skipped"; fi
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
