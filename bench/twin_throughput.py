@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, time_call, write  # noqa: E402
 from envs.twin import FluidTwin  # noqa: E402
-from topologies import k_shortest_paths, load_topology, load_traffic  # noqa: E402
+from topologies import k_shortest_paths, load_topology  # noqa: E402
 
 # name, topology spec, paths per pair, batch sizes, endpoints (None: all; else that many random nodes).
 # kdl cases pass pair demands (twin.mlu(None, ratios, demands=...)): 1024 full 754×754 matrices

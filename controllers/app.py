@@ -114,9 +114,8 @@ class TEController(app_manager.OSKenApp):
         self._add_flow(datapath, 0, parser.OFPMatch(), [])  # table miss: drop (never flood a looped WAN)
         self._add_flow(datapath, PRIORITY_ARP, parser.OFPMatch(eth_type=ether_types.ETH_TYPE_ARP),
                        [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)])
-        for rule in self.plan.all_transit_rules():
-            if rule.node == node:
-                self._install_transit(datapath, rule)
+        for rule in self.plan.transit_rules_by_node[node]:
+            self._install_transit(datapath, rule)
         for pair, links in self.state.effective.backup.items():
             for rule in self.plan.transit_rules(links, self.plan.backup_tag(pair)):
                 if rule.node == node:

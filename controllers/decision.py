@@ -8,12 +8,12 @@ protocol, so shadow mode and fallback swap one object, not controller code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from topologies import PathSet, Routing, check_ratios
+from topologies import PathSet, Routing
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,10 @@ class EqualSplit:
 
 @dataclass
 class FixedRatios:
-    """Ratios set from outside (the HTTP API, an environment step)."""
+    """Ratios set from outside (the HTTP API, an environment step); the controller validates them."""
 
     ratios: np.ndarray
     name: str = "api"
-    pathset: PathSet | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.pathset is not None:
-            self.ratios = check_ratios(self.pathset, self.ratios)
 
     def decide(self, view: NetworkView) -> np.ndarray:
         return np.array(self.ratios, dtype=np.float64)

@@ -160,6 +160,14 @@ class FabricPlan:
                 rules.extend(self.transit_rules(links, self.tag(p, k)))
         return rules
 
+    @cached_property
+    def transit_rules_by_node(self) -> dict[int, list[TransitRule]]:
+        """The candidate-path rules each switch holds (computed once; every reconnect reuses it)."""
+        by_node: dict[int, list[TransitRule]] = {n: [] for n in range(self.topology.num_nodes)}
+        for rule in self.all_transit_rules():
+            by_node[rule.node].append(rule)
+        return by_node
+
     def buckets(self, pair: int, ratios: np.ndarray, backup: tuple[int, ...] | None = None) -> list[Bucket]:
         """Select-group buckets for one pair: weights from its split ratios (zero-weight paths left out).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-from topologies import PathSet, Topology, k_shortest_paths, load_topology, pathset_from_dict, read_topology
+from topologies import PathSet, Topology, k_shortest_paths, load_topology, pathset_from_dict
 
 from .decision import DECISIONS
 
@@ -18,7 +18,7 @@ from .decision import DECISIONS
 class ControllerConfig(BaseModel):
     """Everything ``rlte controller`` takes; validated before anything starts."""
 
-    topology: str = Field(description="catalog name (abilene, b4, ...) or a topology file")
+    topology: str = Field(description="catalog name (abilene, b4, ...), generator spec or topology file")
     k: int = Field(4, ge=1, description="candidate paths per pair")
     metric: str = "hop"
     paths_file: str | None = Field(None, description="JSON path set (topologies.pathset_to_dict) instead of k/metric")
@@ -41,10 +41,6 @@ class ControllerConfig(BaseModel):
         return value
 
 
-def resolve_topology(name: str) -> Topology:
-    return read_topology(name) if Path(name).exists() else load_topology(name)
-
-
 def resolve_pathset(config: ControllerConfig, topology: Topology) -> PathSet:
     if config.paths_file:
         return pathset_from_dict(topology, json.loads(Path(config.paths_file).read_text()))
@@ -65,7 +61,7 @@ def run_controller(config: ControllerConfig) -> None:
     from .state import ControllerState
 
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    topology = resolve_topology(config.topology)
+    topology = load_topology(config.topology)
     plan = FabricPlan(resolve_pathset(config, topology))
     token = config.token or os.environ.get("RLTE_CONTROLLER_TOKEN") or secrets.token_urlsafe(24)
     if config.token_file:

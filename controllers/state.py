@@ -132,15 +132,12 @@ class ControllerState:
         return self.effective
 
     def set_ratios(self, ratios: np.ndarray, source: str = "api") -> EffectiveRouting:
-        return self.set_decision(FixedRatios(ratios, source, self.pathset))
+        return self.set_decision(FixedRatios(ratios, source))
 
     def _effective(self, requested: np.ndarray) -> EffectiveRouting:
         """Mask paths over failed links; a pair left with none gets a backup shortest path."""
-        ps = self.pathset
-        alive = np.zeros((ps.num_pairs, ps.k), dtype=bool)
-        for p, candidates in enumerate(ps.paths):
-            for k, links in enumerate(candidates):
-                alive[p, k] = bool(self.link_up[list(links)].all())
+        alive = self._slots_over(np.flatnonzero(~self.link_up)) == 0
+        alive &= self.pathset.mask
         ratios = np.where(alive, requested, 0.0)
         totals = ratios.sum(axis=1)
         # A pair whose chosen paths all failed falls back to its surviving candidates equally.
@@ -172,13 +169,17 @@ class ControllerState:
 
     def pairs_using(self, links: list[int]) -> list[int]:
         """Pairs whose installed routing sends traffic over any of ``links``."""
-        ps, routing = self.pathset, self.effective
-        used = set()
-        for p, candidates in enumerate(ps.paths):
-            if any(routing.ratios[p, k] > 0 and set(path) & set(links) for k, path in enumerate(candidates)):
-                used.add(p)
+        routing = self.effective
+        used = set(np.flatnonzero(((self._slots_over(links) > 0) & (routing.ratios > 0)).any(axis=1)).tolist())
         used.update(p for p, path in routing.backup.items() if set(path) & set(links))
         return sorted(used)
+
+    def _slots_over(self, links) -> np.ndarray:
+        """(P, K): how many of ``links`` each candidate path crosses (one sparse product, no path walks)."""
+        ps = self.pathset
+        hits = np.zeros(self.plan.topology.num_links)
+        hits[np.asarray(links, dtype=np.int64)] = 1.0
+        return (hits @ ps.incidence).reshape(ps.num_pairs, ps.k)
 
     def set_link_status(self, links: list[int], up: bool) -> tuple[EffectiveRouting, list[int]] | None:
         """Mark links up or down. Returns the new routing and the pairs it moves, or None when nothing changed."""

@@ -92,15 +92,14 @@ class MininetBackend:
 
         of_port, api_port = free_port(), free_port()
         token = secrets.token_urlsafe(16)
-        paths_file = self.workdir / "paths.json"
+        paths_file, topology_file = self.workdir / "paths.json", self.workdir / "topology.json"
         paths_file.write_text(json.dumps(pathset_to_dict(self.pathset)))
-        config = ControllerConfig(topology="-", paths_file=str(paths_file), of_port=of_port, api_port=api_port,
-                                  token=token, poll_interval_s=self.poll_interval_s,
+        topology_file.write_text(json.dumps(self.pathset.topology.to_dict()))  # exact: same fingerprint
+        config = ControllerConfig(topology=str(topology_file), paths_file=str(paths_file), of_port=of_port,
+                                  api_port=api_port, token=token, poll_interval_s=self.poll_interval_s,
                                   capacity_scale=self.capacity_scale, log_level="WARNING")
         config_file = self.workdir / "controller.json"
-        topology_file = self.workdir / "topology.json"
-        topology_file.write_text(json.dumps(self.pathset.topology.to_dict()))
-        config_file.write_text(config.model_copy(update={"topology": str(topology_file)}).model_dump_json())
+        config_file.write_text(config.model_dump_json())
         log = open(self.workdir / "controller.log", "w")
         self.controller = subprocess.Popen([sys.executable, "-m", "controllers", str(config_file)],
                                            stdout=log, stderr=subprocess.STDOUT,

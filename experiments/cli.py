@@ -201,6 +201,7 @@ def fidelity(
     from envs.emulation import require_emulation
     from envs.mininet_backend import MininetBackend, ReplaySettings
     from topologies import load_traffic
+    from topologies.traffic import REAL_DATASETS
 
     from .fidelity import FidelitySettings, fidelity_pathset, run_fidelity
 
@@ -208,15 +209,17 @@ def fidelity(
         raise ValueError("--count and --every must be at least 1")
     settings = FidelitySettings(k=k, peak_mlu=peak_mlu)
     require_emulation()
-    topo = _load_topology_arg(topology)
-    sequence = load_traffic(traffic, topo) if traffic in ("abilene-test", "abilene-train", "b4") else \
+    topo = load_topology(topology)
+    sequence = load_traffic(traffic, topo) if traffic in REAL_DATASETS else \
         load_traffic(traffic, topo, count=count * every, seed=0)
     indices = list(range(0, len(sequence), every))[:count]
     pathset = fidelity_pathset(topo, k)
     replay = ReplaySettings(flows_per_pair=flows_per_pair, window_s=window)
-    with MininetBackend(pathset, capacity_scale=capacity_scale, replay=replay) as emulated, \
-            _progress("replaying", len(indices) * len(settings.routings)) as advance:
-        report = run_fidelity(pathset, sequence.matrices, indices, emulated, settings, progress=advance)
+    bar = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors)
+    with MininetBackend(pathset, capacity_scale=capacity_scale, replay=replay) as emulated, bar:
+        task = bar.add_task("", total=len(indices) * len(settings.routings))
+        report = run_fidelity(pathset, sequence.matrices, indices, emulated, settings,
+                              progress=lambda: bar.advance(task))
         report.notes.extend(emulated.network.notes)
     result = report.to_dict()
     table = Table(title=f"twin vs Mininet on {topo.name}: {len(report.samples)} runs")
@@ -224,40 +227,17 @@ def fidelity(
         table.add_column(column)
     calibration = result["calibration"]
     rows = [("uncalibrated (all runs)", result["errors"]),
-            (f"held-out, before calibration", calibration["before"]),
+            ("held-out, before calibration", calibration["before"]),
             (f"held-out, after α = {calibration['load_factor']:.4f}", calibration["after"])]
-    for label, errors in rows:
-        table.add_row(label, f"{errors['utilization_mae']:.4f}", f"{errors['utilization_p95']:.4f}",
-                      f"{errors['mlu_relative_error_mean']:.2%}", f"{errors['mlu_relative_error_max']:.2%}")
+    for label, error in rows:
+        table.add_row(label, f"{error['utilization_mae']:.4f}", f"{error['utilization_p95']:.4f}",
+                      f"{error['mlu_relative_error_mean']:.2%}", f"{error['mlu_relative_error_max']:.2%}")
     console.print(table)
     console.print(f"same ranking of routings in every matrix: {result['same_ranking']}")
     for note in report.notes:
         console.print(f"note: {note}")
     if out is not None:
         write_json_atomically(out, json_module.dumps(result, indent=1))
-
-
-def _load_topology_arg(name: str):
-    from controllers.main import resolve_topology
-
-    return resolve_topology(name)
-
-
-class _progress:
-    """A rich progress bar as a context manager that yields its advance() callable."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=errors)
-        self.total = total
-
-    def __enter__(self):
-        self.bar.start()
-        task = self.bar.add_task("", total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
 
 
 @app.command()

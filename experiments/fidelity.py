@@ -40,21 +40,30 @@ class FidelitySettings:
 
 
 def fidelity_pathset(topology: Topology, k: int) -> PathSet:
+    """The union the emulated network carries; its first K paths per pair are the K shortest."""
     return union_pathsets(k_shortest_paths(topology, k), equal_cost_paths(topology))
 
 
-def routing_ratios(name: str, pathset: PathSet, matrix: np.ndarray, k: int) -> np.ndarray:
-    topo = pathset.topology
-    if name == "shortest_path":
-        shortest = k_shortest_paths(topo, 1)
-        return lift_ratios(Routing.first_path(shortest).ratios, shortest, pathset)
-    if name == "ecmp":
-        ecmp = equal_cost_paths(topo)
-        return lift_ratios(per_hop_ecmp_ratios(ecmp), ecmp, pathset)
-    if name == "lp":
-        candidates = k_shortest_paths(topo, k)
-        return lift_ratios(path_lp(candidates, matrix, tie_break="min_load").ratios, candidates, pathset)
-    raise ValueError(f"unknown routing {name!r}")
+class Routings:
+    """The compared routings over ``pathset``: the static ones computed once, the LP per matrix."""
+
+    def __init__(self, pathset: PathSet, k: int) -> None:
+        topo = pathset.topology
+        self.pathset = pathset
+        self.candidates = k_shortest_paths(topo, k)
+        shortest, ecmp = k_shortest_paths(topo, 1), equal_cost_paths(topo)
+        self.static = {
+            "shortest_path": lift_ratios(Routing.first_path(shortest).ratios, shortest, pathset),
+            "ecmp": lift_ratios(per_hop_ecmp_ratios(ecmp), ecmp, pathset),
+        }
+
+    def ratios(self, name: str, matrix: np.ndarray) -> np.ndarray:
+        if name == "lp":
+            solution = path_lp(self.candidates, matrix, tie_break="min_load")
+            return lift_ratios(solution.ratios, self.candidates, self.pathset)
+        if name not in self.static:
+            raise ValueError(f"unknown routing {name!r}")
+        return self.static[name]
 
 
 @dataclass
@@ -127,10 +136,11 @@ def run_fidelity(pathset: PathSet, matrices: np.ndarray, tm_indices: list[int], 
     topo = pathset.topology
     twin = TwinBackend(pathset)
     report = FidelityReport(topo.name)
+    candidates = Routings(pathset, settings.k)
     for t in tm_indices:
         matrix = np.asarray(matrices[t], dtype=np.float64)
         demands = pathset.demands(matrix)
-        routings = {name: routing_ratios(name, pathset, matrix, settings.k) for name in settings.routings}
+        routings = {name: candidates.ratios(name, matrix) for name in settings.routings}
         worst = max(twin.run(demands, ratios).mlu for ratios in routings.values())
         scale = settings.peak_mlu / worst
         for name, ratios in routings.items():

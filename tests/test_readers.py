@@ -6,7 +6,6 @@ import gzip
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from topologies import (TopologyError, load_topology, read_abilene, read_graphml, read_node_link, read_sndlib,

@@ -26,12 +26,14 @@ def read_topology(path: str | Path, **options) -> Topology:
     if head.startswith("?SNDlib"):
         return read_sndlib(path, **options)
     if head.startswith("{"):
-        if '"format": "rlte-topology"' in head or '"format":"rlte-topology"' in head:
-            import json
+        import json
 
-            from ..model import Topology
-
-            return Topology.from_dict(json.loads(read_text(path)))
+        try:
+            data = json.loads(read_text(path))
+        except ValueError as error:
+            raise TopologyError(f"{path}: not valid JSON: {error}") from None
+        if isinstance(data, dict) and data.get("format") == "rlte-topology":
+            return Topology.from_dict(data)
         return read_node_link(path, **options)
     if head.startswith("Node_num"):
         return read_abilene(path, **options)
