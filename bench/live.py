@@ -70,10 +70,10 @@ def failovers(backend: MininetBackend, demands: np.ndarray) -> dict:
                 event, rerouted_at = events[0], time.time()
                 break
             time.sleep(0.01)
-        installed = np.array(backend.client.get("/routing")["installed"])
+        installed_paths, installed = backend.installed()
         measured = backend.run(demands, Routing.first_path(ps).ratios)
         # loss from congestion on the surviving links (the twin under the installed routing) is not black-holing
-        congestion = TwinBackend(ps).run(demands, installed)
+        congestion = TwinBackend(installed_paths).run(demands, installed)
         backend.network.set_cable(u, v, up=True)
         time.sleep(2 * POLL_S)
         results.append({

@@ -170,9 +170,7 @@ class Api:
 
     def put_routing(self, query, body):
         state = self.controller.state
-        ratios = state.parse_routing(body)        # raises RequestError: nothing changed
-        routing = state.set_ratios(ratios, "api")
-        result = self.controller.apply(routing)
+        routing, result = self.controller.set_routing(body)  # raises RequestError: nothing changed
         return 200, {"version": state.version, **result,
                      "unroutable_pairs": [state.pair_label(p) for p in routing.unroutable]}
 

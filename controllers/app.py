@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
@@ -60,6 +61,9 @@ class TEController(app_manager.OSKenApp):
         self.ready: set[int] = set()             # nodes whose state is installed
         self.waiting: dict[int, hub.Event] = {}  # xid -> event set by the barrier or last stats reply
         self.backup_installed: dict[int, tuple[int, ...]] = {}
+        # One routing change at a time: installs wait on barriers (they yield), and two
+        # interleaved installs could leave a switch with the older routing's groups.
+        self.routing_lock = hub.Semaphore(1)
         self.started = time.time()
         self.threads = [hub.spawn(self._poll_loop)]
         from .api import serve  # local: the API module imports this one for type names
@@ -91,10 +95,10 @@ class TEController(app_manager.OSKenApp):
                             missing=sorted(expected - present), unexpected=sorted(present - expected))
             LOG.warning("switch %s: ports %s, expected %s", self.plan.topology.node_names[node],
                         sorted(present), sorted(expected))
-        down = [self.plan.port_link[(node, p.port_no)] for p in ev.msg.body
-                if (node, p.port_no) in self.plan.port_link and p.state & ev.msg.datapath.ofproto.OFPPS_LINK_DOWN]
-        if down:
-            hub.spawn(self._links_changed, down, False)  # it waits for barriers: not in the event loop
+        ofp = ev.msg.datapath.ofproto
+        for port in ev.msg.body:
+            self.state.record_port_status(node, port.port_no, _port_live(ofp, port))
+        hub.spawn(self._sync_links)  # it waits for barriers: not in the event loop
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def _on_disconnect(self, ev) -> None:
@@ -107,6 +111,10 @@ class TEController(app_manager.OSKenApp):
 
     def _install_switch(self, node: int, datapath) -> None:
         """Everything a (re)connecting switch needs, from scratch: rules, then groups, then ingress."""
+        with self.routing_lock:
+            self._install_switch_locked(node, datapath)
+
+    def _install_switch_locked(self, node: int, datapath) -> None:
         ofp, parser = datapath.ofproto, datapath.ofproto_parser
         datapath.send_msg(parser.OFPFlowMod(datapath, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
                                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
@@ -164,7 +172,17 @@ class TEController(app_manager.OSKenApp):
         datapath.send_msg(parser.OFPGroupMod(datapath, command, ofp.OFPGT_SELECT, self.plan.group_id(pair), buckets))
 
     # ------------------------------------------------------------------ routing updates
-    def apply(self, routing: EffectiveRouting, pairs: list[int] | None = None) -> dict:
+    def set_routing(self, body) -> tuple[EffectiveRouting, dict]:
+        """Validate an API routing body, adopt it and install it; returns the routing and the install report.
+
+        Raises :class:`~controllers.state.RequestError` (nothing changed) for a bad body. Parsing
+        happens under the lock too: a partial update is read against the routing it replaces.
+        """
+        with self.routing_lock:
+            routing = self.state.set_ratios(self.state.parse_routing(body), "api")
+            return routing, self._apply(routing)
+
+    def _apply(self, routing: EffectiveRouting, pairs: list[int] | None = None) -> dict:
         """Install ``routing`` for ``pairs`` (all by default): backup paths first, then the groups.
 
         Returns when every switch confirmed (barrier) or the timeout passed.
@@ -195,29 +213,24 @@ class TEController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _on_port_status(self, ev) -> None:
         msg = ev.msg
-        ofp = msg.datapath.ofproto
         node = self.plan.node_of_dpid(msg.datapath.id)
-        link = self.plan.port_link.get((node, msg.desc.port_no)) if node is not None else None
-        if link is None:
+        if node is None:
             return
-        down = msg.reason == ofp.OFPPR_DELETE or bool(msg.desc.state & ofp.OFPPS_LINK_DOWN)
-        hub.spawn(self._links_changed, [link], not down)  # it waits for barriers: not in the event loop
+        live = msg.reason != msg.datapath.ofproto.OFPPR_DELETE and _port_live(msg.datapath.ofproto, msg.desc)
+        self.state.record_port_status(node, msg.desc.port_no, live)  # in arrival order, here in the event loop
+        hub.spawn(self._sync_links)  # it waits for barriers: not in the event loop
 
-    def _links_changed(self, links: list[int], up: bool) -> None:
-        topo = self.plan.topology
-        cable = set(links)
-        for l in links:  # a cable carries both directions: the reverse link shares its fate
-            reverse = topo.link_index.get((int(topo.link_dst[l]), int(topo.link_src[l])))
-            if reverse is not None:
-                cable.add(reverse)
-        change = self.state.set_link_status(sorted(cable), up)
-        if change is None:
-            return
-        routing, affected = change
-        pairs = affected if not up else None  # restoring a link may return every pair to its request
-        result = self.apply(routing, pairs)
-        LOG.info("links %s %s: %d pairs rerouted in %.1f ms", [self.state.link_label(l) for l in cable],
-                 "up" if up else "down", len(affected), result["latency_ms"])
+    def _sync_links(self) -> None:
+        """Reroute after links went down or came back, judged from every port's latest report."""
+        with self.routing_lock:
+            change = self.state.sync_links()
+            if change is None:
+                return
+            routing, pairs = change
+            result = self._apply(routing, pairs)
+        LOG.info("links down now %s: %s pairs updated in %.1f ms",
+                 [self.state.link_label(l) for l in np.flatnonzero(~self.state.link_up).tolist()],
+                 "all" if pairs is None else len(pairs), result["latency_ms"])
 
     # ------------------------------------------------------------------ barriers and telemetry
     def _barrier(self, nodes: list[int], timeout: float = BARRIER_TIMEOUT_S) -> bool:
@@ -327,3 +340,8 @@ class TEController(app_manager.OSKenApp):
             "uptime_s": round(time.time() - self.started, 3),
             "dpids": {names[n]: dpid_of(n) for n in range(len(names))},
         }
+
+
+def _port_live(ofp, port) -> bool:
+    """A port carries traffic unless it is administratively down or has no carrier."""
+    return not (port.config & ofp.OFPPC_PORT_DOWN or port.state & ofp.OFPPS_LINK_DOWN)

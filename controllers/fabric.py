@@ -132,6 +132,13 @@ class FabricPlan:
         """(node, port) -> the directed link leaving node by that port."""
         return {(int(u), int(p)): l for l, (u, p) in enumerate(zip(self.topology.link_src, self.link_port))}
 
+    @cached_property
+    def port_cable_links(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        """(node, port) -> the directed links of the cable on that port (one or both directions)."""
+        index = self.topology.link_index
+        return {(a, port): tuple(index[link] for link in ((a, b), (b, a)) if link in index)
+                for (a, b), port in self.neighbor_ports.items()}
+
     def node_of_dpid(self, dpid: int) -> int | None:
         node = dpid - 1
         return node if 0 <= node < self.topology.num_nodes else None

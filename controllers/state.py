@@ -59,6 +59,8 @@ class ControllerState:
         self.clock = clock
         topo = plan.topology
         self.link_up = np.ones(topo.num_links, dtype=bool)
+        # latest report per neighbour-facing switch port: False once admin-down, without carrier or deleted
+        self.port_live: dict[tuple[int, int], bool] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=1000)
         # telemetry: (node, port) -> two latest tx-byte samples; pair -> two latest byte samples
         self.port_samples: dict[tuple[int, int], deque[Counter]] = {}
@@ -194,6 +196,42 @@ class ControllerState:
                     rerouted_pairs=[self.pair_label(p) for p in affected],
                     unroutable_pairs=[self.pair_label(p) for p in self.effective.unroutable])
         return self.effective, affected
+
+    def record_port_status(self, node: int, port: int, live: bool) -> None:
+        """Remember what a switch last said about one of its ports (ports not facing a neighbour are ignored)."""
+        if (node, port) in self.plan.port_cable_links:
+            self.port_live[(node, port)] = bool(live)
+
+    def links_seen_up(self) -> np.ndarray:
+        """Per directed link: up unless a port at either end of its cable was last reported down."""
+        up = np.ones_like(self.link_up)
+        for port, live in self.port_live.items():
+            if not live:
+                up[list(self.plan.port_cable_links[port])] = False
+        return up
+
+    def sync_links(self) -> tuple[EffectiveRouting, list[int] | None] | None:
+        """Bring link status in line with the latest port reports.
+
+        Port reports of one cable going down arrive as several messages from both ends (admin
+        state, then carrier), and their handlers may run in any order: deciding from the latest
+        report of every port, not from the message at hand, makes the outcome independent of
+        that order. Returns the routing to install and the pairs whose groups change (None:
+        all of them, after a link came back), or None when nothing changed.
+        """
+        seen = self.links_seen_up()
+        went_down = np.flatnonzero(self.link_up & ~seen).tolist()
+        came_up = np.flatnonzero(~self.link_up & seen).tolist()
+        if not went_down and not came_up:
+            return None
+        pairs: list[int] | None = []
+        if went_down:
+            _, affected = self.set_link_status(went_down, up=False)
+            pairs = affected
+        if came_up:
+            self.set_link_status(came_up, up=True)
+            pairs = None  # a restored link may return every pair to its request
+        return self.effective, pairs
 
     # ------------------------------------------------------------------ telemetry
     def record_port(self, node: int, port: int, tx_bytes: float, at: float | None = None) -> None:

@@ -13,9 +13,11 @@ Needs root, the Debian packages ``mininet`` and ``openvswitch-switch`` and a run
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +27,12 @@ from pathlib import Path
 from controllers.fabric import HOST_PORT, FabricPlan, dpid_of, host_ip, host_mac, source_ip
 
 LOG = logging.getLogger("rlte.emulation")
+# Marks what an emulation made, so cleaning up touches nothing else on the machine (Mininet's
+# own `mn -c` deletes every OVS bridge, kills every `ping` and removes /tmp/*.log): an external
+# id on each OVS bridge and an environment variable inherited by each host shell, both set to
+# the pid of the process that built the network.
+OWNER_KEY = "rlte-emulation"
+OWNER_ENV = "RLTE_EMULATION_OWNER"
 
 
 class EmulationError(RuntimeError):
@@ -78,6 +86,9 @@ class EmulationSettings:
     capacity_scale: float = 1e-3     # 10 Gb/s -> 10 Mb/s
     datapath: str = "auto"           # auto | kernel | user
     delay: bool = True               # emulate link delay where netem exists
+    # Queue of each shaped link, as drain time. Linux's default 1000-packet queue holds over a
+    # second at emulated rates; a bounded buffer keeps delay and drain times realistic.
+    buffer_s: float = 0.2
 
 
 @dataclass
@@ -94,6 +105,8 @@ class EmulatedNetwork:
             raise ValueError(f"datapath must be auto, kernel or user, got {self.settings.datapath!r}")
         if not self.settings.capacity_scale > 0:
             raise ValueError(f"capacity_scale must be positive, got {self.settings.capacity_scale!r}")
+        if not self.settings.buffer_s > 0:
+            raise ValueError(f"buffer_s must be positive, got {self.settings.buffer_s!r}")
         self.net = None
 
     @property
@@ -122,6 +135,8 @@ class EmulatedNetwork:
         net = Mininet(topo=None, build=False, switch=switch, link=TCLink, controller=None,
                       autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         self.net = net
+        inherited = os.environ.get(OWNER_ENV)
+        os.environ[OWNER_ENV] = str(os.getpid())  # host shells are started by addHost and inherit it
         try:
             net.addController(RemoteController("c0", ip="127.0.0.1", port=self.controller_port))
             for n in range(topo.num_nodes):
@@ -129,18 +144,26 @@ class EmulatedNetwork:
                 host = net.addHost(f"h{n + 1}", ip=f"{host_ip(n)}/8", mac=host_mac(n))
                 net.addLink(host, switch_node, port2=HOST_PORT)  # host side unshaped
             ports = self.plan.neighbor_ports
+            shaped: dict[str, float] = {}   # switch interface -> its emulated rate, bit/s
             for u, v in self.plan.cables:
                 params = {}
                 for end, (a, b) in (("params1", (u, v)), ("params2", (v, u))):
                     link = topo.link_index.get((a, b))
                     # a one-way link in the model still needs a return direction: give it the forward capacity
                     link = link if link is not None else topo.link_index[(b, a)]
-                    params[end] = {"bw": topo.capacities[link] * self.settings.capacity_scale / 1e6}
+                    rate = topo.capacities[link] * self.settings.capacity_scale
+                    params[end] = {"bw": rate / 1e6}
+                    shaped[f"s{a + 1}-eth{ports[(a, b)]}"] = rate
                     if delay and topo.delays[link] > 0:
                         params[end]["delay"] = f"{topo.delays[link] * 1e3:.3f}ms"
                 net.addLink(f"s{u + 1}", f"s{v + 1}", port1=ports[(u, v)], port2=ports[(v, u)], **params)
             net.build()
-            net.start()
+            net.start()  # OVS bridges are created here
+            _ovs_vsctl(*(arg for sw in net.switches for arg in
+                         ("--", "set", "bridge", sw.name, f"external-ids:{OWNER_KEY}={os.getpid()}")))
+            _batch("ip", [f"link set dev {intf.name} alias {OWNER_KEY}:{os.getpid()}"
+                       for sw in net.switches for intf in sw.intfList() if intf.name != "lo"])
+            self._bound_queues(shaped)
             for host in net.hosts:
                 for intf in host.intfList():
                     host.cmd(f"ethtool -K {intf.name} tx off rx off >/dev/null 2>&1")
@@ -148,7 +171,18 @@ class EmulatedNetwork:
         except BaseException:
             self.stop()
             raise
+        finally:
+            if inherited is None:
+                os.environ.pop(OWNER_ENV, None)
+            else:
+                os.environ[OWNER_ENV] = inherited
         return self
+
+    def _bound_queues(self, shaped: dict[str, float]) -> None:
+        """Replace the default queue under each link's shaper (HTB class 5:1, as TCLink builds it)
+        with a byte FIFO of ``buffer_s`` at the link's rate (at least two full frames)."""
+        _batch("tc", [f"qdisc replace dev {intf} parent 5:1 handle 10: bfifo limit "
+                      f"{max(2 * 1514, int(self.settings.buffer_s * rate / 8))}" for intf, rate in shaped.items()])
 
     def add_source_addresses(self, count: int) -> None:
         """Give every host ``count`` extra addresses (see :func:`controllers.fabric.source_ip`)."""
@@ -182,9 +216,9 @@ class EmulatedNetwork:
                 net.stop()
                 for controller in net.controllers:  # Mininet stops but never terminates a controller's shell
                     controller.terminate()
-            except Exception:  # a half-built network: fall back to Mininet's full cleanup
-                LOG.exception("mininet stop failed; running mn -c cleanup")
-                clean_leftovers()
+            except Exception:  # a half-built network: remove what this process made
+                LOG.exception("mininet stop failed; removing this process's bridges and host shells")
+                clean_leftovers(owners={os.getpid()})
 
     def __enter__(self) -> "EmulatedNetwork":
         return self.start()
@@ -193,31 +227,127 @@ class EmulatedNetwork:
         self.stop()
 
 
-def clean_leftovers() -> None:
-    """``mn -c``: remove every Mininet bridge, namespace, interface and process on this machine."""
-    from mininet.clean import cleanup
-    from mininet.log import setLogLevel
-
-    setLogLevel("warning")
-    cleanup()
+def _ovs_vsctl(*args: str) -> str:
+    result = subprocess.run(["ovs-vsctl", "--timeout=5", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise EmulationError(f"ovs-vsctl {' '.join(args[:4])} ...: {result.stderr.strip()}")
+    return result.stdout
 
 
-def leftovers(settle_s: float = 3.0) -> dict[str, list[str]]:
-    """What a finished run should not leave behind: OVS bridges and Mininet host shells.
+def _batch(tool: str, commands: list[str]) -> None:
+    """Run many ``ip`` or ``tc`` commands as one process (``-batch``), from a file."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"rlte-{tool}-", suffix=".txt") as batch:
+        batch.write("\n".join(commands) + "\n")
+        batch.flush()
+        result = subprocess.run([tool, "-batch", batch.name], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise EmulationError(f"{tool} -batch ({commands[0]} ...) failed: {result.stderr.strip()}")
 
-    Killed shells take a moment to exit: look again for up to ``settle_s`` before reporting.
+
+def _owned_interfaces() -> dict[str, int]:
+    """Root-namespace interface -> owner pid, from the alias each switch port gets."""
+    listing = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    owned = {}
+    for line in listing.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        marker = line.partition(f"alias {OWNER_KEY}:")[2].split()
+        if marker and marker[0].isdigit():
+            owned[name] = int(marker[0])
+    return owned
+
+
+def _owned_bridges() -> dict[str, int]:
+    """OVS bridge -> pid of the rlte process that made it."""
+    table = _ovs_vsctl("--format=json", "--columns=name,external_ids", "list", "bridge")
+    owned = {}
+    for name, (_, pairs) in json.loads(table)["data"]:
+        owner = dict(pairs).get(OWNER_KEY)
+        if owner is not None and owner.isdigit():
+            owned[name] = int(owner)
+    return owned
+
+
+def _owned_processes() -> dict[int, int]:
+    """pid -> owner pid, for live (non-zombie) processes that carry the owner variable."""
+    found = {}
+    marker = f"{OWNER_ENV}=".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().split(")")[-1].split()[0] == "Z":  # zombies hold nothing
+                continue
+            for item in (entry / "environ").read_bytes().split(b"\0"):
+                if item.startswith(marker) and item[len(marker):].isdigit():
+                    found[int(entry.name)] = int(item[len(marker):])
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(owners: set[int] | None = None) -> dict[str, list]:
+    """Remove the OVS bridges, their links and the host shells that rlte emulations left behind.
+
+    ``owners``: pids of the processes whose networks to remove; by default every owner that is
+    no longer running (a crashed run). Nothing that rlte did not make is touched. Returns what
+    was removed.
     """
+    bridges = {name: owner for name, owner in _owned_bridges().items()
+               if (owner in owners if owners is not None else not _alive(owner))}
+    processes = {pid: owner for pid, owner in _owned_processes().items()
+                 if (owner in owners if owners is not None else not _alive(owner))}
+    for pid in processes:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for bridge in bridges:
+        _ovs_vsctl("--if-exists", "del-br", bridge)
+    # switch ports (veth pairs: deleting one end removes both), even where the bridge is gone
+    interfaces = {name for name, owner in _owned_interfaces().items()
+                  if (owner in owners if owners is not None else not _alive(owner))}
+    for name in interfaces:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+    return {"bridges": sorted(bridges), "processes": sorted(processes), "interfaces": sorted(interfaces)}
+
+
+def leftovers(settle_s: float = 3.0, owner: int | None = None) -> dict[str, list]:
+    """What a finished run of process ``owner`` (default: this one) left behind: OVS bridges,
+    switch interfaces and host shells. Killed shells take a moment to exit: look again for up to ``settle_s``."""
+    owner = os.getpid() if owner is None else owner
     deadline = time.monotonic() + settle_s
     while True:
-        found = _leftovers_now()
-        if not (found["bridges"] or found["processes"]) or time.monotonic() > deadline:
+        found = {"bridges": sorted(b for b, o in _owned_bridges().items() if o == owner),
+                 "processes": sorted(p for p, o in _owned_processes().items() if o == owner),
+                 "interfaces": sorted(i for i, o in _owned_interfaces().items() if o == owner)}
+        if not any(found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
 
-def _leftovers_now() -> dict[str, list[str]]:
-    bridges = subprocess.run(["ovs-vsctl", "--timeout=3", "list-br"], capture_output=True, text=True).stdout.split()
-    table = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    shells = [line.split()[0] for line in table.splitlines()
-              if "mininet:" in line and not line.split()[1].startswith("Z")]  # zombies hold nothing
-    return {"bridges": bridges, "processes": shells}
+def main(argv: list[str] | None = None) -> int:
+    """``python -m envs.emulation --clean``: remove what crashed rlte emulations left behind."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m envs.emulation", description=main.__doc__)
+    parser.add_argument("--clean", action="store_true", required=True,
+                        help="remove bridges and host shells of rlte runs that are no longer running")
+    parser.parse_args(argv)
+    removed = clean_leftovers()
+    print(f"removed {len(removed['bridges'])} bridges, {len(removed['interfaces'])} interfaces and "
+          f"{len(removed['processes'])} host processes left by earlier rlte emulations")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,7 +25,7 @@ import numpy as np
 
 from controllers.client import ControllerClient, ControllerError
 from controllers.fabric import MAX_SOURCE_ADDRESSES, FabricPlan, host_ip, source_ip
-from topologies import PathSet, check_ratios, pathset_to_dict
+from topologies import PathSet, check_ratios, lift_ratios, pathset_to_dict, union_pathsets
 
 from .backend import Measurement
 from .emulation import EmulatedNetwork, EmulationSettings
@@ -69,12 +69,14 @@ class MininetBackend:
     name = "mininet"
 
     def __init__(self, pathset: PathSet, *, capacity_scale: float = 1e-3, replay: ReplaySettings | None = None,
-                 datapath: str = "auto", poll_interval_s: float = 1.0, workdir: str | Path | None = None) -> None:
+                 datapath: str = "auto", buffer_s: float = 0.2, poll_interval_s: float = 1.0,
+                 workdir: str | Path | None = None) -> None:
         self.pathset = pathset
         self.plan = FabricPlan(pathset)
         self.capacity_scale = capacity_scale
         self.replay = replay or ReplaySettings()
-        self.emulation_settings = EmulationSettings(capacity_scale=capacity_scale, datapath=datapath)
+        self.emulation_settings = EmulationSettings(capacity_scale=capacity_scale, datapath=datapath,
+                                                    buffer_s=buffer_s)
         self.poll_interval_s = poll_interval_s
         self._tmp = tempfile.TemporaryDirectory(prefix="rlte-mininet-") if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)
@@ -186,6 +188,30 @@ class MininetBackend:
     def utilization(self, demands: np.ndarray, ratios: np.ndarray) -> np.ndarray:
         return self.run(demands, ratios).utilization
 
+    def installed(self) -> tuple[PathSet, np.ndarray]:
+        """What the controller forwards by now, failover included: the candidate paths plus any
+        backup path it installed, and split ratios over them (feed both to the twin to predict it)."""
+        report = self.client.get("/routing")
+        ratios = np.array(report["installed"], dtype=np.float64)
+        if not report["backup_paths"]:
+            return self.pathset, ratios
+        topo, ps = self.pathset.topology, self.pathset
+        names, labels = topo.node_index, {label: p for p, label in enumerate(report["pairs"])}
+
+        def link(label: str) -> int:
+            origin, destination = label.split("->")
+            return topo.link_index[(names[origin], names[destination])]
+
+        backups = {labels[pair]: tuple(link(label) for label in links) for pair, links in report["backup_paths"].items()}
+        extra = PathSet(topo, ps.pairs, tuple((backups.get(p, candidates[0]),) for p, candidates in enumerate(ps.paths)),
+                        "backup paths")
+        merged = union_pathsets(ps, extra)
+        lifted = lift_ratios(ratios, ps, merged)
+        for p, path in backups.items():
+            lifted[p] = 0.0
+            lifted[p, merged.paths[p].index(path)] = 1.0
+        return merged, lifted
+
     # ------------------------------------------------------------------ traffic replay
     def flow_specs(self, demands: np.ndarray) -> dict[int, list[dict]]:
         """Per origin node: the UDP flows that replay its demands at emulated scale."""
@@ -207,13 +233,17 @@ class MininetBackend:
         flows = self.flow_specs(demands)
         start_at = time.time() + replay.start_delay_s
         total = replay.warmup_s + replay.window_s
+        window = [start_at + replay.warmup_s, start_at + total]
+        # packets sent in the window must reach their sink: allow the longest queue to drain
+        grace_s = self.emulation_settings.buffer_s + 0.5
         agents = []
         for node in range(topo.num_nodes):
             spec_file = self.workdir / f"agent-{node}.json"
             result_file = self.workdir / f"agent-{node}.result.json"
             result_file.unlink(missing_ok=True)
             spec_file.write_text(json.dumps({
-                "listen_port": SINK_PORT, "start_at": start_at, "duration_s": total + 0.2, "grace_s": 0.5,
+                "listen_port": SINK_PORT, "start_at": start_at, "duration_s": total + 0.2, "grace_s": grace_s,
+                "window": window,
                 "payload_bytes": replay.payload_bytes, "flows": flows.get(node, []), "result": str(result_file),
                 "seed": node}))
             log = open(self.workdir / f"agent-{node}.log", "w")
@@ -229,7 +259,7 @@ class MininetBackend:
             results = []
             for process, result_file in agents:
                 try:
-                    process.wait(timeout=total + 30)
+                    process.wait(timeout=total + grace_s + 30)
                 except subprocess.TimeoutExpired:
                     process.kill()
                 results.append(json.loads(result_file.read_text()) if result_file.exists() else None)
@@ -244,8 +274,9 @@ class MininetBackend:
                 raise ControllerError(f"no counters for link {l} in the measurement window")
             bits[l] = 8.0 * (a["tx_bytes"] - b["tx_bytes"])
             seconds[l] = a["time"] - b["time"]
-        sent = sum(sum(r["sent_bytes"]) for r in results)
-        received = sum(sum(r["received_bytes"].values()) for r in results)
+        # delivery over packets sent inside the window: the steady state the utilization describes
+        sent = sum(sum(r["sent_in_window_bytes"]) for r in results)
+        received = sum(sum(r["received_in_window_bytes"].values()) for r in results)
         return {"utilization": bits / seconds / (topo.capacities * self.capacity_scale),
                 "delivered_fraction": received / sent if sent else 1.0,
                 "send_failures": sum(r["send_failures"] for r in results)}

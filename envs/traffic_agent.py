@@ -3,14 +3,18 @@
     python traffic_agent.py SPEC.json
 
 SPEC: {"listen_port", "start_at" (epoch s), "duration_s", "payload_bytes", "grace_s",
-       "flows": [{"src", "dst", "dport", "sport", "rate_bps"}], "result": path}
+       "window": [start, end] (epoch s), "flows": [{"src", "dst", "dport", "sport", "rate_bps"}],
+       "result": path}
 
 Each flow sends ``payload_bytes`` UDP datagrams from its own source address and port
 so the switches' select groups hash flows, not packets, onto paths. ``rate_bps`` counts UDP
 payload bits (what an application asks for, as iperf does); headers are what the
 fidelity calibration measures. Every flow starts at a random phase so hosts do not
-send in lockstep. The sink counts bytes per source address until ``grace_s`` after the
-last send. The result JSON holds sent and received byte counts.
+send in lockstep. Each datagram starts with its send time, so both ends also count
+what was sent inside the measurement ``window``: delivery measured on those packets is
+the steady state, not spoiled by the start or by packets still queued when the sink
+stops (``grace_s`` after the last send; all hosts share one clock). The result JSON
+holds sent and received byte counts, in all and within the window.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import random
 import resource
 import select
 import socket
+import struct
 import sys
 import time
+
+
+STAMP = struct.Struct("!d")  # send time, epoch seconds, at the start of every datagram
 
 
 def run(spec: dict) -> dict:
@@ -30,7 +38,8 @@ def run(spec: dict) -> dict:
     wanted = len(spec["flows"]) + 64  # one socket per flow
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    payload = b"\x00" * int(spec["payload_bytes"])
+    padding = b"\x00" * (int(spec["payload_bytes"]) - STAMP.size)
+    window_start, window_end = (float(t) for t in spec.get("window", (0.0, 0.0)))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("0.0.0.0", int(spec["listen_port"])))
     sink.setblocking(False)
@@ -40,13 +49,15 @@ def run(spec: dict) -> dict:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((flow.get("src", "0.0.0.0"), int(flow["sport"])))
         sock.setblocking(False)
-        interval = 8.0 * len(payload) / float(flow["rate_bps"])
+        interval = 8.0 * int(spec["payload_bytes"]) / float(flow["rate_bps"])
         senders.append((sock, (flow["dst"], int(flow["dport"])), interval))
         schedule.append((rng.uniform(0.0, interval), i))
     heapq.heapify(schedule)
     sent = [0] * len(senders)
+    sent_in_window = [0] * len(senders)
     failed = 0
     received: dict[str, int] = {}
+    received_in_window: dict[str, int] = {}
 
     start_wall = float(spec["start_at"])
     while time.time() < start_wall:
@@ -61,9 +72,12 @@ def run(spec: dict) -> dict:
         while schedule and start + schedule[0][0] <= now and now < stop_sending:
             due, i = heapq.heappop(schedule)
             sock, address, interval = senders[i]
+            stamp = time.time()
             try:
-                sock.sendto(payload, address)
-                sent[i] += len(payload)
+                size = sock.sendto(STAMP.pack(stamp) + padding, address)
+                sent[i] += size
+                if window_start <= stamp < window_end:
+                    sent_in_window[i] += size
             except OSError:  # full socket buffer: the packet is lost at the source, and counted
                 failed += 1
             heapq.heappush(schedule, (due + interval, i))
@@ -77,7 +91,10 @@ def run(spec: dict) -> dict:
                 except BlockingIOError:
                     break
                 received[source] = received.get(source, 0) + len(data)
-    return {"sent_bytes": sent, "send_failures": failed, "received_bytes": received}
+                if len(data) >= STAMP.size and window_start <= STAMP.unpack_from(data)[0] < window_end:
+                    received_in_window[source] = received_in_window.get(source, 0) + len(data)
+    return {"sent_bytes": sent, "sent_in_window_bytes": sent_in_window, "send_failures": failed,
+            "received_bytes": received, "received_in_window_bytes": received_in_window}
 
 
 def main() -> None:

@@ -30,4 +30,5 @@ if [ ! -e "$site/mininet" ]; then
     ln -s /usr/lib/python3/dist-packages/mininet "$site/mininet"
 fi
 "$VENV/bin/python" -c 'import mininet.net' || { echo "setup-live: mininet does not import in $VENV"; exit 1; }
-mn -c >/dev/null 2>&1 || true   # leftovers of an earlier crashed run
+# leftovers of an earlier crashed rlte run (not `mn -c`: it removes every OVS bridge and /tmp/*.log)
+"$VENV/bin/python" -m envs.emulation --clean

@@ -141,6 +141,49 @@ def test_link_down_moves_traffic_to_surviving_candidates_and_back():
     np.testing.assert_allclose(routing.ratios[pair], [0.5, 0.5])
 
 
+def interleavings(first: list, second: list):
+    """Every merge of two sequences that keeps the order within each (one switch's messages stay in order)."""
+    if not first or not second:
+        yield first + second
+        return
+    for rest in interleavings(first[1:], second):
+        yield [first[0]] + rest
+    for rest in interleavings(first, second[1:]):
+        yield [second[0]] + rest
+
+
+def test_cable_status_follows_the_latest_report_of_both_ends_in_any_order():
+    # Measured on OVS: taking a cable down yields a report of one end admin-down, a report of
+    # the other end still live, then that end without carrier. Reacting to each message on its
+    # own flapped the link down-up-down and could leave switches on the stale routing.
+    reference = state_for(diamond())
+    topo, plan = reference.plan.topology, reference.plan
+    a_b = sorted([topo.link_index[(0, 1)], topo.link_index[(1, 0)]])
+    expected, _ = reference.set_link_status(a_b, up=False)
+    port_a, port_b = (0, plan.neighbor_ports[(0, 1)]), (1, plan.neighbor_ports[(1, 0)])
+    reports_a, reports_b = [(port_a, False)], [(port_b, True), (port_b, False)]
+    for order in interleavings(reports_a, reports_b):
+        state = state_for(diamond())
+        installs = []
+        for port, live in order:
+            state.record_port_status(*port, live)
+            change = state.sync_links()
+            if change is not None:
+                installs.append(change)
+        assert not state.link_up[a_b].any(), order
+        assert [e["kind"] for e in state.events if e["kind"].startswith("link")] == ["link_down"], order
+        np.testing.assert_array_equal(installs[-1][0].ratios, expected.ratios)
+        pair = state.pathset.pair_index[(0, 3)]
+        assert pair in installs[-1][1]
+        # both ends live again: the link returns and every pair is reinstalled
+        state.record_port_status(*port_a, True)
+        assert state.sync_links() is None, "one end is still down"
+        state.record_port_status(*port_b, True)
+        routing, pairs = state.sync_links()
+        assert state.link_up.all() and pairs is None
+        np.testing.assert_allclose(routing.ratios[pair], [0.5, 0.5])
+
+
 def test_pair_with_every_candidate_down_gets_a_backup_path_or_is_reported():
     state = state_for(ring(4), k=1, decision=FirstPath())
     topo, ps = state.plan.topology, state.pathset
@@ -153,6 +196,29 @@ def test_pair_with_every_candidate_down_gets_a_backup_path_or_is_reported():
     d_e = [stub.plan.topology.link_index[(3, 4)], stub.plan.topology.link_index[(4, 3)]]
     routing, _ = stub.set_link_status(d_e, up=False)
     assert "A->E" in stub.routing_report()["unroutable_pairs"] and not routing.backup
+
+
+def test_installed_routing_with_backup_paths_is_what_the_twin_predicts():
+    from envs.backend import TwinBackend
+    from envs.mininet_backend import MininetBackend
+
+    state = state_for(ring(4), k=1, decision=FirstPath())
+    topo, ps = state.plan.topology, state.pathset
+    state.set_link_status([topo.link_index[(0, 1)], topo.link_index[(1, 0)]], up=False)
+    backend = MininetBackend(ps)  # not started: only its view of the controller's report is used
+    backend.client = type("Client", (), {"get": lambda self, path: json.loads(json.dumps(state.routing_report()))})()
+    paths, ratios = backend.installed()
+    pair = ps.pair_index[(0, 1)]
+    backup = state.effective.backup[pair]
+    assert backup in paths.paths[pair] and ratios[pair, paths.paths[pair].index(backup)] == 1.0
+    demands = np.full(ps.num_pairs, 1e8)
+    measured = TwinBackend(paths).run(demands, ratios)
+    assert measured.delivered_bps == pytest.approx(demands.sum())  # nothing of the backup pair goes missing
+    # the cut cable carries nothing; the backup's links carry the pair
+    loads = measured.utilization * topo.capacities
+    assert loads[topo.link_index[(0, 1)]] == 0.0
+    assert all(loads[l] >= 1e8 for l in backup)
+    backend.close()
 
 
 def test_telemetry_rates_from_counter_samples():
@@ -182,9 +248,10 @@ class FakeController:
         self.settings = type("S", (), {"poll_interval_s": 1.0})()
         self.applied = []
 
-    def apply(self, routing, pairs=None):
+    def set_routing(self, body):
+        routing = self.state.set_ratios(self.state.parse_routing(body), "api")
         self.applied.append(routing)
-        return {"switches_updated": 1, "confirmed": True, "latency_ms": 0.1}
+        return routing, {"switches_updated": 1, "confirmed": True, "latency_ms": 0.1}
 
     def poll(self, wait=False, timeout=2.0):
         return True
@@ -266,3 +333,31 @@ def test_lifted_ratios_route_the_same_loads():
                                ecmp.incidence @ (ratios * demands[:, None]).ravel())
     with pytest.raises(TopologyError, match="not in the target path set"):
         lift_ratios(lift_ratios(ratios, ecmp, union), union, k_shortest_paths(topo, 1))
+
+
+# ---------------------------------------------------------------------- traffic replay agent
+def test_traffic_agent_paces_flows_and_counts_the_window_on_both_ends(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from envs.mininet_backend import AGENT
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free UDP port for the sink
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.time() + 0.3
+    rates = [80_000.0, 160_000.0]  # bit/s of payload: 10 and 20 datagrams of 1000 bytes per second
+    spec = {"listen_port": port, "start_at": start, "duration_s": 1.6, "grace_s": 0.3, "payload_bytes": 1000,
+            "window": [start + 0.5, start + 1.5], "result": str(tmp_path / "result.json"), "seed": 1,
+            "flows": [{"src": "127.0.0.1", "dst": "127.0.0.1", "dport": port, "sport": 0, "rate_bps": r}
+                      for r in rates]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run([sys.executable, str(AGENT), str(tmp_path / "spec.json")], check=True, timeout=30)
+    result = json.loads((tmp_path / "result.json").read_text())
+    # one second of window: 10 and 20 datagrams (±1 for the phase of the first one)
+    for sent, expected in zip(result["sent_in_window_bytes"], (10, 20)):
+        assert abs(sent / 1000 - expected) <= 1
+    assert sum(result["sent_in_window_bytes"]) == result["received_in_window_bytes"]["127.0.0.1"]  # loopback
+    assert sum(result["sent_bytes"]) == result["received_bytes"]["127.0.0.1"] > sum(result["sent_in_window_bytes"])
