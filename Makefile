@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/twin_throughput.py
 	$(BIN)/python bench/lp_solve.py
 	$(BIN)/python bench/learning.py
+	$(BIN)/python bench/gnn_generalization.py
 	@if [ "$$(id -u)" = 0 ]; then scripts/setup-live.sh $(VENV) && $(BIN)/python bench/live.py; \
 	else echo "not root: skipping bench/live.py"; fi
 

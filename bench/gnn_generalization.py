@@ -1,0 +1,105 @@
+"""Cross-topology generalization of the graph neural router (issue #3), written to
+``bench/results/gnn_generalization.json``.
+
+One :class:`agents.gnn.LinkGNN` is trained per setting and seed, then routes every evaluation
+set with the same weights (routing each next matrix from the 3 before it, scored as MLU ÷
+optimum through the twin), next to shortest path, ECMP and the LP on the previous matrix:
+
+- trained on Abilene's real training week only;
+- trained on Abilene plus synthetic gravity traffic on NSFNET (a second topology).
+
+Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
+traffic), B4's real matrices (unseen topology and traffic), and gravity traffic on a
+Waxman random WAN of 30 nodes and 84 links (unseen, almost three times Abilene's size).
+(GEANT under gravity traffic is no test: a stub link bounds its MLU, so even shortest path
+is optimal there.)
+Runs on one CPU thread; a few minutes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, write  # noqa: E402
+
+SEEDS = (0, 1, 2)
+K = 4
+HISTORY = 3
+
+
+def main() -> None:
+    import torch
+
+    from agents.evaluation import evaluate_policies
+    from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
+    from agents.policy import LPPolicy, ecmp, shortest_path
+    from experiments.data import cached_optimum
+    from topologies import k_shortest_paths, load_topology, load_traffic
+
+    torch.set_num_threads(1)
+
+    def sequence(topology_name: str, traffic: str, **options) -> tuple:
+        topology = load_topology(topology_name)
+        matrices = np.array(load_traffic(traffic, topology, **options).matrices, dtype=np.float64)
+        return topology, k_shortest_paths(topology, K), matrices
+
+    abilene, abilene_paths, abilene_train = sequence("abilene", "abilene-train")
+    abilene_train = abilene_train[::2]  # every 10 minutes: a week in 1,008 matrices
+    _, nsfnet_paths, nsfnet_train = sequence("nsfnet", "gravity", count=300, seed=1)
+    training = {
+        "abilene": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))],
+        "abilene+nsfnet": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train)),
+                           TrainingSet(nsfnet_paths, nsfnet_train,
+                                       cached_optimum(nsfnet_paths.topology, nsfnet_train))],
+    }
+    evaluation = {}
+    for label, (name, traffic, options, every) in {
+        "abilene test week (seen topology)": ("abilene", "abilene-test", {}, 24),
+        "b4 real (unseen topology)": ("b4", "b4", {}, 1),
+        "waxman:30 gravity (unseen random WAN, 30 nodes)": ("waxman:30", "gravity", {"count": 40, "seed": 2}, 1),
+    }.items():
+        topology, paths, matrices = sequence(name, traffic, **options)
+        indices = np.arange(HISTORY, len(matrices), every)
+        evaluation[label] = (topology, paths, matrices, indices, cached_optimum(topology, matrices[indices]))
+
+    results: dict = {"machine": machine(), "k": K, "history": HISTORY, "seeds": list(SEEDS),
+                     "settings": vars(GNNSettings()), "baselines": {}, "gnn": {}}
+    for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+        baselines = [shortest_path(topology), ecmp(topology), LPPolicy("lp_previous", paths)]
+        _, scores = evaluate_policies(baselines, matrices, indices, optimal=optimum)
+        results["baselines"][label] = {name: s.summary() for name, s in scores.items()}
+        print(label, {name: round(s.summary()["median"], 3) for name, s in scores.items()}, flush=True)
+
+    for setting, sets in training.items():
+        per_set: dict[str, list[dict]] = {label: [] for label in evaluation}
+        train_seconds = []
+        for seed in SEEDS:
+            started = time.perf_counter()
+            net, losses = train_gnn(sets, GNNSettings(history=HISTORY, seed=seed))
+            train_seconds.append(time.perf_counter() - started)
+            for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+                policy = GNNPolicy(paths, net, f"gnn[{setting}]")
+                _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+                per_set[label].append({"seed": seed, "final_training_loss": losses[-1],
+                                       **scores[policy.name].summary()})
+                print(f"{setting:15s} seed {seed} {label}: median {per_set[label][-1]['median']:.3f} "
+                      f"p90 {per_set[label][-1]['p90']:.3f}", flush=True)
+        results["gnn"][setting] = {
+            "train_seconds_mean": statistics.mean(train_seconds),
+            "evaluation": {label: {"runs": runs,
+                                   "median_of_medians": statistics.median(r["median"] for r in runs),
+                                   "median_of_p90": statistics.median(r["p90"] for r in runs)}
+                           for label, runs in per_set.items()},
+        }
+    write("gnn_generalization", results)
+
+
+if __name__ == "__main__":
+    main()

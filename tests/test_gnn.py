@@ -1,0 +1,91 @@
+"""The graph neural router: valid ratios on any topology, hand-computed softmin, scale-free features, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.gnn import GNNPolicy, GNNSettings, LinkGNN, LinkGraph, TrainingSet, link_features, train_gnn
+from agents.lp import optimal_mlu
+from envs.twin import FluidTwin
+from topologies import Routing, k_shortest_paths, load_topology, load_traffic
+from tests.test_controller import diamond, ring
+
+
+def test_one_network_routes_topologies_of_any_size_with_valid_ratios():
+    torch.manual_seed(0)
+    net = LinkGNN(history=2, hidden=16, layers=2)
+    sizes = set()
+    for topology in (diamond(), ring(6), load_topology("abilene")):
+        pathset = k_shortest_paths(topology, 3)
+        policy = GNNPolicy(pathset, net)
+        matrices = np.array(load_traffic("gravity", topology, count=2, seed=1).matrices)
+        ratios = policy.route(matrices)
+        assert ratios.shape == (pathset.num_pairs, pathset.k)
+        np.testing.assert_allclose(ratios.sum(axis=1), 1.0, atol=1e-6)
+        assert (ratios[~np.array(pathset.mask)] == 0).all() and (ratios >= 0).all()
+        sizes.add(sum(p.numel() for p in net.parameters()))
+    assert len(sizes) == 1  # the weights do not depend on the topology
+
+
+def test_equal_link_costs_give_the_softmin_over_path_lengths():
+    net = LinkGNN(history=1, hidden=8, layers=1)
+    with torch.no_grad():  # every link costs softplus(0.5), whatever the traffic
+        net.cost.weight.zero_()
+        net.cost.bias.fill_(0.5)
+        net.log_sharpness.fill_(np.log(2.0))
+    topology = ring(5)
+    pathset = k_shortest_paths(topology, 2)
+    graph = LinkGraph(pathset)
+    demands = torch.ones(1, 1, pathset.num_pairs)
+    ratios = net(graph, demands)[0].detach().numpy()
+    cost = np.log1p(np.exp(0.5))
+    p = pathset.pair_index[(0, 1)]  # around a 5-ring: 1 hop one way, 4 hops the other
+    hops = [len(path) for path in pathset.paths[p]]
+    expected = np.exp(-2.0 * cost * np.array(hops))
+    np.testing.assert_allclose(ratios[p, :2], expected / expected.sum(), rtol=1e-5)
+
+
+def test_link_features_are_scale_free_and_follow_the_twin():
+    pathset = k_shortest_paths(load_topology("abilene"), 4)
+    graph = LinkGraph(pathset)
+    matrices = np.array(load_traffic("abilene-test", pathset.topology).matrices[:3])
+    demands = torch.as_tensor(pathset.demands(matrices), dtype=torch.float32)[None]
+    features = link_features(graph, demands)
+    torch.testing.assert_close(features, link_features(graph, demands * 1000.0), rtol=1e-5, atol=1e-6)
+    utilization = FluidTwin(pathset).link_loads(matrices, Routing.uniform(pathset).ratios) / pathset.topology.capacities
+    np.testing.assert_allclose(features[0, :, :3].T.numpy(), utilization / utilization.max(), rtol=1e-4, atol=1e-6)
+    capacity = pathset.topology.capacities
+    np.testing.assert_allclose(features[0, :, 3].numpy(), capacity / capacity.max(), rtol=1e-6)
+
+
+def test_training_lowers_normalized_mlu_below_the_untrained_network():
+    topology = load_topology("nsfnet")
+    pathset = k_shortest_paths(topology, 3)
+    matrices = np.array(load_traffic("gravity", topology, count=60, seed=3).matrices)
+    optimum = optimal_mlu(topology, matrices)
+    settings = GNNSettings(history=2, hidden=16, layers=2, epochs=8, seed=0)
+    untrained, _ = train_gnn([TrainingSet(pathset, matrices, optimum)], GNNSettings(**{**vars(settings), "epochs": 0}))
+    trained, losses = train_gnn([TrainingSet(pathset, matrices, optimum)], settings)
+
+    def score(net) -> float:
+        policy = GNNPolicy(pathset, net)
+        ratios = policy.route_batch(np.stack([matrices[t - 2:t] for t in range(2, 60)]))
+        mlu = FluidTwin(pathset).mlu(matrices[2:], ratios)
+        return float(np.mean(mlu / optimum[2:]))
+
+    assert losses[-1] < losses[0]
+    assert score(trained) < score(untrained) - 0.02
+    assert score(trained) >= 1.0 - 1e-6  # the optimum is a bound
+
+
+def test_bad_training_input_is_a_clear_error():
+    pathset = k_shortest_paths(diamond(), 2)
+    matrices = np.array(load_traffic("gravity", pathset.topology, count=3, seed=0).matrices)
+    with pytest.raises(ValueError, match="too few"):
+        train_gnn([TrainingSet(pathset, matrices, np.ones(3))], GNNSettings(history=3, epochs=1))
+    with pytest.raises(ValueError, match="optimal MLU"):
+        train_gnn([TrainingSet(pathset, matrices, np.ones(2))], GNNSettings(history=1, epochs=1))
+    with pytest.raises(ValueError, match="history"):
+        train_gnn([TrainingSet(pathset, matrices, np.ones(3))], GNNSettings(history=0, epochs=1))
