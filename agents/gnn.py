@@ -31,7 +31,8 @@ from topologies import PathSet, Routing
 def _torch_sparse(matrix: sparse.spmatrix) -> torch.Tensor:
     coo = sparse.coo_matrix(matrix)
     index = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
-    return torch.sparse_coo_tensor(index, torch.as_tensor(coo.data, dtype=torch.float32), coo.shape).coalesce()
+    return torch.sparse_coo_tensor(index, torch.as_tensor(coo.data, dtype=torch.float32), coo.shape,
+                                   check_invariants=False).coalesce()  # built from a valid scipy matrix
 
 
 class LinkGraph:
@@ -48,11 +49,11 @@ class LinkGraph:
         self.predecessors = _torch_sparse(_row_normalized(forward.T))    # mean over the links feeding a
         self.slot_links = _torch_sparse(pathset.incidence.T)            # (P·K, E): links of each path
         self.mask = torch.as_tensor(np.array(pathset.mask))
-        capacities = np.asarray(topo.capacities, dtype=np.float64)
+        capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
         self.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32)
         self.twin = TorchFluidTwin(pathset, dtype=torch.float32)
         self.capacities = torch.as_tensor(capacities, dtype=torch.float32)
-        self.equal = torch.as_tensor(Routing.uniform(pathset).ratios, dtype=torch.float32)
+        self.equal = torch.tensor(Routing.uniform(pathset).ratios, dtype=torch.float32)
 
 
 def _row_normalized(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
