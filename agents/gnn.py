@@ -27,6 +27,8 @@ from torch import nn
 from envs.twin_torch import TorchFluidTwin
 from topologies import PathSet, Routing
 
+from .gradient import DemandHistoryPolicy, training_samples
+
 
 def _torch_sparse(matrix: sparse.spmatrix) -> torch.Tensor:
     coo = sparse.coo_matrix(matrix)
@@ -42,9 +44,14 @@ class LinkGraph:
         topo = pathset.topology
         self.pathset = pathset
         src, dst = np.asarray(topo.link_src), np.asarray(topo.link_dst)
-        # link a -> link b when a ends where b starts (and b does not go straight back)
-        follows = (dst[:, None] == src[None, :]) & (src[:, None] != dst[None, :])
-        forward = sparse.csr_matrix(follows.astype(np.float64))
+        # link a -> link b when a ends where b starts and b does not go straight back: products
+        # of sparse link-node incidences, never an E × E dense table
+        links = np.arange(topo.num_links)
+        ends_at = sparse.csr_matrix((np.ones(len(links)), (links, dst)), shape=(len(links), topo.num_nodes))
+        starts_at = sparse.csr_matrix((np.ones(len(links)), (links, src)), shape=(len(links), topo.num_nodes))
+        follows = ends_at @ starts_at.T
+        forward = (follows - follows.multiply(starts_at @ ends_at.T)).tocsr()  # drop b = reverse of a
+        forward.eliminate_zeros()
         self.successors = _torch_sparse(_row_normalized(forward))        # mean over the links a feeds
         self.predecessors = _torch_sparse(_row_normalized(forward.T))    # mean over the links feeding a
         self.slot_links = _torch_sparse(pathset.incidence.T)            # (P·K, E): links of each path
@@ -105,7 +112,7 @@ class LinkGNN(nn.Module):
 
 
 @dataclass
-class GNNPolicy:
+class GNNPolicy(DemandHistoryPolicy):
     """A trained :class:`LinkGNN` behind the RoutingPolicy interface, on any path set."""
 
     pathset: PathSet
@@ -124,16 +131,8 @@ class GNNPolicy:
         """The same weights routing another topology's path set (no retraining)."""
         return GNNPolicy(pathset, self.net, name or self.name)
 
-    @torch.no_grad()
-    def route(self, history: np.ndarray) -> np.ndarray:
-        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32)
-        return self.net(self.graph, demands[None])[0].double().numpy()
-
-    @torch.no_grad()
-    def route_batch(self, windows: np.ndarray) -> np.ndarray:
-        """(B, h, N, N) -> (B, P, K)."""
-        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32)
-        return self.net(self.graph, demands).double().numpy()
+    def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
+        return self.net(self.graph, demands)
 
 
 @dataclass
@@ -168,24 +167,13 @@ def train_gnn(
     Samples are windows t-h..t-1 -> matrix t; the loss is MLU(matrix t) ÷ its optimum.
     Returns the network and the mean training loss of every epoch.
     """
-    h = settings.history
-    if h < 1:
-        raise ValueError(f"history must be >= 1, got {h}")
     if not sets:
         raise ValueError("train_gnn needs at least one training set")
+    h = settings.history
+    prepared = [(LinkGraph(data.pathset), *training_samples(data.pathset, data.matrices, data.optimal_mlu, h))
+                for data in sets]
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    prepared = []
-    for data in sets:
-        matrices, optimum = np.asarray(data.matrices), np.asarray(data.optimal_mlu, dtype=np.float64)
-        if len(matrices) != len(optimum):
-            raise ValueError(f"{len(matrices)} matrices but {len(optimum)} optimal MLU values")
-        if len(matrices) <= h:
-            raise ValueError(f"{len(matrices)} matrices are too few for history {h}")
-        targets = torch.arange(h, len(matrices))
-        prepared.append((LinkGraph(data.pathset), torch.as_tensor(data.pathset.demands(matrices), dtype=torch.float32),
-                         torch.as_tensor(optimum, dtype=torch.float32), targets,
-                         targets[:, None] + torch.arange(-h, 0)[None, :]))
     net = LinkGNN(h, settings.hidden, settings.layers)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     losses = []

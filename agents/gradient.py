@@ -48,8 +48,30 @@ class SplitRatioNet(nn.Module):
         return torch.softmax(logits.masked_fill(~self.mask, float("-inf")), dim=-1)
 
 
+class DemandHistoryPolicy:
+    """RoutingPolicy methods for a torch network that maps the last ``history`` pair-demand
+    vectors (B, h, P) to split ratios (B, P, K); subclasses say how in :meth:`_ratios`."""
+
+    pathset: PathSet
+    history: int
+
+    def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def route(self, history: np.ndarray) -> np.ndarray:
+        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32)
+        return self._ratios(demands[None])[0].double().numpy()
+
+    @torch.no_grad()
+    def route_batch(self, windows: np.ndarray) -> np.ndarray:
+        """(B, h, N, N) -> (B, P, K): many decisions in one forward pass."""
+        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32)
+        return self._ratios(demands).double().numpy()
+
+
 @dataclass
-class GradientPolicy:
+class GradientPolicy(DemandHistoryPolicy):
     """A trained :class:`SplitRatioNet` behind the RoutingPolicy interface."""
 
     pathset: PathSet
@@ -62,16 +84,8 @@ class GradientPolicy:
         self.history = self.net.history
         self.net.eval()
 
-    @torch.no_grad()
-    def route(self, history: np.ndarray) -> np.ndarray:
-        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32)
-        return self.net(demands[None])[0].double().numpy()
-
-    @torch.no_grad()
-    def route_batch(self, windows: np.ndarray) -> np.ndarray:
-        """(B, h, N, N) -> (B, P, K): many decisions in one forward pass."""
-        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32)
-        return self.net(demands).double().numpy()
+    def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
+        return self.net(demands)
 
 
 @dataclass
@@ -90,6 +104,23 @@ class GradientSettings:
     spread_p: float = 8.0
 
 
+def training_samples(pathset: PathSet, matrices: np.ndarray, optimal_mlu: np.ndarray, history: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked training data as tensors: pair demands (T, P), optima (T,), and the samples:
+    target matrices t = h..T-1 (S,) with their windows t-h..t-1 (S, h)."""
+    if history < 1:
+        raise ValueError(f"history must be >= 1, got {history}")
+    matrices, optimal_mlu = np.asarray(matrices), np.asarray(optimal_mlu, dtype=np.float64)
+    if len(matrices) != len(optimal_mlu):
+        raise ValueError(f"{len(matrices)} matrices but {len(optimal_mlu)} optimal MLU values")
+    if len(matrices) <= history:
+        raise ValueError(f"{len(matrices)} matrices are too few for history {history}")
+    targets = torch.arange(history, len(matrices))
+    return (torch.as_tensor(pathset.demands(matrices), dtype=torch.float32),
+            torch.as_tensor(optimal_mlu, dtype=torch.float32),
+            targets, targets[:, None] + torch.arange(-history, 0)[None, :])
+
+
 def train_gradient(
     pathset: PathSet,
     matrices: np.ndarray,
@@ -104,19 +135,9 @@ def train_gradient(
     (normalized MLU) of every epoch. ``on_epoch(epoch, loss, policy)`` is called after each.
     """
     h = settings.history
-    if h < 1:
-        raise ValueError(f"history must be >= 1, got {h}")
-    matrices, optimal_mlu = np.asarray(matrices), np.asarray(optimal_mlu, dtype=np.float64)
-    if len(matrices) != len(optimal_mlu):
-        raise ValueError(f"{len(matrices)} matrices but {len(optimal_mlu)} optimal MLU values")
-    if len(matrices) <= h:
-        raise ValueError(f"{len(matrices)} matrices are too few for history {h}")
+    demands, optimum, targets, windows = training_samples(pathset, matrices, optimal_mlu, h)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    demands = torch.as_tensor(pathset.demands(matrices), dtype=torch.float32)   # (T, P)
-    optimum = torch.as_tensor(optimal_mlu, dtype=torch.float32)
-    targets = torch.arange(h, len(matrices))
-    windows = targets[:, None] + torch.arange(-h, 0)[None, :]                    # (S, h)
     net = SplitRatioNet(pathset, h, settings.hidden)
     twin = TorchFluidTwin(pathset, dtype=torch.float32)
     capacities = torch.as_tensor(np.array(pathset.topology.capacities), dtype=torch.float32)

@@ -16,9 +16,8 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.backend import TwinBackend
-from envs.common import equal_split
 from envs.split_routing import SplitRoutingObservation, ratios_from_action
-from topologies import PathSet
+from topologies import PathSet, Routing
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN}
 
@@ -59,7 +58,7 @@ class SB3SplitPolicy:
         self.reset()
 
     def reset(self) -> None:
-        self._last = equal_split(self.pathset)
+        self._last = Routing.uniform(self.pathset).ratios
 
     def route(self, history: np.ndarray) -> np.ndarray:
         demands = self.pathset.demands(history[-self.history:])

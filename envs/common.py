@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from topologies import PathSet, Topology, TrafficSequence, k_shortest_paths, load_topology, load_traffic
+from topologies import PathSet, Routing, Topology, TrafficSequence, k_shortest_paths, load_topology, load_traffic
 
+from .backend import Backend, make_backend
 from .twin import FluidTwin
 
 
@@ -51,6 +52,13 @@ def resolve_network(topology: Topology | str, traffic: TrafficSequence | np.ndar
     return topology, resolve_traffic(traffic, topology, traffic_options), resolve_pathset(topology, k, metric, pathset)
 
 
+def resolve_backend(backend: str | Backend, pathset: PathSet) -> tuple[Backend, bool]:
+    """The backend an environment runs on, and whether the environment made it (and so closes it)."""
+    if isinstance(backend, str):
+        return make_backend(backend, pathset), True
+    return backend, False
+
+
 def check_optimal_mlu(optimal_mlu, length: int) -> np.ndarray | None:
     if optimal_mlu is None:
         return None
@@ -62,16 +70,10 @@ def check_optimal_mlu(optimal_mlu, length: int) -> np.ndarray | None:
     return optimal
 
 
-def equal_split(pathset: PathSet) -> np.ndarray:
-    """(P, K) ratios spreading each pair evenly over its paths."""
-    mask = pathset.mask.astype(np.float64)
-    return mask / mask.sum(axis=1, keepdims=True)
-
-
 def equal_split_mlu(pathset: PathSet, demands: np.ndarray) -> np.ndarray:
     """(T,) MLU of an equal split of every pair demand vector in ``demands`` (T, P): the
     scale-free reference both environments measure congestion against (one batched call)."""
-    return np.asarray(FluidTwin(pathset).mlu(None, equal_split(pathset), demands=demands), dtype=np.float64)
+    return np.asarray(FluidTwin(pathset).mlu(None, Routing.uniform(pathset).ratios, demands=demands), dtype=np.float64)
 
 
 def masked_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:

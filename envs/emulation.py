@@ -12,6 +12,7 @@ Needs root, the Debian packages ``mininet`` and ``openvswitch-switch`` and a run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,15 +190,10 @@ class EmulatedNetwork:
         """Give every host ``count`` extra addresses (see :func:`controllers.fabric.source_ip`)."""
         for n in range(self.plan.topology.num_nodes):
             host = self.host(n)
-            commands = "\n".join(f"address add {source_ip(n, i)}/8 dev {host.defaultIntf().name}"
-                                  for i in range(count))
+            commands = [f"address add {source_ip(n, i)}/8 dev {host.defaultIntf().name}" for i in range(count)]
             # one `ip -batch` from a file: a shell line that long would overflow the host's terminal
-            batch = Path(tempfile.mkstemp(prefix="rlte-addr-", suffix=".txt")[1])
-            try:
-                batch.write_text(commands + "\n")
+            with _batch_file("ip", commands) as batch:
                 output = host.cmd(f"ip -batch {batch}")
-            finally:
-                batch.unlink(missing_ok=True)
             if output.strip():
                 raise EmulationError(f"adding source addresses to {host.name} failed: {output.strip()}")
 
@@ -234,12 +231,19 @@ def _ovs_vsctl(*args: str) -> str:
     return result.stdout
 
 
-def _batch(tool: str, commands: list[str]) -> None:
-    """Run many ``ip`` or ``tc`` commands as one process (``-batch``), from a file."""
+@contextlib.contextmanager
+def _batch_file(tool: str, commands: list[str]) -> Iterator[str]:
+    """A temporary file of ``ip`` or ``tc`` commands for ``TOOL -batch FILE``."""
     with tempfile.NamedTemporaryFile("w", prefix=f"rlte-{tool}-", suffix=".txt") as batch:
         batch.write("\n".join(commands) + "\n")
         batch.flush()
-        result = subprocess.run([tool, "-batch", batch.name], capture_output=True, text=True)
+        yield batch.name
+
+
+def _batch(tool: str, commands: list[str]) -> None:
+    """Run many ``ip`` or ``tc`` commands in the root namespace as one process."""
+    with _batch_file(tool, commands) as batch:
+        result = subprocess.run([tool, "-batch", batch], capture_output=True, text=True)
     if result.returncode != 0:
         raise EmulationError(f"{tool} -batch ({commands[0]} ...) failed: {result.stderr.strip()}")
 
@@ -287,11 +291,11 @@ def _owned_processes() -> dict[int, int]:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: existence check only (PermissionError: it exists, not ours)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -302,10 +306,11 @@ def clean_leftovers(owners: set[int] | None = None) -> dict[str, list]:
     no longer running (a crashed run). Nothing that rlte did not make is touched. Returns what
     was removed.
     """
-    bridges = {name: owner for name, owner in _owned_bridges().items()
-               if (owner in owners if owners is not None else not _alive(owner))}
-    processes = {pid: owner for pid, owner in _owned_processes().items()
-                 if (owner in owners if owners is not None else not _alive(owner))}
+    def chosen(owner: int) -> bool:
+        return owner in owners if owners is not None else not _alive(owner)
+
+    bridges = [name for name, owner in _owned_bridges().items() if chosen(owner)]
+    processes = [pid for pid, owner in _owned_processes().items() if chosen(owner)]
     for pid in processes:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -314,8 +319,7 @@ def clean_leftovers(owners: set[int] | None = None) -> dict[str, list]:
     for bridge in bridges:
         _ovs_vsctl("--if-exists", "del-br", bridge)
     # switch ports (veth pairs: deleting one end removes both), even where the bridge is gone
-    interfaces = {name for name, owner in _owned_interfaces().items()
-                  if (owner in owners if owners is not None else not _alive(owner))}
+    interfaces = [name for name, owner in _owned_interfaces().items() if chosen(owner)]
     for name in interfaces:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
     return {"bridges": sorted(bridges), "processes": sorted(processes), "interfaces": sorted(interfaces)}

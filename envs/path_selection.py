@@ -30,8 +30,8 @@ from gymnasium import spaces
 
 from topologies import PathSet, Topology, TrafficSequence
 
-from .backend import Backend, make_backend
-from .common import check_optimal_mlu, equal_split_mlu, resolve_network
+from .backend import Backend
+from .common import check_optimal_mlu, equal_split_mlu, resolve_backend, resolve_network
 
 OBSERVATION_CAP = 10.0
 
@@ -63,8 +63,7 @@ class PathSelectionEnv(gym.Env):
         self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
         # Steps score choices on the flows placed so far (what a controller admitting flows knows);
         # the finished episode's routing is run on the backend, and info reports what it measured.
-        self._owns_backend = isinstance(backend, str)
-        self.backend = make_backend(backend, self.pathset) if isinstance(backend, str) else backend
+        self.backend, self._owns_backend = resolve_backend(backend, self.pathset)
         self.optimal_mlu = check_optimal_mlu(optimal_mlu, len(self.traffic))
         ps, topo = self.pathset, self.topology
         self.demands = ps.demands(self.traffic.matrices)

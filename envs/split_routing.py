@@ -28,10 +28,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from topologies import PathSet, Topology, TrafficSequence
+from topologies import PathSet, Routing, Topology, TrafficSequence
 
-from .backend import Backend, make_backend
-from .common import check_optimal_mlu, equal_split, equal_split_mlu, masked_softmax, resolve_network, scale_free
+from .backend import Backend
+from .common import (check_optimal_mlu, equal_split_mlu, masked_softmax, resolve_backend, resolve_network,
+                     scale_free)
 
 REWARDS = ("normalized", "mlu")
 
@@ -99,11 +100,10 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"episode_length must be a positive integer or None, got {episode_length!r}")
         self.episode_length = available if episode_length is None else min(int(episode_length), available)
         self.random_start = random_start
-        self._owns_backend = isinstance(backend, str)
-        self.backend = make_backend(backend, self.pathset) if isinstance(backend, str) else backend
+        self.backend, self._owns_backend = resolve_backend(backend, self.pathset)
         self.demands = self.pathset.demands(self.traffic.matrices)  # (T, P)
         self.encoder = SplitRoutingObservation(self.pathset, self.history)
-        self._equal = equal_split(self.pathset)
+        self._equal = Routing.uniform(self.pathset).ratios
         self._equal_mlu = equal_split_mlu(self.pathset, self.demands)  # reward="mlu" reference, per matrix
         self.observation_space = spaces.Box(0.0, 1.0, shape=(self.encoder.size,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.pathset.num_slots,), dtype=np.float32)

@@ -27,8 +27,7 @@ from pydantic import BaseModel
 
 from agents import baseline_policies, evaluate_policies, first_index, scaled_with_optimum
 from topologies import Topology, TrafficSequence, load_topology
-from topologies.traffic import (DATASET_PRECEDED_BY, DATASET_TOPOLOGY, DATASET_TRAINING, MODELS, REAL_DATASETS,
-                                TrafficError, load_traffic)
+from topologies.traffic import training_and_held_out
 
 
 class PolicyResult(BaseModel):
@@ -74,21 +73,8 @@ class ResolvedTraffic:
 
 def resolve_traffic(settings: CompareSettings, topology: Topology) -> ResolvedTraffic:
     """The matrices to evaluate and their training matrices, scaled when a target MLU is set."""
-    if settings.traffic in REAL_DATASETS:
-        expected = DATASET_TOPOLOGY[settings.traffic]
-        if topology.name != expected:
-            raise TrafficError(f"traffic {settings.traffic!r} is measured on topology {expected!r}, "
-                               f"not {topology.name!r}; use a synthetic model ({', '.join(MODELS)}) instead")
-        evaluated = load_traffic(settings.traffic, topology)
-        training = load_traffic(DATASET_TRAINING[settings.traffic], topology)
-        contiguous = DATASET_PRECEDED_BY.get(settings.traffic) == DATASET_TRAINING[settings.traffic]
-    elif settings.traffic in MODELS:
-        both = load_traffic(settings.traffic, topology, count=2 * settings.count, seed=settings.seed)
-        training, evaluated = both[: settings.count], both[settings.count:]
-        contiguous = True
-    else:
-        load_traffic(settings.traffic, topology)  # raises the "unknown traffic" error
-        raise AssertionError("unreachable")
+    training, evaluated, contiguous = training_and_held_out(settings.traffic, topology, count=settings.count,
+                                                            seed=settings.seed)
     if settings.target_mlu is None:
         return ResolvedTraffic(evaluated, training, contiguous)
     mode = settings.scale_mode

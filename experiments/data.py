@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from agents.lp import optimal_mlu
 from topologies import PathSet, Topology, TrafficError, TrafficSequence, k_shortest_paths, load_topology, load_traffic
-from topologies.traffic import DATASET_PRECEDED_BY, DATASET_TOPOLOGY, DATASET_TRAINING, MODELS, REAL_DATASETS
+from topologies.traffic import MODELS, REAL_DATASETS, check_dataset_topology, training_and_held_out
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
 
@@ -71,34 +71,31 @@ def prepare(cfg: DictConfig) -> RunData:
     topology = load_run_topology(cfg)
     traffic = cfg.traffic
     target = traffic.get("target_mlu")
+    factor = 1.0
     if "dataset" in traffic:
         name = traffic.dataset
         if name not in REAL_DATASETS:
             raise TrafficError(f"unknown dataset {name!r}; real datasets: {', '.join(REAL_DATASETS)}")
-        if DATASET_TOPOLOGY[name] != topology.name:
-            raise TrafficError(f"traffic {name!r} is measured on {DATASET_TOPOLOGY[name]!r}, not {topology.name!r}; "
-                               f"use traffic=gravity (or another synthetic model) on this topology")
-        held_out = load_traffic(name, topology)
         if traffic.get("split"):  # one sequence: the first `split` matrices train
+            check_dataset_topology(name, topology)
+            held_out = load_traffic(name, topology)
             split = int(traffic.split)
             if not 0 < split < len(held_out):
                 raise TrafficError(f"split {split} must leave matrices on both sides of {len(held_out)}")
             train, held_out, contiguous = held_out[:split], held_out[split:], True
         else:
-            train = load_traffic(DATASET_TRAINING[name], topology)
-            contiguous = DATASET_PRECEDED_BY.get(name) == DATASET_TRAINING[name]
-        factor = 1.0
+            train, held_out, contiguous = training_and_held_out(name, topology)
         if target:
             factor = float(target) / float(cached_optimum(topology, held_out.matrices).max())
     else:
         model = traffic.get("model", traffic.name)
         if model not in MODELS:
             raise TrafficError(f"unknown traffic model {model!r}; choose one of {', '.join(MODELS)}")
-        count = int(traffic.count)
-        both = load_traffic(model, topology, count=2 * count, seed=int(cfg.seed))
+        train, held_out, contiguous = training_and_held_out(model, topology, count=int(traffic.count),
+                                                            seed=int(cfg.seed))
         if target:  # each matrix to the target: synthetic matrices have no common scale to keep
-            both = both.scaled(float(target) / cached_optimum(topology, both.matrices))
-        train, held_out, contiguous, factor = both[:count], both[count:], True, 1.0
+            train = train.scaled(float(target) / cached_optimum(topology, train.matrices))
+            held_out = held_out.scaled(float(target) / cached_optimum(topology, held_out.matrices))
     pad = min(HISTORY_PAD, len(train)) if contiguous else 0
     test_matrices = np.concatenate([train.matrices[len(train) - pad:], held_out.matrices]) if pad else held_out.matrices
     train = train.scaled(factor) if factor != 1.0 else train
