@@ -24,6 +24,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from envs.graph import link_graph_edges
 from envs.twin_torch import TorchFluidTwin
 from topologies import PathSet, Routing
 
@@ -43,17 +44,7 @@ class LinkGraph:
     def __init__(self, pathset: PathSet) -> None:
         topo = pathset.topology
         self.pathset = pathset
-        src, dst = np.asarray(topo.link_src), np.asarray(topo.link_dst)
-        # link a -> link b when a ends where b starts and b does not go straight back: products
-        # of sparse link-node incidences, never an E × E dense table
-        links = np.arange(topo.num_links)
-        ends_at = sparse.csr_matrix((np.ones(len(links)), (links, dst)), shape=(len(links), topo.num_nodes))
-        starts_at = sparse.csr_matrix((np.ones(len(links)), (links, src)), shape=(len(links), topo.num_nodes))
-        follows = ends_at @ starts_at.T
-        forward = (follows - follows.multiply(starts_at @ ends_at.T)).tocsr()  # drop b = reverse of a
-        forward.eliminate_zeros()
-        self.successors = _torch_sparse(_row_normalized(forward))        # mean over the links a feeds
-        self.predecessors = _torch_sparse(_row_normalized(forward.T))    # mean over the links feeding a
+        self.edges = torch.as_tensor(link_graph_edges(topo))                 # (2, M): link a feeds link b
         self.slot_links = _torch_sparse(pathset.incidence.T)            # (P·K, E): links of each path
         self.mask = torch.as_tensor(np.array(pathset.mask))
         capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
@@ -61,11 +52,6 @@ class LinkGraph:
         self.twin = TorchFluidTwin(pathset, dtype=torch.float32)
         self.capacities = torch.as_tensor(capacities, dtype=torch.float32)
         self.equal = torch.tensor(Routing.uniform(pathset).ratios, dtype=torch.float32)
-
-
-def _row_normalized(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
-    degree = np.asarray(matrix.sum(axis=1)).ravel()
-    return sparse.diags(np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)) @ matrix
 
 
 def link_features(graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
@@ -79,31 +65,49 @@ def link_features(graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
     return torch.cat([utilization, share], dim=1).transpose(1, 2)
 
 
+def _mean_into(values: torch.Tensor, into: torch.Tensor, source: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(B, E, H) -> (B, E, H): at each link, the mean of ``values`` over the ``count`` edges source -> it."""
+    return values.new_zeros(values.shape).index_add_(1, into, values[:, source]) / count[None, :, None]
+
+
+class LinkMessagePassing(nn.Module):
+    """Per-link features (B, E, F) and link-graph edges (2, M) -> link embeddings (B, E, hidden).
+
+    Each layer adds, to a link's state, a transform of its own state, the mean state of the
+    links it feeds and the mean state of the links feeding it. No weight depends on E or M.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        self.encode = nn.Linear(in_features, hidden)
+        self.layers = nn.ModuleList(nn.Linear(3 * hidden, hidden) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+
+    def forward(self, features: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        feeds, fed = edges[0], edges[1]
+        links = features.shape[1]
+        fed_count = torch.bincount(feeds, minlength=links).clamp_min(1).to(features.dtype)   # links each one feeds
+        feeding_count = torch.bincount(fed, minlength=links).clamp_min(1).to(features.dtype)
+        h = torch.relu(self.encode(features))
+        for layer, norm in zip(self.layers, self.norms):
+            ahead, behind = _mean_into(h, feeds, fed, fed_count), _mean_into(h, fed, feeds, feeding_count)
+            h = norm(h + torch.relu(layer(torch.cat([h, ahead, behind], dim=-1))))
+        return h
+
+
 class LinkGNN(nn.Module):
     """Link features + link graph -> split ratios, with weights independent of the topology's size."""
 
     def __init__(self, history: int, hidden: int = 64, layers: int = 3) -> None:
         super().__init__()
         self.history = history
-        self.encode = nn.Linear(history + 1, hidden)
-        self.layers = nn.ModuleList(nn.Linear(3 * hidden, hidden) for _ in range(layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.body = LinkMessagePassing(history + 1, hidden, layers)
         self.cost = nn.Linear(hidden, 1)
         self.log_sharpness = nn.Parameter(torch.tensor(1.0))  # how hard the softmin prefers cheap paths
 
-    def embed(self, graph: LinkGraph, features: torch.Tensor) -> torch.Tensor:
-        """(B, E, F) -> (B, E, hidden) link embeddings after message passing."""
-        h = torch.relu(self.encode(features))
-        for layer, norm in zip(self.layers, self.norms):
-            flat = h.transpose(0, 1).reshape(h.shape[1], -1)                     # (E, B·H) for sparse products
-            ahead = torch.sparse.mm(graph.successors, flat).reshape(h.shape[1], h.shape[0], -1).transpose(0, 1)
-            behind = torch.sparse.mm(graph.predecessors, flat).reshape(h.shape[1], h.shape[0], -1).transpose(0, 1)
-            h = norm(h + torch.relu(layer(torch.cat([h, ahead, behind], dim=-1))))
-        return h
-
     def forward(self, graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
         """(B, h, P) demand history -> (B, P, K) split ratios for the next matrix."""
-        h = self.embed(graph, link_features(graph, demands))
+        h = self.body(link_features(graph, demands), graph.edges)
         link_cost = nn.functional.softplus(self.cost(h)).squeeze(-1)                  # (B, E) > 0
         path_cost = torch.sparse.mm(graph.slot_links, link_cost.T).T                   # (B, P·K)
         ps = graph.pathset

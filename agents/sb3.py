@@ -1,9 +1,14 @@
-"""Stable-Baselines3 agents for the two environments, and the adapter that puts a trained
+"""Stable-Baselines3 agents for the two environments, and the adapters that put a trained
 split-routing agent behind the RoutingPolicy interface.
 
 PPO drives split routing (continuous logits per path), DQN path selection (one of K paths
 per flow). Both take a plain dict of hyperparameters (from Hydra) and an MLP feature
 extractor; TensorBoard logging is SB3's own.
+
+PPO also runs a graph policy (:class:`GraphActorCriticPolicy`) on the graph view of split
+routing (:mod:`envs.graph`: link features and the link graph in, one cost per link out). Its
+GNN feature extractor and per-link heads have no weight that depends on the topology, so a
+policy trained on one network routes another (:meth:`SB3GraphSplitPolicy.on`).
 """
 
 from __future__ import annotations
@@ -12,27 +17,140 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
+from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from envs.backend import TwinBackend
+from envs.graph import LinkCosts, LinkGraphObservation
 from envs.split_routing import SplitRoutingObservation, ratios_from_action
 from topologies import PathSet, Routing
+
+from .gnn import LinkMessagePassing
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN}
 
 
-def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int],
+# ---------------------------------------------------------------------------- graph policy
+class LinkGraphExtractor(BaseFeaturesExtractor):
+    """GNN features extractor: the graph observation -> link embeddings (B, E, hidden).
+
+    Every observation in a batch comes from one topology, so the first one's edges serve all."""
+
+    def __init__(self, observation_space: spaces.Dict, hidden: int = 64, layers: int = 3) -> None:
+        super().__init__(observation_space, features_dim=hidden)
+        self.gnn = LinkMessagePassing(observation_space["links"].shape[-1], hidden, layers)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.gnn(observations["links"], observations["link_graph"][0].long())
+
+
+class LinkHeads(nn.Module):
+    """Actor and critic bodies on link embeddings: the actor keeps one latent per link, the
+    critic pools the links (mean and max) into one latent per observation."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.latent_dim_pi = self.latent_dim_vf = hidden
+        self.actor = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+        self.critic = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh())
+
+    def forward(self, links: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(links), self.forward_critic(links)
+
+    def forward_actor(self, links: torch.Tensor) -> torch.Tensor:
+        return self.actor(links)
+
+    def forward_critic(self, links: torch.Tensor) -> torch.Tensor:
+        return self.critic(torch.cat([links.mean(dim=1), links.amax(dim=1)], dim=-1))
+
+
+class PerLink(nn.Module):
+    """(B, E, H) -> (B, E): one output per link, the same weights for every link."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, 1)
+
+    def forward(self, links: torch.Tensor) -> torch.Tensor:
+        return self.linear(links).squeeze(-1)
+
+
+class GraphActorCriticPolicy(ActorCriticPolicy):
+    """PPO policy for the graph view of split routing: GNN extractor, per-link action means,
+    one shared log standard deviation, a pooled value. No parameter's shape depends on the
+    topology, so the state dict loads into the policy of any other topology."""
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, lr_schedule, *,
+                 hidden: int = 64, layers: int = 3, **kwargs: Any) -> None:
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != {"links", "link_graph"}:
+            raise ValueError("GraphActorCriticPolicy needs the graph observation of envs.graph.GraphObservation")
+        if action_space.shape != (observation_space["links"].shape[0],):
+            raise ValueError(f"GraphActorCriticPolicy acts with one cost per link ({observation_space['links'].shape[0]}"
+                             f"; envs.graph.LinkCostActions), got action shape {action_space.shape}")
+        self.hidden, self.layers = hidden, layers
+        kwargs.update(features_extractor_class=LinkGraphExtractor, share_features_extractor=True,
+                      features_extractor_kwargs={"hidden": hidden, "layers": layers})
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = LinkHeads(self.hidden)
+
+    def _build(self, lr_schedule) -> None:
+        # ActorCriticPolicy._build would make E × (E·hidden) linear layers; these are per link
+        self._build_mlp_extractor()
+        self.action_net = PerLink(self.hidden)
+        self.value_net = nn.Linear(self.hidden, 1)
+        self.log_std = nn.Parameter(torch.full((1,), float(self.log_std_init)))
+        if self.ortho_init:
+            gains = {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.action_net: 0.01,
+                     self.value_net: 1.0}
+            for module, gain in gains.items():
+                module.apply(lambda m, gain=gain: self.init_weights(m, gain=gain))
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor", "net_arch"):
+            data.pop(key, None)
+        return {**data, "hidden": self.hidden, "layers": self.layers}
+
+    def on(self, observation_space: spaces.Dict, action_space: spaces.Box) -> "GraphActorCriticPolicy":
+        """These weights in a policy for another topology's spaces (itself when they match)."""
+        if observation_space == self.observation_space and action_space == self.action_space:
+            return self
+        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden, layers=self.layers)
+        other.load_state_dict(self.state_dict())
+        other.set_training_mode(False)
+        return other
+
+
+POLICIES = {"mlp": "MlpPolicy", "graph": GraphActorCriticPolicy}
+
+
+def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
                seed: int, tensorboard_log: str | None = None, device: str = "cpu",
-               policy_options: Mapping[str, Any] | None = None) -> BaseAlgorithm:
-    """An untrained SB3 model with an MLP of ``net_arch`` hidden widths (``policy_options``:
-    more policy keyword arguments, e.g. ``log_std_init`` for PPO)."""
+               policy_options: Mapping[str, Any] | None = None, policy: str = "mlp") -> BaseAlgorithm:
+    """An untrained SB3 model. ``policy="mlp"``: an MLP of ``net_arch`` hidden widths;
+    ``policy="graph"``: :class:`GraphActorCriticPolicy` (PPO on the graph-wrapped split
+    routing; ``policy_options`` may set ``hidden`` and ``layers``). ``policy_options``: more
+    policy keyword arguments, e.g. ``log_std_init`` for PPO."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    policy_kwargs = {"net_arch": list(net_arch), **dict(policy_options or {})}
-    return ALGORITHMS[algorithm]("MlpPolicy", env, seed=seed, verbose=0, device=device,
-                                 tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
-                                 **dict(hyperparameters))
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if policy == "graph" and algorithm != "ppo":
+        raise ValueError("the graph policy is an actor-critic policy for PPO (split routing)")
+    policy_kwargs = dict(policy_options or {})
+    if policy == "mlp":
+        policy_kwargs["net_arch"] = list(net_arch or [])
+    return ALGORITHMS[algorithm](POLICIES[policy], env, seed=seed, verbose=0, device=device,
+                                tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
+                                **dict(hyperparameters))
 
 
 def load_model(algorithm: str, path: str) -> BaseAlgorithm:
@@ -63,6 +181,31 @@ class SB3SplitPolicy:
     def route(self, history: np.ndarray) -> np.ndarray:
         demands = self.pathset.demands(history[-self.history:])
         utilization = self.backend.utilization(demands[-1], self._last)
-        action, _ = self.model.predict(self.encoder.encode(demands, utilization), deterministic=True)
-        self._last = ratios_from_action(action, self.pathset.mask, self.action_scale)
+        self._last = ratios_from_action(self._slot_action(demands, utilization), self.pathset.mask, self.action_scale)
         return self._last
+
+    def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
+        """The split-routing action (one logit per slot) for this demand window and utilization."""
+        action, _ = self.model.predict(self.encoder.encode(demands, utilization), deterministic=True)
+        return action
+
+
+class SB3GraphSplitPolicy(SB3SplitPolicy):
+    """A PPO graph policy as a RoutingPolicy, on its training topology or, through
+    :meth:`on`, any other (the same weights; no retraining)."""
+
+    def __init__(self, policy: GraphActorCriticPolicy | BaseAlgorithm, pathset: PathSet, history: int,
+                 action_scale: float, name: str = "ppo_gnn") -> None:
+        network = policy.policy if isinstance(policy, BaseAlgorithm) else policy
+        if not isinstance(network, GraphActorCriticPolicy):
+            raise TypeError(f"SB3GraphSplitPolicy needs a GraphActorCriticPolicy, got {type(network).__name__}")
+        self.graph, self.costs = LinkGraphObservation(pathset, history), LinkCosts(pathset)
+        super().__init__(network.on(self.graph.space, self.costs.space), pathset, history, action_scale, name)
+
+    def on(self, pathset: PathSet, name: str | None = None) -> "SB3GraphSplitPolicy":
+        """The same weights routing another topology's path set."""
+        return SB3GraphSplitPolicy(self.model, pathset, self.history, self.action_scale, name or self.name)
+
+    def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
+        action, _ = self.model.predict(self.graph.encode(demands, utilization), deterministic=True)
+        return self.costs.slot_logits(action)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores, evaluate_policies
 from agents.policy import baseline_policies
+from envs.graph import graph_wrapped
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
 
@@ -37,8 +38,15 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"unknown agent algorithm {algorithm!r}; choose one of {', '.join(AGENT_ENV)}")
     if AGENT_ENV[algorithm] != kind:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
+    if agent_policy(cfg) == "graph" and algorithm != "ppo":
+        raise ValueError(f"agent.policy=graph is a PPO policy (split routing), not {algorithm!r}")
     if cfg.backend.name != "twin":
         raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
+
+
+def agent_policy(cfg: DictConfig) -> str:
+    """``mlp`` (flat observation, one logit per path) or ``graph`` (envs.graph view, GNN policy)."""
+    return str(cfg.agent.get("policy", "mlp"))
 
 
 # ---------------------------------------------------------------------------- environments
@@ -60,7 +68,8 @@ def make_vec_env(cfg: DictConfig, data: RunData):
     if vec_class is None:
         raise ValueError(f"env.vec_env must be dummy or subproc, got {cfg.env.vec_env!r}")
     env_class = SplitRoutingEnv if cfg.env.kind == "split_routing" else PathSelectionEnv
-    return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed),
+    wrapper = graph_wrapped if agent_policy(cfg) == "graph" else None
+    return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed), wrapper_class=wrapper,
                             vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
 
 
@@ -71,9 +80,10 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
         from agents.gradient import GradientPolicy
 
         return GradientPolicy(data.pathset, model, name="gradient")
-    from agents.sb3 import SB3SplitPolicy
+    from agents.sb3 import SB3GraphSplitPolicy, SB3SplitPolicy
 
-    return SB3SplitPolicy(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
+    adapter = SB3GraphSplitPolicy if agent_policy(cfg) == "graph" else SB3SplitPolicy
+    return adapter(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
 
 
 def score_split_routing(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool,
@@ -185,7 +195,8 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
 
     env = make_vec_env(cfg, data)
     model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
-                       net_arch=list(cfg.agent.net_arch), seed=int(cfg.seed), tensorboard_log=str(run_dir / "tb"),
+                       net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
+                       tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
                        policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create()))
     every = int(cfg.eval.periodic_every)
 
@@ -203,7 +214,8 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
     progress(0, model)
     model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
                 tb_log_name=cfg.agent.name)
-    progress(int(model.num_timesteps), model)
+    if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
+        progress(int(model.num_timesteps), model)
     model.save(run_dir / "model.zip")
     env.close()
     return model

@@ -89,3 +89,16 @@ def test_bad_training_input_is_a_clear_error():
         train_gnn([TrainingSet(pathset, matrices, np.ones(2))], GNNSettings(history=1, epochs=1))
     with pytest.raises(ValueError, match="history"):
         train_gnn([TrainingSet(pathset, matrices, np.ones(3))], GNNSettings(history=0, epochs=1))
+
+
+def test_messages_are_means_over_the_links_fed_and_feeding():
+    from agents.gnn import _mean_into
+
+    edges = torch.tensor([[0, 0, 1], [1, 2, 2]])  # link 0 feeds 1 and 2, link 1 feeds 2
+    values = torch.tensor([[[1.0], [2.0], [4.0]]])
+    feeds, fed = edges
+    count_fed = torch.bincount(feeds, minlength=3).clamp_min(1).float()
+    count_feeding = torch.bincount(fed, minlength=3).clamp_min(1).float()
+    ahead = _mean_into(values, feeds, fed, count_fed)[0, :, 0]
+    behind = _mean_into(values, fed, feeds, count_feeding)[0, :, 0]
+    assert ahead.tolist() == [3.0, 4.0, 0.0] and behind.tolist() == [0.0, 1.0, 1.5]

@@ -1,0 +1,148 @@
+"""A graph-structured view of the split-routing environment, for policies whose weights do
+not depend on the topology (graph neural networks).
+
+- :func:`link_graph_edges`: the *link graph*, link a -> link b when a ends where b starts
+  (and b is not a's reverse), as an edge list.
+- :class:`LinkGraphObservation`: per-link features plus that edge list. Features, all
+  scale-free: for each of the last ``history`` matrices the utilization an equal split over
+  the candidate paths would cause (divided by the window's largest), the link's capacity
+  over the largest capacity, and the utilization the agent's own previous routing caused
+  (divided by its maximum).
+- :class:`LinkCosts`: an action of one cost per link; a pair's paths get the summed cost of
+  their links, and ratios follow a softmin of those sums.
+
+:class:`GraphObservation` and :class:`LinkCostActions` are Gymnasium wrappers that put these
+on a :class:`~envs.split_routing.SplitRoutingEnv` (compose both for a policy that can route
+any topology). The encoders are separate classes so deployed policies encode alike.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from scipy import sparse
+
+from topologies import PathSet, Routing, Topology
+
+from .split_routing import SplitRoutingEnv
+from .twin import FluidTwin
+
+# Largest spread of slot logits a link-cost action can make within one pair: costs are in
+# [0, 1] per link, and a path 2 links' cost dearer than the pair's cheapest already gets the
+# smallest share the split-routing action allows (e^(-2·action_scale) of the cheapest).
+COST_SPAN = 2.0
+
+
+def link_graph_edges(topology: Topology) -> np.ndarray:
+    """(2, M) int64 edges (a, b) of the link graph: a ends where b starts, b is not a reversed.
+
+    Built from sparse link–node incidences (never an E × E dense table)."""
+    links = np.arange(topology.num_links)
+    shape = (topology.num_links, topology.num_nodes)
+    ends_at = sparse.csr_matrix((np.ones(len(links)), (links, np.asarray(topology.link_dst))), shape=shape)
+    starts_at = sparse.csr_matrix((np.ones(len(links)), (links, np.asarray(topology.link_src))), shape=shape)
+    follows = ends_at @ starts_at.T
+    forward = (follows - follows.multiply(starts_at @ ends_at.T)).tocoo()  # drop b = reverse of a
+    keep = forward.data != 0
+    order = np.lexsort((forward.col[keep], forward.row[keep]))
+    return np.vstack([forward.row[keep][order], forward.col[keep][order]]).astype(np.int64)
+
+
+class LinkGraphObservation:
+    """Graph observation encoding: ``{"links": (E, history + 2), "link_graph": (2, M)}``."""
+
+    def __init__(self, pathset: PathSet, history: int) -> None:
+        topology = pathset.topology
+        self.pathset, self.history = pathset, history
+        self.edges = link_graph_edges(topology)
+        self.num_features = history + 2
+        self._twin = FluidTwin(pathset)
+        self._equal = Routing.uniform(pathset).ratios
+        self._capacities = np.asarray(topology.capacities, dtype=np.float64)
+        num_links = topology.num_links
+        self.space = spaces.Dict({
+            "links": spaces.Box(0.0, 1.0, shape=(num_links, self.num_features), dtype=np.float32),
+            "link_graph": spaces.Box(0, max(num_links - 1, 0), shape=self.edges.shape, dtype=np.int64),
+        })
+
+    def encode(self, window_demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
+        """(h, P) pair demands, oldest first (any scale), and (E,) utilization -> the observation."""
+        loads = np.atleast_2d(self._twin.link_loads(None, self._equal, demands=np.asarray(window_demands)))
+        features = np.column_stack([_scale_free(loads / self._capacities).T,
+                                    self._capacities / self._capacities.max(),
+                                    _scale_free(np.asarray(utilization, dtype=np.float64))])
+        return {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
+
+    def from_flat(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph observation of a flat :class:`~envs.split_routing.SplitRoutingObservation`."""
+        cut = self.history * self.pathset.num_pairs
+        return self.encode(observation[:cut].reshape(self.history, -1), observation[cut:])
+
+
+class LinkCosts:
+    """Link-cost actions in [-1, 1]^E -> the split-routing action (slot logits in [-1, 1]).
+
+    Link cost is ``(a + 1) / 2`` in [0, 1]; a path costs the sum over its links; within each
+    pair, logit = 1 − min(cost − cheapest cost, COST_SPAN), so the environment's softmax makes
+    a softmin of path costs whose sharpness is its ``action_scale``.
+    """
+
+    def __init__(self, pathset: PathSet) -> None:
+        self.pathset = pathset
+        self._slot_links = pathset.incidence.T.tocsr()  # (P·K, E)
+        self._mask = np.asarray(pathset.mask)
+        self.space = spaces.Box(-1.0, 1.0, shape=(pathset.topology.num_links,), dtype=np.float32)
+
+    def path_costs(self, action: np.ndarray) -> np.ndarray:
+        """(E,) action -> (P, K) path costs (inf in masked slots)."""
+        cost = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+        paths = (self._slot_links @ cost).reshape(self._mask.shape)
+        return np.where(self._mask, paths, np.inf)
+
+    def slot_logits(self, action: np.ndarray) -> np.ndarray:
+        costs = self.path_costs(action)
+        excess = costs - costs.min(axis=1, keepdims=True)
+        return (1.0 - np.minimum(excess, COST_SPAN)).ravel().astype(np.float32)  # masked slots: -1
+
+
+def _scale_free(values: np.ndarray) -> np.ndarray:
+    peak = float(values.max()) if values.size else 0.0
+    return values / peak if peak > 0 else np.zeros_like(values)
+
+
+def _split_routing(env: gym.Env) -> SplitRoutingEnv:
+    base = env.unwrapped
+    if not isinstance(base, SplitRoutingEnv):
+        raise TypeError(f"graph wrappers need a SplitRoutingEnv underneath, got {type(base).__name__}")
+    return base
+
+
+class GraphObservation(gym.ObservationWrapper):
+    """Observe link features and the link graph instead of the flat vector."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        base = _split_routing(env)
+        self.encoder = LinkGraphObservation(base.pathset, base.history)
+        self.observation_space = self.encoder.space
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        return self.encoder.from_flat(observation)
+
+
+class LinkCostActions(gym.ActionWrapper):
+    """Act with one cost per link instead of one logit per (pair, path) slot."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.decoder = LinkCosts(_split_routing(env).pathset)
+        self.action_space = self.decoder.space
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return self.decoder.slot_logits(action)
+
+
+def graph_wrapped(env: gym.Env) -> gym.Env:
+    """Both wrappers: a split-routing environment any graph policy can act in."""
+    return LinkCostActions(GraphObservation(env))
