@@ -26,7 +26,6 @@ from scipy import sparse
 from topologies import PathSet, Routing, Topology
 
 from .split_routing import SplitRoutingEnv
-from .twin import FluidTwin
 
 # Largest spread of slot logits a link-cost action can make within one pair: costs are in
 # [0, 1] per link, and a path 2 links' cost dearer than the pair's cheapest already gets the
@@ -57,9 +56,12 @@ class LinkGraphObservation:
         self.pathset, self.history = pathset, history
         self.edges = link_graph_edges(topology)
         self.num_features = history + 2
-        self._twin = FluidTwin(pathset)
-        self._equal = Routing.uniform(pathset).ratios
+        # equal-split utilization is linear in the pair demands: one (P, E) sparse matrix, built once
+        equal = sparse.diags(Routing.uniform(pathset).ratios.ravel())
+        slot_pair = sparse.csr_matrix((np.ones(pathset.num_slots), (np.arange(pathset.num_slots),
+                                                                    np.repeat(np.arange(pathset.num_pairs), pathset.k))))
         self._capacities = np.asarray(topology.capacities, dtype=np.float64)
+        self._pair_utilization = (pathset.incidence @ equal @ slot_pair).T.tocsr() @ sparse.diags(1.0 / self._capacities)
         num_links = topology.num_links
         self.space = spaces.Dict({
             "links": spaces.Box(0.0, 1.0, shape=(num_links, self.num_features), dtype=np.float32),
@@ -68,8 +70,8 @@ class LinkGraphObservation:
 
     def encode(self, window_demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
         """(h, P) pair demands, oldest first (any scale), and (E,) utilization -> the observation."""
-        loads = np.atleast_2d(self._twin.link_loads(None, self._equal, demands=np.asarray(window_demands)))
-        features = np.column_stack([_scale_free(loads / self._capacities).T,
+        equal_split = np.atleast_2d(np.asarray(window_demands, dtype=np.float64)) @ self._pair_utilization
+        features = np.column_stack([_scale_free(np.asarray(equal_split)).T,
                                     self._capacities / self._capacities.max(),
                                     _scale_free(np.asarray(utilization, dtype=np.float64))])
         return {"links": features.astype(np.float32), "link_graph": self.edges.copy()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,10 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
             return True
 
     progress(0, model)
-    model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
-                tb_log_name=cfg.agent.name)
+    with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
+        warnings.filterwarnings("ignore", message="rich is experimental")
+        model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
+                    tb_log_name=cfg.agent.name)
     if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
         progress(int(model.num_timesteps), model)
     model.save(run_dir / "model.zip")

@@ -74,6 +74,7 @@ def test_link_costs_give_a_softmin_of_path_costs():
     assert COST_SPAN < 4.0 and share[hops.argmax()] / share[hops.argmin()] == pytest.approx(np.exp(-3.0 * COST_SPAN))
 
 
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checking the wrappers is the point
 def test_graph_wrapped_environment_passes_both_checkers():
     env = graph_wrapped(SplitRoutingEnv(triangle(), "gravity", k=2, history=2, traffic_options={"count": 20, "seed": 1}))
     check_env(env, skip_render_check=True)
