@@ -1,12 +1,15 @@
-"""Cross-topology generalization of the graph neural router (issue #3), written to
+"""Cross-topology generalization of the graph policies (issue #3), written to
 ``bench/results/gnn_generalization.json``.
 
-One :class:`agents.gnn.LinkGNN` is trained per setting and seed, then routes every evaluation
-set with the same weights (routing each next matrix from the 3 before it, scored as MLU ÷
-optimum through the twin), next to shortest path, ECMP and the LP on the previous matrix:
+Two graph policies, each routing every evaluation set with the weights it learned (routing
+each next matrix from the 3 before it, scored as MLU ÷ optimum through the twin), next to
+shortest path, ECMP and the LP on the previous matrix:
 
-- trained on Abilene's real training week only;
-- trained on Abilene plus synthetic gravity traffic on NSFNET (a second topology).
+- the gradient-trained :class:`agents.gnn.LinkGNN`, one per setting and seed: trained on
+  Abilene's real training week only, or on Abilene plus synthetic gravity traffic on NSFNET;
+- PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
+  ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
+  they exist, else trained here the same way.
 
 Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
 traffic), B4's real matrices (unseen topology and traffic), and gravity traffic on a
@@ -29,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SEEDS = (0, 1, 2)
 K = 4
 HISTORY = 3
@@ -36,10 +41,13 @@ HISTORY = 3
 
 def main() -> None:
     import torch
+    from omegaconf import OmegaConf
 
     from agents.evaluation import evaluate_policies
     from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
     from agents.policy import LPPolicy, ecmp, shortest_path
+    from agents.sb3 import SB3GraphSplitPolicy, load_model
+    from bench.learning import train_runs
     from experiments.data import cached_optimum
     from topologies import k_shortest_paths, load_topology, load_traffic
 
@@ -98,6 +106,25 @@ def main() -> None:
                                    "median_of_p90": statistics.median(r["p90"] for r in runs)}
                            for label, runs in per_set.items()},
         }
+
+    ppo_runs: dict[str, list[dict]] = {label: [] for label in evaluation}
+    for seed in SEEDS:
+        run_dir = ROOT / "bench" / "runs" / f"ppo_gnn_seed{seed}"
+        if not (run_dir / "model.zip").exists():
+            train_runs({"ppo_gnn": []}, [seed])
+        env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
+        trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / "model.zip")), abilene_paths, int(env.history),
+                                      float(env.action_scale))
+        for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+            policy = trained.on(paths, "ppo_gnn[abilene]")
+            _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+            ppo_runs[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
+                                    **scores[policy.name].summary()})
+            print(f"ppo_gnn seed {seed} {label}: median {ppo_runs[label][-1]['median']:.3f} "
+                  f"p90 {ppo_runs[label][-1]['p90']:.3f}", flush=True)
+    results["ppo_gnn"] = {"abilene": {"evaluation": {
+        label: {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs),
+                "median_of_p90": statistics.median(r["p90"] for r in runs)} for label, runs in ppo_runs.items()}}}
     write("gnn_generalization", results)
 
 

@@ -28,7 +28,7 @@ from bench.common import machine, write  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_runs(agents: dict[str, list[str]], seeds: list[int]) -> list[dict]:
+def train_runs(agents: dict[str, list[str]], seeds: list[int], prefix: str = "") -> list[dict]:
     from hydra import compose, initialize_config_dir
 
     from experiments.hydra_app import CONFIG_DIR
@@ -39,7 +39,7 @@ def train_runs(agents: dict[str, list[str]], seeds: list[int]) -> list[dict]:
         for seed in seeds:
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
                 cfg = compose("train", overrides=[f"agent={agent}", f"seed={seed}", *overrides])
-            run_dir = ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
+            run_dir = ROOT / "bench" / "runs" / f"{prefix}{agent}_seed{seed}"
             started = time.perf_counter()
             metrics = run_training(cfg, run_dir)
             rows.append({"agent": agent, "seed": seed, "overrides": overrides, "run_dir": str(run_dir.relative_to(ROOT)),
@@ -57,9 +57,10 @@ def decision_times(repeats: int = 20) -> list[dict]:
 
     from agents.gradient import GradientPolicy, SplitRatioNet
     from agents.lp import path_lp
-    from agents.sb3 import SB3SplitPolicy
+    from agents.sb3 import GraphActorCriticPolicy, SB3GraphSplitPolicy, SB3SplitPolicy
     from bench.twin_throughput import build
     from envs import SplitRoutingEnv
+    from envs.graph import graph_wrapped
     from topologies import load_traffic
 
     torch.set_num_threads(1)
@@ -75,6 +76,9 @@ def decision_times(repeats: int = 20) -> list[dict]:
         env = SplitRoutingEnv(topology, tms, pathset=pathset, history=3, episode_length=1)
         ppo = SB3SplitPolicy(PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"),
                              pathset, 3, 3.0)
+        graph_env = graph_wrapped(env)
+        ppo_gnn = SB3GraphSplitPolicy(GraphActorCriticPolicy(graph_env.observation_space, graph_env.action_space,
+                                                             lambda _: 0.0), pathset, 3, 3.0)
         shape = {"topology": name, "nodes": topology.num_nodes, "pairs": pathset.num_pairs, "paths_per_pair": 4}
 
         def timed(fn, count):
@@ -90,6 +94,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
             "gradient_mlp": timed(lambda: gradient.route(tms[:3]), repeats),
             "gradient_mlp_batched_256": timed(lambda: gradient.route_batch(windows), 3) / 256,
             "ppo_mlp": timed(lambda: ppo.route(tms[:3]), repeats),
+            "ppo_gnn": timed(lambda: ppo_gnn.route(tms[:3]), repeats),
             "path_lp": timed(lambda: path_lp(pathset, tms[3]), lp_repeats),
         }
         if name != "kdl_100_nodes":  # minutes per solve there; bench/lp_solve.py has it
@@ -100,23 +105,36 @@ def decision_times(repeats: int = 20) -> list[dict]:
     return rows
 
 
+def previous_runs(out: str | None, exclude: set[str]) -> list[dict]:
+    """Training runs of other agents from the results file this run replaces."""
+    import json
+
+    path = Path(out) if out else ROOT / "bench" / "results" / "learning.json"
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text()).get("abilene_runs", []) if r["agent"] not in exclude]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--agents", default="gradient,ppo,dqn")
     parser.add_argument("--out")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of agents not trained now from the existing results file")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     agents = {name: [] for name in args.agents.split(",") if name}
-    results = {"benchmark": "learning", "machine": machine(), "seeds": seeds}
+    kept = previous_runs(args.out, exclude=set(agents)) if args.merge else []  # read before the first write
+    results = {"benchmark": "learning", "machine": machine(), "seeds": seeds, "abilene_runs": kept}
     results["decision_time"] = decision_times()
     write("learning", results, args.out)
-    results["abilene_runs"] = train_runs(agents, seeds)
+    results["abilene_runs"] = kept + train_runs(agents, seeds)
     summary = {}
-    for agent in agents:
+    for agent in dict.fromkeys(r["agent"] for r in results["abilene_runs"]):
         runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
         finals = [r["final"][agent] for r in runs]
         summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
@@ -124,7 +142,7 @@ def main() -> None:
         summary[agent]["seconds_to_heldout_median_1.10"] = [r["seconds_to_heldout_median_1.10"] for r in runs]
     baseline_source = next((r for r in results["abilene_runs"] if r["agent"] != "dqn"), None)
     if baseline_source:
-        summary["baselines"] = {k: v for k, v in baseline_source["final"].items() if k not in agents}
+        summary["baselines"] = {k: v for k, v in baseline_source["final"].items() if k not in summary}
     results["summary"] = summary
     write("learning", results, args.out)
 

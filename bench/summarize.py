@@ -61,8 +61,23 @@ def learning(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+def generalization(data: dict) -> str:
+    rows = []
+    trained = [(f"gnn (twin), {setting}", r) for setting, r in data.get("gnn", {}).items()]
+    trained += [(f"ppo_gnn, {setting}", r) for setting, r in data.get("ppo_gnn", {}).items()]
+    for policy, result in trained:
+        for label, evaluation in result["evaluation"].items():
+            rows.append([policy, label, " / ".join(f"{r['median']:.3f}" for r in evaluation["runs"]),
+                         " / ".join(f"{r['p90']:.3f}" for r in evaluation["runs"])])
+    for label, baselines in data.get("baselines", {}).items():
+        for name, summary in baselines.items():
+            rows.append([name, label, f"{summary['median']:.3f}", f"{summary['p90']:.3f}"])
+    return table(["policy, trained on", "evaluated on", "median (per seed)", "p90"], rows)
+
+
 def main() -> None:
-    for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning)):
+    for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning),
+                         ("gnn_generalization", generalization)):
         path = RESULTS / f"{name}.json"
         if path.exists():
             sys.stdout.write(f"## {name}\n\n{render(json.loads(path.read_text()))}\n\n")
