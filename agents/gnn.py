@@ -119,17 +119,13 @@ class LinkGNN(nn.Module):
 class GNNPolicy(DemandHistoryPolicy):
     """A trained :class:`LinkGNN` behind the RoutingPolicy interface, on any path set."""
 
-    pathset: PathSet
     net: LinkGNN
     name: str = "gnn"
-    clairvoyant: bool = False
-    history: int = field(init=False)
     graph: LinkGraph = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.history = self.net.history
+        super().__post_init__()
         self.graph = LinkGraph(self.pathset)
-        self.net.eval()
 
     def on(self, pathset: PathSet, name: str | None = None) -> "GNNPolicy":
         """The same weights routing another topology's path set (no retraining)."""

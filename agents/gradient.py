@@ -48,12 +48,21 @@ class SplitRatioNet(nn.Module):
         return torch.softmax(logits.masked_fill(~self.mask, float("-inf")), dim=-1)
 
 
+@dataclass
 class DemandHistoryPolicy:
-    """RoutingPolicy methods for a torch network that maps the last ``history`` pair-demand
-    vectors (B, h, P) to split ratios (B, P, K); subclasses say how in :meth:`_ratios`."""
+    """A torch network that maps the last ``history`` pair-demand vectors (B, h, P) to split
+    ratios (B, P, K), behind the RoutingPolicy interface; ``history`` is the network's own.
+    Subclasses say how the network is called in :meth:`_ratios`."""
 
     pathset: PathSet
-    history: int
+    net: nn.Module
+    name: str
+    clairvoyant: bool = False
+    history: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = self.net.history
+        self.net.eval()
 
     def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -74,15 +83,8 @@ class DemandHistoryPolicy:
 class GradientPolicy(DemandHistoryPolicy):
     """A trained :class:`SplitRatioNet` behind the RoutingPolicy interface."""
 
-    pathset: PathSet
     net: SplitRatioNet
     name: str = "gradient"
-    clairvoyant: bool = False
-    history: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.history = self.net.history
-        self.net.eval()
 
     def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
         return self.net(demands)

@@ -53,6 +53,7 @@ def routing_updates(backend: MininetBackend, rng: np.random.Generator) -> dict:
 def failovers(backend: MininetBackend, demands: np.ndarray) -> dict:
     topo, ps = backend.pathset.topology, backend.pathset
     backend.install(Routing.first_path(ps).ratios)
+
     def pairs_over(cable: tuple[int, int]) -> int:
         links = {topo.link_index[cable], topo.link_index[cable[::-1]]}
         return sum(1 for candidates in ps.paths if links & set(candidates[0]))
@@ -60,12 +61,11 @@ def failovers(backend: MininetBackend, demands: np.ndarray) -> dict:
     busiest = sorted(backend.plan.cables, key=pairs_over, reverse=True)
     results = []
     for u, v in busiest[:FAILOVERS]:
-        since = time.time()
         down_at = time.time()
         backend.network.set_cable(u, v, up=False)
         rerouted_at, event = None, None
         while time.time() - down_at < 5 * POLL_S:
-            events = [e for e in backend.client.get(f"/events?since={since}") if e["kind"] == "link_down"]
+            events = [e for e in backend.client.get(f"/events?since={down_at}") if e["kind"] == "link_down"]
             if events:
                 event, rerouted_at = events[0], time.time()
                 break

@@ -61,6 +61,7 @@ class TEController(app_manager.OSKenApp):
         self.ready: set[int] = set()             # nodes whose state is installed
         self.waiting: dict[int, hub.Event] = {}  # xid -> event set by the barrier or last stats reply
         self.backup_installed: dict[int, tuple[int, ...]] = {}
+        self.host_of_ip = {host_ip(n): n for n in range(self.plan.topology.num_nodes)}  # for ARP replies
         # One routing change at a time: installs wait on barriers (they yield), and two
         # interleaved installs could leave a switch with the older routing's groups.
         self.routing_lock = hub.Semaphore(1)
@@ -313,8 +314,7 @@ class TEController(app_manager.OSKenApp):
         request = pkt.get_protocol(arp.arp)
         if request is None or request.opcode != arp.ARP_REQUEST:
             return
-        ips = {host_ip(n): n for n in range(self.plan.topology.num_nodes)}
-        target = ips.get(request.dst_ip)
+        target = self.host_of_ip.get(request.dst_ip)
         if target is None:
             return
         reply = packet.Packet()

@@ -10,11 +10,13 @@ from typing import Any
 
 
 class ControllerError(RuntimeError):
-    """The controller refused a request or did not answer; ``status`` is the HTTP code (0: no answer)."""
+    """The controller refused a request or did not answer; ``status`` is the HTTP code (0: no answer),
+    ``payload`` the JSON body it answered with (None when there was none)."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, payload: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.payload = payload
 
 
 class ControllerClient:
@@ -34,10 +36,11 @@ class ControllerClient:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             try:
-                reason = json.loads(error.read()).get("error", error.reason)
+                payload = json.loads(error.read())
             except ValueError:
-                reason = error.reason
-            raise ControllerError(f"{method} {path}: {error.code} {reason}", error.code) from None
+                payload = None
+            reason = payload.get("error", error.reason) if isinstance(payload, dict) else error.reason
+            raise ControllerError(f"{method} {path}: {error.code} {reason}", error.code, payload) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
             raise ControllerError(f"{method} {path}: no answer from {self.base_url} ({error})") from None
 
@@ -55,8 +58,8 @@ class ControllerClient:
         try:
             return self.get("/health")
         except ControllerError as error:
-            if error.status == 503:
-                return {"status": "degraded"}
+            if error.status == 503 and isinstance(error.payload, dict):
+                return error.payload
             raise
 
     def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.2) -> dict:

@@ -67,6 +67,7 @@ def run_controller(config: ControllerConfig) -> None:
     if config.token_file:
         path = Path(config.token_file)
         path.touch(mode=0o600)
+        path.chmod(0o600)  # touch keeps the mode of a file that already exists
         path.write_text(token)
     elif not (config.token or os.environ.get("RLTE_CONTROLLER_TOKEN")):
         print(f"API token (send as 'Authorization: Bearer <token>'): {token}", flush=True)

@@ -299,6 +299,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owned_by(chosen) -> dict[str, list]:
+    """The bridges, host shells and switch interfaces whose owner pid ``chosen(owner)`` accepts."""
+    return {"bridges": sorted(b for b, o in _owned_bridges().items() if chosen(o)),
+            "processes": sorted(p for p, o in _owned_processes().items() if chosen(o)),
+            "interfaces": sorted(i for i, o in _owned_interfaces().items() if chosen(o))}
+
+
 def clean_leftovers(owners: set[int] | None = None) -> dict[str, list]:
     """Remove the OVS bridges, their links and the host shells that rlte emulations left behind.
 
@@ -306,23 +313,18 @@ def clean_leftovers(owners: set[int] | None = None) -> dict[str, list]:
     no longer running (a crashed run). Nothing that rlte did not make is touched. Returns what
     was removed.
     """
-    def chosen(owner: int) -> bool:
-        return owner in owners if owners is not None else not _alive(owner)
-
-    bridges = [name for name, owner in _owned_bridges().items() if chosen(owner)]
-    processes = [pid for pid, owner in _owned_processes().items() if chosen(owner)]
-    for pid in processes:
+    found = _owned_by((lambda owner: owner in owners) if owners is not None else (lambda owner: not _alive(owner)))
+    for pid in found["processes"]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for bridge in bridges:
+    for bridge in found["bridges"]:
         _ovs_vsctl("--if-exists", "del-br", bridge)
     # switch ports (veth pairs: deleting one end removes both), even where the bridge is gone
-    interfaces = [name for name, owner in _owned_interfaces().items() if chosen(owner)]
-    for name in interfaces:
+    for name in found["interfaces"]:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
-    return {"bridges": sorted(bridges), "processes": sorted(processes), "interfaces": sorted(interfaces)}
+    return found
 
 
 def leftovers(settle_s: float = 3.0, owner: int | None = None) -> dict[str, list]:
@@ -331,9 +333,7 @@ def leftovers(settle_s: float = 3.0, owner: int | None = None) -> dict[str, list
     owner = os.getpid() if owner is None else owner
     deadline = time.monotonic() + settle_s
     while True:
-        found = {"bridges": sorted(b for b, o in _owned_bridges().items() if o == owner),
-                 "processes": sorted(p for p, o in _owned_processes().items() if o == owner),
-                 "interfaces": sorted(i for i, o in _owned_interfaces().items() if o == owner)}
+        found = _owned_by(lambda o: o == owner)
         if not any(found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

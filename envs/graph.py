@@ -76,11 +76,6 @@ class LinkGraphObservation:
                                     _scale_free(np.asarray(utilization, dtype=np.float64))])
         return {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
 
-    def from_flat(self, observation: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph observation of a flat :class:`~envs.split_routing.SplitRoutingObservation`."""
-        cut = self.history * self.pathset.num_pairs
-        return self.encode(observation[:cut].reshape(self.history, -1), observation[cut:])
-
 
 class LinkCosts:
     """Link-cost actions in [-1, 1]^E -> the split-routing action (slot logits in [-1, 1]).
@@ -126,11 +121,12 @@ class GraphObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         base = _split_routing(env)
+        self.flat = base.encoder
         self.encoder = LinkGraphObservation(base.pathset, base.history)
         self.observation_space = self.encoder.space
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
-        return self.encoder.from_flat(observation)
+        return self.encoder.encode(*self.flat.split(observation))
 
 
 class LinkCostActions(gym.ActionWrapper):

@@ -102,10 +102,10 @@ class MininetBackend:
                                   capacity_scale=self.capacity_scale, log_level="WARNING")
         config_file = self.workdir / "controller.json"
         config_file.write_text(config.model_dump_json())
-        log = open(self.workdir / "controller.log", "w")
-        self.controller = subprocess.Popen([sys.executable, "-m", "controllers", str(config_file)],
-                                           stdout=log, stderr=subprocess.STDOUT,
-                                           cwd=Path(__file__).resolve().parent.parent)
+        with open(self.workdir / "controller.log", "w") as log:  # the child keeps its own copy
+            self.controller = subprocess.Popen([sys.executable, "-m", "controllers", str(config_file)],
+                                               stdout=log, stderr=subprocess.STDOUT,
+                                               cwd=Path(__file__).resolve().parent.parent)
         self.client = ControllerClient(f"http://127.0.0.1:{api_port}", token)
         try:
             self._wait_listening(api_port)
@@ -246,10 +246,9 @@ class MininetBackend:
                 "window": window,
                 "payload_bytes": replay.payload_bytes, "flows": flows.get(node, []), "result": str(result_file),
                 "seed": node}))
-            log = open(self.workdir / f"agent-{node}.log", "w")
-            agents.append((self.network.host(node).popen([sys.executable, str(AGENT), str(spec_file)],
-                                                         stdout=log, stderr=subprocess.STDOUT), result_file))
-            log.close()
+            with open(self.workdir / f"agent-{node}.log", "w") as log:
+                agents.append((self.network.host(node).popen([sys.executable, str(AGENT), str(spec_file)],
+                                                             stdout=log, stderr=subprocess.STDOUT), result_file))
         try:
             time.sleep(max(0.0, start_at + replay.warmup_s - time.time()))
             before = self.client.counters(fresh=True)

@@ -108,7 +108,7 @@ class PathSelectionEnv(gym.Env):
         return self._observation(), {"tm_index": t, "flows": len(self._flows)}
 
     def step(self, action):
-        pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+        pair, rate = self.current_flow
         path = self.path_index(pair, int(action))
         before = self._mlu()
         links = self._path_links[pair, path]
@@ -168,7 +168,7 @@ class PathSelectionEnv(gym.Env):
         (inf for missing paths); zeros once the episode is over."""
         if self._position >= len(self._flows):
             return np.zeros(self.pathset.k)
-        pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+        pair, rate = self.current_flow
         links = self._path_links[pair]                                  # (K, L)
         util = (self._loads[links] + rate) / self._capacity_ext[links]  # sentinel: 0
         return np.where(self.pathset.mask[pair], util.max(axis=1), np.inf)
@@ -180,7 +180,7 @@ class PathSelectionEnv(gym.Env):
         ps, n = self.pathset, self.topology.num_nodes
         util = self._loads[:-1] / self.capacities / self._reference
         if self._position < len(self._flows):
-            pair, rate = int(self._flows[self._position, 0]), self._flows[self._position, 1]
+            pair, rate = self.current_flow
             mask = ps.mask[pair]
             bottleneck = np.where(mask, self.candidate_bottlenecks() / self._reference, 0.0)
             size = rate / self._first_path_capacity[pair] / self._reference

@@ -49,6 +49,11 @@ class SplitRoutingObservation:
         return np.concatenate([scale_free(np.asarray(window_demands)).ravel(),
                                scale_free(np.asarray(utilization))]).astype(np.float32)
 
+    def split(self, observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse layout of :meth:`encode`: (h, P) scaled demands and (E,) scaled utilization."""
+        cut = self.history * self.pathset.num_pairs
+        return observation[:cut].reshape(self.history, -1), observation[cut:]
+
 
 def ratios_from_action(action: np.ndarray, mask: np.ndarray, action_scale: float) -> np.ndarray:
     """(P·K,) or (..., P·K) actions in [-1, 1] -> (..., P, K) split ratios."""

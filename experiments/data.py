@@ -72,6 +72,8 @@ def prepare(cfg: DictConfig) -> RunData:
     traffic = cfg.traffic
     target = traffic.get("target_mlu")
     factor = 1.0
+    # optimal MLU scales with the traffic: optima of matrices scaled here are derived, not solved again
+    train_optimum = held_out_optimum = None
     if "dataset" in traffic:
         name = traffic.dataset
         if name not in REAL_DATASETS:
@@ -86,7 +88,10 @@ def prepare(cfg: DictConfig) -> RunData:
         else:
             train, held_out, contiguous = training_and_held_out(name, topology)
         if target:
-            factor = float(target) / float(cached_optimum(topology, held_out.matrices).max())
+            held_out_optimum = cached_optimum(topology, held_out.matrices)
+            factor = float(target) / float(held_out_optimum.max())
+            held_out_optimum = held_out_optimum * factor
+            train_optimum = cached_optimum(topology, train.matrices) * factor
     else:
         model = traffic.get("model", traffic.name)
         if model not in MODELS:
@@ -96,10 +101,14 @@ def prepare(cfg: DictConfig) -> RunData:
         if target:  # each matrix to the target: synthetic matrices have no common scale to keep
             train = train.scaled(float(target) / cached_optimum(topology, train.matrices))
             held_out = held_out.scaled(float(target) / cached_optimum(topology, held_out.matrices))
+            train_optimum, held_out_optimum = np.full(len(train), float(target)), np.full(len(held_out), float(target))
     pad = min(HISTORY_PAD, len(train)) if contiguous else 0
     test_matrices = np.concatenate([train.matrices[len(train) - pad:], held_out.matrices]) if pad else held_out.matrices
     train = train.scaled(factor) if factor != 1.0 else train
     test = TrafficSequence(held_out.name, test_matrices * factor, held_out.interval_s, held_out.notes)
     pathset = k_shortest_paths(topology, int(cfg.paths))
-    return RunData(topology, pathset, train, cached_optimum(topology, train.matrices), test,
-                   cached_optimum(topology, test.matrices[pad:]), pad)
+    if train_optimum is None:
+        train_optimum = cached_optimum(topology, train.matrices)
+    if held_out_optimum is None:
+        held_out_optimum = cached_optimum(topology, test.matrices[pad:])
+    return RunData(topology, pathset, train, train_optimum, test, held_out_optimum, pad)
