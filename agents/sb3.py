@@ -5,10 +5,12 @@ PPO drives split routing (continuous logits per path), DQN path selection (one o
 per flow). Both take a plain dict of hyperparameters (from Hydra) and an MLP feature
 extractor; TensorBoard logging is SB3's own.
 
-PPO also runs a graph policy (:class:`GraphActorCriticPolicy`) on the graph view of split
-routing (:mod:`envs.graph`: link features and the link graph in, one cost per link out). Its
-GNN feature extractor and per-link heads have no weight that depends on the topology, so a
-policy trained on one network routes another (:meth:`SB3GraphSplitPolicy.on`).
+Both also run a graph policy on the graph view of their environment (:mod:`envs.graph`):
+:class:`GraphActorCriticPolicy` for PPO (link features and the link graph in, one cost per
+link out) and :class:`GraphQPolicy` for DQN (link features, the link graph and each action's
+path in, one Q-value per action from the same per-path scorer). Their GNN feature extractors
+and heads have no weight that depends on the topology, so a policy trained on one network
+routes another (:meth:`SB3GraphSplitPolicy.on`, :meth:`GraphQPolicy.on`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from envs.backend import TwinBackend
-from envs.graph import LinkCosts, LinkGraphObservation
+from envs.graph import FlowGraphObservation, LinkCosts, LinkGraphObservation
+from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingObservation, ratios_from_action
 from topologies import PathSet, Routing
 
@@ -129,26 +133,111 @@ class GraphActorCriticPolicy(ActorCriticPolicy):
         return other
 
 
-POLICIES = {"mlp": "MlpPolicy", "graph": GraphActorCriticPolicy}
+# ---------------------------------------------------------------------------- graph Q-network
+class PathGraphExtractor(BaseFeaturesExtractor):
+    """GNN features extractor for path selection: link embeddings pooled over each action's
+    path (mean and max), beside that action's own features -> (B, K · per_action)."""
+
+    def __init__(self, observation_space: spaces.Dict, hidden: int = 64, layers: int = 3) -> None:
+        k, action_features = observation_space["actions"].shape
+        self.per_action = 2 * hidden + action_features
+        super().__init__(observation_space, features_dim=k * self.per_action)
+        self.gnn = LinkMessagePassing(observation_space["links"].shape[-1], hidden, layers)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        links = self.gnn(observations["links"], observations["link_graph"][0].long())  # (B, E, H)
+        on_path = observations["paths"]                                               # (B, K, E)
+        mean = on_path @ links / on_path.sum(dim=-1, keepdim=True).clamp_min(1.0)
+        # max over the path's links; a finished episode has no path (all zeros) and gets 0
+        peak = torch.where(on_path[..., None] > 0, links[:, None], -torch.inf).amax(dim=2)
+        peak = torch.where(torch.isfinite(peak), peak, 0.0)
+        return torch.cat([mean, peak, observations["actions"]], dim=-1).flatten(1)
+
+
+class PerAction(nn.Module):
+    """(B, K · D) -> (B, K): one score per action from that action's D features, the same MLP
+    for every action (so Q-values do not depend on which slot a path sits in)."""
+
+    def __init__(self, k: int, per_action: int, net_arch: list[int], activation_fn: type[nn.Module]) -> None:
+        super().__init__()
+        self.k = k
+        self.score = nn.Sequential(*create_mlp(per_action, 1, net_arch, activation_fn))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.score(features.view(features.shape[0], self.k, -1)).squeeze(-1)
+
+
+class GraphQNetwork(QNetwork):
+    """SB3's Q-network with :class:`PerAction` in place of one MLP over all features."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        k = int(self.action_space.n)
+        self.q_net = PerAction(k, self.features_dim // k, self.net_arch, self.activation_fn)
+
+
+class GraphQPolicy(DQNPolicy):
+    """DQN policy for the graph view of path selection (:class:`envs.graph.FlowGraphView`):
+    :class:`PathGraphExtractor` and a per-action scorer. No parameter's shape depends on the
+    topology or on K, so the state dict loads into the policy of any other topology."""
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule, *,
+                 hidden: int = 64, layers: int = 3, **kwargs: Any) -> None:
+        expected = {"links", "link_graph", "paths", "actions"}
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != expected:
+            raise ValueError("GraphQPolicy needs the graph observation of envs.graph.FlowGraphView")
+        if not isinstance(action_space, spaces.Discrete) or action_space.n != observation_space["paths"].shape[0]:
+            raise ValueError(f"GraphQPolicy picks one of the observation's {observation_space['paths'].shape[0]} "
+                             f"paths, got action space {action_space}")
+        self.hidden, self.layers = hidden, layers
+        kwargs.update(features_extractor_class=PathGraphExtractor,
+                      features_extractor_kwargs={"hidden": hidden, "layers": layers})
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def make_q_net(self) -> GraphQNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return GraphQNetwork(**net_args).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in ("features_extractor_class", "features_extractor_kwargs"):
+            data.pop(key, None)
+        return {**data, "hidden": self.hidden, "layers": self.layers}
+
+    def on(self, observation_space: spaces.Dict) -> "GraphQPolicy":
+        """These weights in a policy for another topology's (or K's) observation space (itself when it matches)."""
+        if observation_space == self.observation_space:
+            return self
+        action_space = spaces.Discrete(observation_space["paths"].shape[0])
+        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden,
+                           layers=self.layers, net_arch=self.net_arch, activation_fn=self.activation_fn)
+        other.load_state_dict(self.state_dict())
+        other.set_training_mode(False)
+        return other
+
+
+GRAPH_POLICIES: dict[str, type] = {"ppo": GraphActorCriticPolicy, "dqn": GraphQPolicy}
+POLICIES = ("mlp", "graph")
 
 
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
                seed: int, tensorboard_log: str | None = None, device: str = "cpu",
                policy_options: Mapping[str, Any] | None = None, policy: str = "mlp") -> BaseAlgorithm:
     """An untrained SB3 model. ``policy="mlp"``: an MLP of ``net_arch`` hidden widths;
-    ``policy="graph"``: :class:`GraphActorCriticPolicy` (PPO on the graph-wrapped split
-    routing; ``policy_options`` may set ``hidden`` and ``layers``). ``policy_options``: more
-    policy keyword arguments, e.g. ``log_std_init`` for PPO."""
+    ``policy="graph"``: :class:`GraphActorCriticPolicy` for PPO or :class:`GraphQPolicy` for
+    DQN (on the graph-wrapped environment, :func:`envs.graph.graph_wrapped`;
+    ``policy_options`` may set ``hidden`` and ``layers``; DQN's per-action scorer has
+    ``net_arch`` hidden widths). ``policy_options``: more policy keyword arguments, e.g.
+    ``log_std_init`` for PPO."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if policy == "graph" and algorithm != "ppo":
-        raise ValueError("the graph policy is an actor-critic policy for PPO (split routing)")
     policy_kwargs = dict(policy_options or {})
-    if policy == "mlp":
+    if policy == "mlp" or algorithm == "dqn":
         policy_kwargs["net_arch"] = list(net_arch or [])
-    return ALGORITHMS[algorithm](POLICIES[policy], env, seed=seed, verbose=0, device=device,
+    policy_class = GRAPH_POLICIES[algorithm] if policy == "graph" else "MlpPolicy"
+    return ALGORITHMS[algorithm](policy_class, env, seed=seed, verbose=0, device=device,
                                 tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
                                 **dict(hyperparameters))
 
@@ -209,3 +298,23 @@ class SB3GraphSplitPolicy(SB3SplitPolicy):
     def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
         action, _ = self.model.predict(self.graph.encode(demands, utilization), deterministic=True)
         return self.costs.slot_logits(action)
+
+
+class SB3GraphPathChooser:
+    """A DQN graph policy as a path-selection chooser (:mod:`agents.flows`), on its training
+    topology or, through :meth:`on`, any other (the same weights; no retraining). It encodes
+    the environment's state itself, so it plays the plain environment."""
+
+    def __init__(self, policy: GraphQPolicy | BaseAlgorithm, pathset: PathSet) -> None:
+        network = policy.policy if isinstance(policy, BaseAlgorithm) else policy
+        if not isinstance(network, GraphQPolicy):
+            raise TypeError(f"SB3GraphPathChooser needs a GraphQPolicy, got {type(network).__name__}")
+        self.encoder = FlowGraphObservation(pathset)
+        self.policy = network.on(self.encoder.space)
+
+    def on(self, pathset: PathSet) -> "SB3GraphPathChooser":
+        return SB3GraphPathChooser(self.policy, pathset)
+
+    def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
+        action, _ = self.policy.predict(self.encoder.encode(env), deterministic=True)
+        return int(action)

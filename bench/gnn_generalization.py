@@ -11,6 +11,14 @@ shortest path, ECMP and the LP on the previous matrix:
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
 
+DQN with the graph Q-network (``agent=dqn_gnn``, from ``bench/runs/dqn_gnn_seed*`` or trained
+the same way) plays path selection on the same sets (each matrix's flows, one per pair, in
+random order, each put on one path), against greedy least-loaded, shortest path and the LP's
+split of the same matrix rounded to whole flows.
+
+``--parts`` picks what to run (default all: gnn, ppo_gnn, dqn_gnn); with ``--merge`` the
+other parts are kept from the existing results file.
+
 Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
 traffic), B4's real matrices (unseen topology and traffic), and gravity traffic on a
 Waxman random WAN of 30 nodes and 84 links (unseen, almost three times Abilene's size).
@@ -21,6 +29,8 @@ Runs on one CPU thread; a few minutes.
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import sys
 import time
@@ -39,7 +49,19 @@ K = 4
 HISTORY = 3
 
 
+PARTS = ("gnn", "ppo_gnn", "dqn_gnn")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--merge", action="store_true", help="keep the parts not run now from the results file")
+    args = parser.parse_args()
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+
     import torch
     from omegaconf import OmegaConf
 
@@ -47,11 +69,12 @@ def main() -> None:
     from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
     from agents.policy import LPPolicy, ecmp, shortest_path
     from agents.sb3 import SB3GraphSplitPolicy, load_model
-    from bench.learning import train_runs
     from experiments.data import cached_optimum
     from topologies import k_shortest_paths, load_topology, load_traffic
 
     torch.set_num_threads(1)
+    path = ROOT / "bench" / "results" / "gnn_generalization.json"
+    previous = json.loads(path.read_text()) if args.merge and path.exists() else {}
 
     def sequence(topology_name: str, traffic: str, **options) -> tuple:
         topology = load_topology(topology_name)
@@ -60,13 +83,6 @@ def main() -> None:
 
     abilene, abilene_paths, abilene_train = sequence("abilene", "abilene-train")
     abilene_train = abilene_train[::2]  # every 10 minutes: a week in 1,008 matrices
-    _, nsfnet_paths, nsfnet_train = sequence("nsfnet", "gravity", count=300, seed=1)
-    training = {
-        "abilene": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))],
-        "abilene+nsfnet": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train)),
-                           TrainingSet(nsfnet_paths, nsfnet_train,
-                                       cached_optimum(nsfnet_paths.topology, nsfnet_train))],
-    }
     evaluation = {}
     for label, (name, traffic, options, every) in {
         "abilene test week (seen topology)": ("abilene", "abilene-test", {}, 24),
@@ -77,55 +93,107 @@ def main() -> None:
         indices = np.arange(HISTORY, len(matrices), every)
         evaluation[label] = (topology, paths, matrices, indices, cached_optimum(topology, matrices[indices]))
 
-    results: dict = {"machine": machine(), "k": K, "history": HISTORY, "seeds": list(SEEDS),
-                     "settings": vars(GNNSettings()), "baselines": {}, "gnn": {}}
+    results: dict = {**previous, "machine": machine(), "k": K, "history": HISTORY, "seeds": list(SEEDS),
+                     "settings": vars(GNNSettings()), "baselines": {}}
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
         baselines = [shortest_path(topology), ecmp(topology), LPPolicy("lp_previous", paths)]
         _, scores = evaluate_policies(baselines, matrices, indices, optimal=optimum)
         results["baselines"][label] = {name: s.summary() for name, s in scores.items()}
         print(label, {name: round(s.summary()["median"], 3) for name, s in scores.items()}, flush=True)
 
-    for setting, sets in training.items():
-        per_set: dict[str, list[dict]] = {label: [] for label in evaluation}
-        train_seconds = []
-        for seed in SEEDS:
-            started = time.perf_counter()
-            net, losses = train_gnn(sets, GNNSettings(history=HISTORY, seed=seed))
-            train_seconds.append(time.perf_counter() - started)
-            for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
-                policy = GNNPolicy(paths, net, f"gnn[{setting}]")
-                _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
-                per_set[label].append({"seed": seed, "final_training_loss": losses[-1],
-                                       **scores[policy.name].summary()})
-                print(f"{setting:15s} seed {seed} {label}: median {per_set[label][-1]['median']:.3f} "
-                      f"p90 {per_set[label][-1]['p90']:.3f}", flush=True)
-        results["gnn"][setting] = {
-            "train_seconds_mean": statistics.mean(train_seconds),
-            "evaluation": {label: {"runs": runs,
-                                   "median_of_medians": statistics.median(r["median"] for r in runs),
-                                   "median_of_p90": statistics.median(r["p90"] for r in runs)}
-                           for label, runs in per_set.items()},
+    if "gnn" in parts:
+        _, nsfnet_paths, nsfnet_train = sequence("nsfnet", "gravity", count=300, seed=1)
+        training = {
+            "abilene": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))],
+            "abilene+nsfnet": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train)),
+                               TrainingSet(nsfnet_paths, nsfnet_train,
+                                           cached_optimum(nsfnet_paths.topology, nsfnet_train))],
         }
+        results["gnn"] = {}
+        for setting, sets in training.items():
+            per_set: dict[str, list[dict]] = {label: [] for label in evaluation}
+            train_seconds = []
+            for seed in SEEDS:
+                started = time.perf_counter()
+                net, losses = train_gnn(sets, GNNSettings(history=HISTORY, seed=seed))
+                train_seconds.append(time.perf_counter() - started)
+                for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+                    policy = GNNPolicy(paths, net, f"gnn[{setting}]")
+                    _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+                    per_set[label].append({"seed": seed, "final_training_loss": losses[-1],
+                                           **scores[policy.name].summary()})
+                    report(f"{setting} seed {seed}", label, per_set[label][-1])
+            results["gnn"][setting] = {"train_seconds_mean": statistics.mean(train_seconds),
+                                       "evaluation": summarized(per_set)}
 
-    ppo_runs: dict[str, list[dict]] = {label: [] for label in evaluation}
-    for seed in SEEDS:
-        run_dir = ROOT / "bench" / "runs" / f"ppo_gnn_seed{seed}"
-        if not (run_dir / "model.zip").exists():
-            train_runs({"ppo_gnn": []}, [seed])
-        env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
-        trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / "model.zip")), abilene_paths, int(env.history),
-                                      float(env.action_scale))
-        for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
-            policy = trained.on(paths, "ppo_gnn[abilene]")
-            _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
-            ppo_runs[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
-                                    **scores[policy.name].summary()})
-            print(f"ppo_gnn seed {seed} {label}: median {ppo_runs[label][-1]['median']:.3f} "
-                  f"p90 {ppo_runs[label][-1]['p90']:.3f}", flush=True)
-    results["ppo_gnn"] = {"abilene": {"evaluation": {
-        label: {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs),
-                "median_of_p90": statistics.median(r["p90"] for r in runs)} for label, runs in ppo_runs.items()}}}
+    if "ppo_gnn" in parts:
+        ppo_runs: dict[str, list[dict]] = {label: [] for label in evaluation}
+        for seed in SEEDS:
+            run_dir = trained_run("ppo_gnn", seed)
+            env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
+            trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / "model.zip")), abilene_paths,
+                                          int(env.history), float(env.action_scale))
+            for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+                policy = trained.on(paths, "ppo_gnn[abilene]")
+                _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+                ppo_runs[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
+                                        **scores[policy.name].summary()})
+                report(f"ppo_gnn seed {seed}", label, ppo_runs[label][-1])
+        results["ppo_gnn"] = {"abilene": {"evaluation": summarized(ppo_runs)}}
+
+    if "dqn_gnn" in parts:
+        results["dqn_gnn"] = path_selection_part(evaluation, abilene_paths)
     write("gnn_generalization", results)
+
+
+def trained_run(agent: str, seed: int) -> Path:
+    """The run directory of ``bench/learning.py``'s run of ``agent`` and ``seed``, trained now if missing."""
+    from bench.learning import train_runs
+
+    run_dir = ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
+    if not (run_dir / "model.zip").exists():
+        train_runs({agent: []}, [seed])
+    return run_dir
+
+
+def path_selection_part(evaluation: dict, training_paths) -> dict:
+    """DQN graph policy trained on Abilene, playing path selection on every evaluation set,
+    beside the path-selection baselines (MLU ÷ optimum of splittable routing)."""
+    from agents.flows import LPRounded, first_path, least_loaded, play
+    from agents.sb3 import SB3GraphPathChooser, load_model
+    from envs import PathSelectionEnv
+
+    choosers = [(f"dqn_gnn[abilene] seed {seed}", seed,
+                 SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / "model.zip")), training_paths))
+                for seed in SEEDS]
+    part: dict = {"baselines": {}, "evaluation": {}}
+    for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+        env = PathSelectionEnv(topology, matrices, pathset=paths)
+        runs = []
+        for name, seed, chooser in choosers:
+            normalized = play(env, chooser.on(paths), indices) / optimum
+            runs.append({"seed": seed, **summary(normalized)})
+            report(name, label, runs[-1])
+        part["evaluation"][label] = {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs)}
+        part["baselines"][label] = {name: summary(play(env, choose, indices) / optimum)
+                                    for name, choose in (("least_loaded", least_loaded), ("lp_rounded", LPRounded()),
+                                                         ("shortest_path", first_path))}
+        print(label, {name: round(s["median"], 3) for name, s in part["baselines"][label].items()}, flush=True)
+    return part
+
+
+def summary(normalized: np.ndarray) -> dict:
+    return {"median": float(np.median(normalized)), "p90": float(np.percentile(normalized, 90)),
+            "max": float(normalized.max())}
+
+
+def summarized(per_set: dict[str, list[dict]]) -> dict:
+    return {label: {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs),
+                    "median_of_p90": statistics.median(r["p90"] for r in runs)} for label, runs in per_set.items()}
+
+
+def report(policy: str, label: str, scores: dict) -> None:
+    print(f"{policy:22s} {label}: median {scores['median']:.3f} p90 {scores['p90']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

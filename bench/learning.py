@@ -4,7 +4,8 @@
   each next matrix from its history), for the gradient learner, PPO and DQN (on its own
   environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
-  replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs);
+  replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
+  agents decide per flow, so theirs is also given per flow;
 - training wall time until the held-out median normalized MLU first reaches 1.10.
 
 Each training run is a normal `rlte train` run (its directory is kept under bench/runs/).
@@ -102,7 +103,41 @@ def decision_times(repeats: int = 20) -> list[dict]:
         for policy, seconds in measured.items():
             rows.append({**shape, "policy": policy, "seconds_per_decision": seconds})
             print(f"{name:14s} {policy:26s} {seconds * 1e3:10.3f} ms", flush=True)
+        for policy, seconds in path_choice_times(topology, pathset, tms, repeats).items():
+            # a path-selection agent decides per flow; a matrix is one flow per pair
+            rows.append({**shape, "policy": policy, "seconds_per_flow": seconds,
+                         "seconds_per_decision": seconds * pathset.num_pairs})
+            print(f"{name:14s} {policy:26s} {seconds * 1e3:10.3f} ms per flow", flush=True)
     return rows
+
+
+def path_choice_times(topology, pathset, tms: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds per flow of the DQN policies (MLP and graph) choosing a path."""
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    from agents.flows import from_model
+    from agents.sb3 import SB3GraphPathChooser, GraphQPolicy
+    from envs import PathSelectionEnv
+    from envs.graph import graph_wrapped
+
+    env = PathSelectionEnv(topology, tms, pathset=pathset)
+    graph_space = graph_wrapped(env).observation_space
+    choosers = {
+        "dqn_mlp": from_model(DQNPolicy(env.observation_space, env.action_space, lambda _: 0.0, net_arch=[128, 128])),
+        "dqn_gnn": SB3GraphPathChooser(GraphQPolicy(graph_space, env.action_space, lambda _: 0.0, hidden=32, layers=2,
+                                                    net_arch=[64]), pathset),
+    }
+    times = {}
+    for policy, choose in choosers.items():
+        observation, _ = env.reset(seed=0, options={"tm_index": 0})
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            action = choose(env, observation)
+            samples.append(time.perf_counter() - start)
+            observation, *_ = env.step(action)
+        times[policy] = statistics.median(samples)
+    return times
 
 
 def previous_runs(out: str | None, exclude: set[str]) -> list[dict]:
@@ -118,7 +153,7 @@ def previous_runs(out: str | None, exclude: set[str]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--agents", default="gradient,ppo,dqn")
+    parser.add_argument("--agents", default="gradient,ppo,ppo_gnn,dqn,dqn_gnn")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of agents not trained now from the existing results file")
@@ -140,9 +175,11 @@ def main() -> None:
         summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
         summary[agent]["train_seconds"] = [r["train_seconds"] for r in runs]
         summary[agent]["seconds_to_heldout_median_1.10"] = [r["seconds_to_heldout_median_1.10"] for r in runs]
-    baseline_source = next((r for r in results["abilene_runs"] if r["agent"] != "dqn"), None)
-    if baseline_source:
-        summary["baselines"] = {k: v for k, v in baseline_source["final"].items() if k not in summary}
+    # each environment's baselines, from the first run in it (path selection has its own)
+    for key, marker in (("baselines", "lp_previous"), ("path_selection_baselines", "least_loaded")):
+        source = next((r for r in results["abilene_runs"] if marker in r["final"]), None)
+        if source:
+            summary[key] = {k: v for k, v in source["final"].items() if k not in summary}
     results["summary"] = summary
     write("learning", results, args.out)
 

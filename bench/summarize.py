@@ -42,7 +42,7 @@ def learning(data: dict) -> str:
     summary = data.get("summary", {})
     rows = []
     for agent, s in summary.items():
-        if agent == "baselines":
+        if agent.endswith("baselines"):
             continue
         fmt = lambda xs: " / ".join(f"{x:.3f}" for x in xs)  # noqa: E731
         reach = " / ".join("never" if x is None else f"{x:.0f}" for x in s["seconds_to_heldout_median_1.10"])
@@ -50,10 +50,11 @@ def learning(data: dict) -> str:
                      " / ".join(f"{x:.0f}" for x in s["train_seconds"]), reach])
     if rows:
         parts.append(table(["agent", "median (per seed)", "p90", "max", "train s", "s to median ≤ 1.10"], rows))
-    if "baselines" in summary:
-        parts.append(table(["baseline", "median", "p90", "max"],
-                           [[k, f"{v['median']:.3f}", f"{v['p90']:.3f}", f"{v['max']:.3f}"]
-                            for k, v in summary["baselines"].items()]))
+    for key, label in (("baselines", "split-routing baseline"), ("path_selection_baselines", "path-selection baseline")):
+        if key in summary:
+            parts.append(table([label, "median", "p90", "max"],
+                               [[k, f"{v['median']:.3f}", f"{v['p90']:.3f}", f"{v['max']:.3f}"]
+                                for k, v in summary[key].items()]))
     if data.get("decision_time"):
         parts.append(table(["topology", "pairs", "policy", "ms per decision"],
                            [[r["topology"], str(r["pairs"]), r["policy"], f"{r['seconds_per_decision'] * 1e3:.3f}"]
@@ -72,7 +73,16 @@ def generalization(data: dict) -> str:
     for label, baselines in data.get("baselines", {}).items():
         for name, summary in baselines.items():
             rows.append([name, label, f"{summary['median']:.3f}", f"{summary['p90']:.3f}"])
-    return table(["policy, trained on", "evaluated on", "median (per seed)", "p90"], rows)
+    parts = [table(["policy, trained on", "evaluated on", "median (per seed)", "p90"], rows)]
+    paths = data.get("dqn_gnn")
+    if paths:
+        rows = [["dqn_gnn, abilene", label, " / ".join(f"{r['median']:.3f}" for r in evaluation["runs"]),
+                 " / ".join(f"{r['p90']:.3f}" for r in evaluation["runs"])]
+                for label, evaluation in paths["evaluation"].items()]
+        rows += [[name, label, f"{s['median']:.3f}", f"{s['p90']:.3f}"]
+                 for label, baselines in paths["baselines"].items() for name, s in baselines.items()]
+        parts.append(table(["path selection, trained on", "evaluated on", "median (per seed)", "p90"], rows))
+    return "\n\n".join(parts)
 
 
 def main() -> None:

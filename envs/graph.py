@@ -1,5 +1,5 @@
-"""A graph-structured view of the split-routing environment, for policies whose weights do
-not depend on the topology (graph neural networks).
+"""Graph-structured views of both environments, for policies whose weights do not depend on
+the topology (graph neural networks).
 
 - :func:`link_graph_edges`: the *link graph*, link a -> link b when a ends where b starts
   (and b is not a's reverse), as an edge list.
@@ -14,6 +14,13 @@ not depend on the topology (graph neural networks).
 :class:`GraphObservation` and :class:`LinkCostActions` are Gymnasium wrappers that put these
 on a :class:`~envs.split_routing.SplitRoutingEnv` (compose both for a policy that can route
 any topology). The encoders are separate classes so deployed policies encode alike.
+
+- :class:`FlowGraphObservation` (wrapper :class:`FlowGraphView`): the same link graph for
+  :class:`~envs.path_selection.PathSelectionEnv`, with per-link load features, which links
+  each of the K actions' paths uses, and what each action would do to the path's bottleneck
+  and to the MLU. The action stays Discrete(K).
+
+:func:`graph_wrapped` puts the right wrappers on either environment.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from scipy import sparse
 
 from topologies import PathSet, Routing, Topology
 
+from .path_selection import OBSERVATION_CAP, PathSelectionEnv
 from .split_routing import SplitRoutingEnv
 
 # Largest spread of slot logits a link-cost action can make within one pair: costs are in
@@ -103,6 +111,59 @@ class LinkCosts:
         return (1.0 - np.minimum(excess, COST_SPAN)).ravel().astype(np.float32)  # masked slots: -1
 
 
+class FlowGraphObservation:
+    """Graph observation of path selection, every utilization relative to the episode's u_ref
+    and clipped at ``OBSERVATION_CAP``:
+
+    - ``links`` (E, 4): utilization of the flows placed so far; the utilization the waiting
+      flow would add to the link; capacity over the largest capacity; fraction of flows routed;
+    - ``link_graph`` (2, M): :func:`link_graph_edges`;
+    - ``paths`` (K, E): 1 where action a's path uses the link (a pair with fewer than K paths
+      repeats them, as the environment maps actions);
+    - ``actions`` (K, 3): per action, its path's bottleneck utilization with the flow on it,
+      the MLU increase it would cause (minus the step reward when ``bottleneck_weight`` is 0),
+      and its hop count over the pair's shortest candidate's (what else the flow will occupy).
+
+    Once the episode is over the flow-dependent parts are zero.
+    """
+
+    NUM_LINK_FEATURES = 4
+
+    def __init__(self, pathset: PathSet) -> None:
+        topology = pathset.topology
+        self.pathset, self.edges = pathset, link_graph_edges(topology)
+        self._capacities = np.asarray(topology.capacities, dtype=np.float64)
+        num_links, k = topology.num_links, pathset.k
+        self.space = spaces.Dict({
+            "links": spaces.Box(0.0, OBSERVATION_CAP, shape=(num_links, self.NUM_LINK_FEATURES), dtype=np.float32),
+            "link_graph": spaces.Box(0, max(num_links - 1, 0), shape=self.edges.shape, dtype=np.int64),
+            "paths": spaces.Box(0.0, 1.0, shape=(k, num_links), dtype=np.float32),
+            "actions": spaces.Box(0.0, OBSERVATION_CAP, shape=(k, 3), dtype=np.float32),
+        })
+
+    def encode(self, env: PathSelectionEnv) -> dict[str, np.ndarray]:
+        """The observation of ``env``'s current state (its pathset must be this encoder's)."""
+        num_links, k = len(self._capacities), self.pathset.k
+        utilization = np.append(env.utilization(), 0.0)  # index num_links: the paths' padding
+        added = np.zeros(num_links + 1)
+        paths, actions = np.zeros((k, num_links + 1)), np.zeros((k, 3))
+        scale = 1.0 / env.reference
+        if env.routed < env.num_flows:
+            pair, rate = env.current_flow
+            links = env.candidate_links(pair)                                   # (K, L)
+            added[:-1] = rate / self._capacities
+            paths[np.arange(k)[:, None], links] = 1.0
+            bottleneck = (utilization + added)[links].max(axis=1)
+            hops = (links < num_links).sum(axis=1)
+            actions[:] = np.column_stack([bottleneck * scale, np.maximum(bottleneck - utilization.max(), 0.0) * scale,
+                                          hops / hops.min()])
+        links = np.column_stack([utilization[:-1] * scale, added[:-1] * scale, self._capacities / self._capacities.max(),
+                                 np.full(num_links, env.routed / max(1, env.num_flows))])
+        return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_graph": self.edges.copy(),
+                "paths": paths[:, :-1].astype(np.float32),
+                "actions": np.clip(actions, 0.0, OBSERVATION_CAP).astype(np.float32)}
+
+
 def _scale_free(values: np.ndarray) -> np.ndarray:
     peak = float(values.max()) if values.size else 0.0
     return values / peak if peak > 0 else np.zeros_like(values)
@@ -141,6 +202,23 @@ class LinkCostActions(gym.ActionWrapper):
         return self.decoder.slot_logits(action)
 
 
+class FlowGraphView(gym.ObservationWrapper):
+    """Observe a path-selection environment as :class:`FlowGraphObservation`."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if not isinstance(env.unwrapped, PathSelectionEnv):
+            raise TypeError(f"FlowGraphView needs a PathSelectionEnv underneath, got {type(env.unwrapped).__name__}")
+        self.encoder = FlowGraphObservation(env.unwrapped.pathset)
+        self.observation_space = self.encoder.space
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        return self.encoder.encode(self.env.unwrapped)
+
+
 def graph_wrapped(env: gym.Env) -> gym.Env:
-    """Both wrappers: a split-routing environment any graph policy can act in."""
+    """The graph view of either environment: split routing gets link features and link-cost
+    actions, path selection link features and per-action path memberships."""
+    if isinstance(env.unwrapped, PathSelectionEnv):
+        return FlowGraphView(env)
     return LinkCostActions(GraphObservation(env))

@@ -142,9 +142,28 @@ class PathSelectionEnv(gym.Env):
         return self._position
 
     @property
+    def num_flows(self) -> int:
+        """Flows this episode routes in all."""
+        return len(self._flows)
+
+    @property
     def current_flow(self) -> tuple[int, float]:
         """(pair index, rate in bit/s) of the flow waiting for a path."""
         return int(self._flows[self._position, 0]), float(self._flows[self._position, 1])
+
+    @property
+    def reference(self) -> float:
+        """``u_ref``: the utilization this episode's observations are relative to."""
+        return self._reference
+
+    def utilization(self) -> np.ndarray:
+        """(E,) link utilization of the flows placed so far."""
+        return self._loads[:-1] / self.capacities
+
+    def candidate_links(self, pair: int) -> np.ndarray:
+        """(K, L) link indices of action a's path for each a (padded with ``num_links``):
+        a pair with fewer than K paths repeats them, as :meth:`path_index` maps actions."""
+        return self._path_links[pair, np.arange(self.pathset.k) % int(self._count[pair])]
 
     def episode_ratios(self) -> np.ndarray:
         """(P, K) share of each pair's demand placed on each path so far (first path for unplaced pairs)."""
@@ -174,11 +193,11 @@ class PathSelectionEnv(gym.Env):
         return np.where(self.pathset.mask[pair], util.max(axis=1), np.inf)
 
     def _mlu(self) -> float:
-        return float((self._loads[:-1] / self.capacities).max())
+        return float(self.utilization().max())
 
     def _observation(self) -> np.ndarray:
         ps, n = self.pathset, self.topology.num_nodes
-        util = self._loads[:-1] / self.capacities / self._reference
+        util = self.utilization() / self._reference
         if self._position < len(self._flows):
             pair, rate = self.current_flow
             mask = ps.mask[pair]

@@ -39,8 +39,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"unknown agent algorithm {algorithm!r}; choose one of {', '.join(AGENT_ENV)}")
     if AGENT_ENV[algorithm] != kind:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
-    if agent_policy(cfg) == "graph" and algorithm != "ppo":
-        raise ValueError(f"agent.policy=graph is a PPO policy (split routing), not {algorithm!r}")
+    if agent_policy(cfg) not in ("mlp", "graph"):
+        raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
+    if agent_policy(cfg) == "graph" and algorithm == "gradient":
+        raise ValueError("agent.policy=graph is for PPO and DQN; the gradient learner's graph network is agents.gnn")
     if cfg.backend.name != "twin":
         raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
 
@@ -102,7 +104,12 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndar
     from agents.flows import LPRounded, first_path, from_model, least_loaded, play
 
     env = PathSelectionEnv(data.topology, data.test, pathset=data.pathset, flows_per_pair=int(cfg.env.flows_per_pair))
-    choosers = {cfg.agent.name: from_model(model)}
+    if agent_policy(cfg) == "graph":
+        from agents.sb3 import SB3GraphPathChooser
+
+        choosers = {cfg.agent.name: SB3GraphPathChooser(model, data.pathset)}
+    else:
+        choosers = {cfg.agent.name: from_model(model)}
     if baselines:
         choosers |= {"least_loaded": least_loaded, "lp_rounded": LPRounded(), "shortest_path": first_path}
     optimum = data.optimum_at(indices)

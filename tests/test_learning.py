@@ -124,6 +124,8 @@ def test_config_groups_compose():
         assert (b4.topology.name, b4.traffic.dataset, b4.env.history) == ("b4", "b4", 5)
         graph = compose("train", overrides=["agent=ppo_gnn"])
         assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("ppo", "graph", "split_routing")
+        graph = compose("train", overrides=["agent=dqn_gnn"])
+        assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("dqn", "graph", "path_selection")
 
 
 def test_mismatched_agent_and_environment_is_a_clear_error():
@@ -135,33 +137,42 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
                             "backend": {"name": "twin"}})
     with pytest.raises(ValueError, match="agent 'ppo' learns in env=split_routing"):
         check_config(cfg)
-    cfg = OmegaConf.create({"agent": {"algorithm": "dqn", "policy": "graph"}, "env": {"kind": "path_selection"},
+    cfg = OmegaConf.create({"agent": {"algorithm": "gradient", "policy": "graph"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "twin"}})
-    with pytest.raises(ValueError, match="agent.policy=graph is a PPO policy"):
+    with pytest.raises(ValueError, match="agent.policy=graph is for PPO and DQN"):
+        check_config(cfg)
+    cfg.agent.policy = "cnn"
+    with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
         check_config(cfg)
 
 
-def test_graph_ppo_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("agent, overrides", [
+    ("ppo_gnn", ["agent.hyperparameters.n_steps=64", "agent.hyperparameters.batch_size=64"]),
+    ("dqn_gnn", ["agent.hyperparameters.learning_starts=128"]),
+])
+def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from agents.sb3 import GraphActorCriticPolicy, SB3GraphSplitPolicy
+    from agents.sb3 import GraphActorCriticPolicy, GraphQPolicy, SB3GraphSplitPolicy
     from experiments.data import prepare
     from experiments.hydra_app import CONFIG_DIR
     from experiments.train import learned_policy, load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("train", overrides=["agent=ppo_gnn", "agent.total_timesteps=512", "agent.hyperparameters.n_steps=64",
-                                          "agent.hyperparameters.batch_size=64", "agent.policy_options.hidden=16",
-                                          "topology=b4", "traffic=b4-real", "eval.every=3",
+        cfg = compose("train", overrides=[f"agent={agent}", "agent.total_timesteps=512", "agent.policy_options.hidden=16",
+                                          *overrides, "topology=b4", "traffic=b4-real", "eval.every=3",
                                           "eval.periodic_every=256", "eval.with_baselines=false"])
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 256, 512]
     model = load_trained(cfg, prepare(cfg), tmp_path / "run")
-    assert isinstance(model.policy, GraphActorCriticPolicy) and model.policy.hidden == 16
-    assert isinstance(learned_policy(cfg, prepare(cfg), model), SB3GraphSplitPolicy)
+    assert isinstance(model.policy, {"ppo_gnn": GraphActorCriticPolicy, "dqn_gnn": GraphQPolicy}[agent])
+    assert model.policy.hidden == 16
+    if agent == "ppo_gnn":
+        assert isinstance(learned_policy(cfg, prepare(cfg), model), SB3GraphSplitPolicy)
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert list(report["policies"]) == ["ppo_gnn"] and len(report["tm_index"]) == 4  # last 12 held out, every 3rd
+    assert list(report["policies"]) == [agent] and len(report["tm_index"]) == 4  # last 12 held out, every 3rd
+    assert all(value >= 1.0 - 1e-9 for value in report["policies"][agent]["normalized_mlu"])  # the optimum bounds it
 
 
 def rlte(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
