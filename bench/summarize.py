@@ -56,8 +56,9 @@ def learning(data: dict) -> str:
                                [[k, f"{v['median']:.3f}", f"{v['p90']:.3f}", f"{v['max']:.3f}"]
                                 for k, v in summary[key].items()]))
     if data.get("decision_time"):
-        parts.append(table(["topology", "pairs", "policy", "ms per decision"],
-                           [[r["topology"], str(r["pairs"]), r["policy"], f"{r['seconds_per_decision'] * 1e3:.3f}"]
+        parts.append(table(["topology", "pairs", "policy", "ms per decision (matrix)", "ms per flow"],
+                           [[r["topology"], str(r["pairs"]), r["policy"], f"{r['seconds_per_decision'] * 1e3:.3f}",
+                             f"{r['seconds_per_flow'] * 1e3:.3f}" if "seconds_per_flow" in r else ""]
                             for r in data["decision_time"]]))
     return "\n\n".join(parts)
 
