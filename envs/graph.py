@@ -142,8 +142,11 @@ class FlowGraphObservation:
         })
 
     def encode(self, env: PathSelectionEnv) -> dict[str, np.ndarray]:
-        """The observation of ``env``'s current state (its pathset must be this encoder's)."""
+        """The observation of ``env``'s current state (its candidate paths must be this encoder's)."""
         num_links, k = len(self._capacities), self.pathset.k
+        if env.pathset is not self.pathset and _shape(env.pathset) != _shape(self.pathset):  # cheap: runs per flow
+            raise ValueError(f"this encoder was built for {self.pathset.topology.name!r} with K={k}; the environment "
+                             f"routes {env.pathset.topology.name!r} with K={env.pathset.k}")
         utilization = np.append(env.utilization(), 0.0)  # index num_links: the paths' padding
         added = np.zeros(num_links + 1)
         paths, actions = np.zeros((k, num_links + 1)), np.zeros((k, 3))
@@ -162,6 +165,10 @@ class FlowGraphObservation:
         return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_graph": self.edges.copy(),
                 "paths": paths[:, :-1].astype(np.float32),
                 "actions": np.clip(actions, 0.0, OBSERVATION_CAP).astype(np.float32)}
+
+
+def _shape(pathset: PathSet) -> tuple:
+    return pathset.topology.name, pathset.topology.num_links, pathset.num_pairs, pathset.k
 
 
 def _scale_free(values: np.ndarray) -> np.ndarray:

@@ -259,5 +259,10 @@ def test_graph_pieces_refuse_what_they_cannot_serve():
         GraphQPolicy(graph_space, spaces.Discrete(3), lambda _: 1e-3)
     with pytest.raises(TypeError, match="needs a GraphQPolicy"):
         SB3GraphPathChooser(make_model("dqn", flows, {}, seed=0), flows.pathset)
+    chooser = SB3GraphPathChooser(q_policy_for(triangle()), k_shortest_paths(triangle(), 3))
+    abilene = PathSelectionEnv("abilene", "abilene-test", k=3)
+    observation, _ = abilene.reset(seed=0)
+    with pytest.raises(ValueError, match="built for 'triangle' with K=2; the environment routes 'abilene' with K=3"):
+        chooser(abilene, observation)
     with pytest.raises(ValueError, match="unknown policy 'cnn'"):
         make_model("ppo", flat, {}, seed=0, policy="cnn")
