@@ -4,12 +4,14 @@ which unsplittable flows can approach but not always reach)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from envs.path_selection import PathSelectionEnv
 
+from .evaluation import PolicyScores
 from .lp import path_lp
 
 Chooser = Callable[[PathSelectionEnv, np.ndarray], int]
@@ -59,3 +61,21 @@ def play(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[int], seed
                 final[i] = info["final_mlu"]
                 break
     return final
+
+
+def baseline_choosers() -> dict[str, Chooser]:
+    """The classic rules every path-selection agent is compared with."""
+    return {"least_loaded": least_loaded, "lp_rounded": LPRounded(), "shortest_path": first_path}
+
+
+def score_choosers(env: PathSelectionEnv, choosers: Mapping[str, Chooser], tm_indices: Sequence[int],
+                   optimal_mlu: np.ndarray, seed: int = 0) -> dict[str, PolicyScores]:
+    """Each chooser's final MLU on the matrices ``tm_indices`` (÷ their optima ``optimal_mlu``)
+    and its mean time per matrix, as the split-routing policies are scored."""
+    scores = {}
+    for name, choose in choosers.items():
+        start = time.perf_counter()
+        final = play(env, choose, tm_indices, seed=seed)
+        per_matrix = (time.perf_counter() - start) / len(tm_indices)
+        scores[name] = PolicyScores(final, final / optimal_mlu, np.full(len(tm_indices), per_matrix))
+    return scores

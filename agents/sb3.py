@@ -84,10 +84,50 @@ class PerLink(nn.Module):
         return self.linear(links).squeeze(-1)
 
 
-class GraphActorCriticPolicy(ActorCriticPolicy):
+class TopologyFreePolicy:
+    """What both graph policies share: a GNN extractor of ``hidden`` width and ``layers`` depth
+    named by those two numbers (so SB3 saves them, not the extractor class), and the same
+    weights in a policy for another topology's spaces."""
+
+    # constructor parameters SB3 would save that these policies derive themselves
+    derived_parameters: tuple[str, ...] = ("features_extractor_class", "features_extractor_kwargs")
+
+    def _graph_extractor(self, extractor: type[BaseFeaturesExtractor], hidden: int, layers: int,
+                         kwargs: dict[str, Any]) -> None:
+        self.hidden, self.layers = hidden, layers
+        kwargs.update(features_extractor_class=extractor, features_extractor_kwargs={"hidden": hidden, "layers": layers})
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        for key in self.derived_parameters:
+            data.pop(key, None)
+        return {**data, "hidden": self.hidden, "layers": self.layers}
+
+    def _same_weights(self, observation_space: spaces.Dict, action_space: spaces.Space, **kwargs: Any):
+        """These weights in a policy for other spaces (itself when they match)."""
+        if observation_space == self.observation_space and action_space == self.action_space:
+            return self
+        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden, layers=self.layers,
+                           **kwargs)
+        other.load_state_dict(self.state_dict())
+        other.set_training_mode(False)
+        return other
+
+
+def _graph_network(policy: BaseAlgorithm | nn.Module, expected: type, adapter: str):
+    """The policy network of a model (or the network itself), refused unless it is ``expected``."""
+    network = policy.policy if isinstance(policy, BaseAlgorithm) else policy
+    if not isinstance(network, expected):
+        raise TypeError(f"{adapter} needs a {expected.__name__}, got {type(network).__name__}")
+    return network
+
+
+class GraphActorCriticPolicy(TopologyFreePolicy, ActorCriticPolicy):
     """PPO policy for the graph view of split routing: GNN extractor, per-link action means,
     one shared log standard deviation, a pooled value. No parameter's shape depends on the
     topology, so the state dict loads into the policy of any other topology."""
+
+    derived_parameters = (*TopologyFreePolicy.derived_parameters, "share_features_extractor", "net_arch")
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, lr_schedule, *,
                  hidden: int = 64, layers: int = 3, **kwargs: Any) -> None:
@@ -96,9 +136,8 @@ class GraphActorCriticPolicy(ActorCriticPolicy):
         if action_space.shape != (observation_space["links"].shape[0],):
             raise ValueError(f"GraphActorCriticPolicy acts with one cost per link ({observation_space['links'].shape[0]}"
                              f"; envs.graph.LinkCostActions), got action shape {action_space.shape}")
-        self.hidden, self.layers = hidden, layers
-        kwargs.update(features_extractor_class=LinkGraphExtractor, share_features_extractor=True,
-                      features_extractor_kwargs={"hidden": hidden, "layers": layers})
+        self._graph_extractor(LinkGraphExtractor, hidden, layers, kwargs)
+        kwargs["share_features_extractor"] = True
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -117,35 +156,24 @@ class GraphActorCriticPolicy(ActorCriticPolicy):
                 module.apply(lambda m, gain=gain: self.init_weights(m, gain=gain))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        for key in ("features_extractor_class", "features_extractor_kwargs", "share_features_extractor", "net_arch"):
-            data.pop(key, None)
-        return {**data, "hidden": self.hidden, "layers": self.layers}
-
     def on(self, observation_space: spaces.Dict, action_space: spaces.Box) -> "GraphActorCriticPolicy":
         """These weights in a policy for another topology's spaces (itself when they match)."""
-        if observation_space == self.observation_space and action_space == self.action_space:
-            return self
-        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden, layers=self.layers)
-        other.load_state_dict(self.state_dict())
-        other.set_training_mode(False)
-        return other
+        return self._same_weights(observation_space, action_space)
 
 
 # ---------------------------------------------------------------------------- graph Q-network
-class PathGraphExtractor(BaseFeaturesExtractor):
+class PathGraphExtractor(LinkGraphExtractor):
     """GNN features extractor for path selection: link embeddings pooled over each action's
     path (mean and max), beside that action's own features -> (B, K · per_action)."""
 
     def __init__(self, observation_space: spaces.Dict, hidden: int = 64, layers: int = 3) -> None:
+        super().__init__(observation_space, hidden, layers)
         k, action_features = observation_space["actions"].shape
         self.per_action = 2 * hidden + action_features
-        super().__init__(observation_space, features_dim=k * self.per_action)
-        self.gnn = LinkMessagePassing(observation_space["links"].shape[-1], hidden, layers)
+        self._features_dim = k * self.per_action
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        links = self.gnn(observations["links"], observations["link_graph"][0].long())  # (B, E, H)
+        links = super().forward(observations)                                           # (B, E, H)
         on_path = observations["paths"]                                               # (B, K, E)
         mean = on_path @ links / on_path.sum(dim=-1, keepdim=True).clamp_min(1.0)
         # max over the path's links; a finished episode has no path (all zeros) and gets 0
@@ -176,7 +204,7 @@ class GraphQNetwork(QNetwork):
         self.q_net = PerAction(k, self.features_dim // k, self.net_arch, self.activation_fn)
 
 
-class GraphQPolicy(DQNPolicy):
+class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
     """DQN policy for the graph view of path selection (:class:`envs.graph.FlowGraphView`):
     :class:`PathGraphExtractor` and a per-action scorer. No parameter's shape depends on the
     topology or on K, so the state dict loads into the policy of any other topology."""
@@ -189,31 +217,17 @@ class GraphQPolicy(DQNPolicy):
         if not isinstance(action_space, spaces.Discrete) or action_space.n != observation_space["paths"].shape[0]:
             raise ValueError(f"GraphQPolicy picks one of the observation's {observation_space['paths'].shape[0]} "
                              f"paths, got action space {action_space}")
-        self.hidden, self.layers = hidden, layers
-        kwargs.update(features_extractor_class=PathGraphExtractor,
-                      features_extractor_kwargs={"hidden": hidden, "layers": layers})
+        self._graph_extractor(PathGraphExtractor, hidden, layers, kwargs)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> GraphQNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return GraphQNetwork(**net_args).to(self.device)
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        for key in ("features_extractor_class", "features_extractor_kwargs"):
-            data.pop(key, None)
-        return {**data, "hidden": self.hidden, "layers": self.layers}
-
     def on(self, observation_space: spaces.Dict) -> "GraphQPolicy":
         """These weights in a policy for another topology's (or K's) observation space (itself when it matches)."""
-        if observation_space == self.observation_space:
-            return self
-        action_space = spaces.Discrete(observation_space["paths"].shape[0])
-        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden,
-                           layers=self.layers, net_arch=self.net_arch, activation_fn=self.activation_fn)
-        other.load_state_dict(self.state_dict())
-        other.set_training_mode(False)
-        return other
+        return self._same_weights(observation_space, spaces.Discrete(observation_space["paths"].shape[0]),
+                                  net_arch=self.net_arch, activation_fn=self.activation_fn)
 
 
 GRAPH_POLICIES: dict[str, type] = {"ppo": GraphActorCriticPolicy, "dqn": GraphQPolicy}
@@ -285,9 +299,7 @@ class SB3GraphSplitPolicy(SB3SplitPolicy):
 
     def __init__(self, policy: GraphActorCriticPolicy | BaseAlgorithm, pathset: PathSet, history: int,
                  action_scale: float, name: str = "ppo_gnn") -> None:
-        network = policy.policy if isinstance(policy, BaseAlgorithm) else policy
-        if not isinstance(network, GraphActorCriticPolicy):
-            raise TypeError(f"SB3GraphSplitPolicy needs a GraphActorCriticPolicy, got {type(network).__name__}")
+        network = _graph_network(policy, GraphActorCriticPolicy, "SB3GraphSplitPolicy")
         self.graph, self.costs = LinkGraphObservation(pathset, history), LinkCosts(pathset)
         super().__init__(network.on(self.graph.space, self.costs.space), pathset, history, action_scale, name)
 
@@ -306,9 +318,7 @@ class SB3GraphPathChooser:
     the environment's state itself, so it plays the plain environment."""
 
     def __init__(self, policy: GraphQPolicy | BaseAlgorithm, pathset: PathSet) -> None:
-        network = policy.policy if isinstance(policy, BaseAlgorithm) else policy
-        if not isinstance(network, GraphQPolicy):
-            raise TypeError(f"SB3GraphPathChooser needs a GraphQPolicy, got {type(network).__name__}")
+        network = _graph_network(policy, GraphQPolicy, "SB3GraphPathChooser")
         self.encoder = FlowGraphObservation(pathset)
         self.policy = network.on(self.encoder.space)
 

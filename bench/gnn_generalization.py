@@ -148,43 +148,35 @@ def main() -> None:
 
 def trained_run(agent: str, seed: int) -> Path:
     """The run directory of ``bench/learning.py``'s run of ``agent`` and ``seed``, trained now if missing."""
-    from bench.learning import train_runs
+    from bench.learning import run_dir, train_runs
 
-    run_dir = ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
-    if not (run_dir / "model.zip").exists():
+    if not (run_dir(agent, seed) / "model.zip").exists():
         train_runs({agent: []}, [seed])
-    return run_dir
+    return run_dir(agent, seed)
 
 
 def path_selection_part(evaluation: dict, training_paths) -> dict:
     """DQN graph policy trained on Abilene, playing path selection on every evaluation set,
     beside the path-selection baselines (MLU ÷ optimum of splittable routing)."""
-    from agents.flows import LPRounded, first_path, least_loaded, play
+    from agents.flows import baseline_choosers, score_choosers
     from agents.sb3 import SB3GraphPathChooser, load_model
     from envs import PathSelectionEnv
 
-    choosers = [(f"dqn_gnn[abilene] seed {seed}", seed,
-                 SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / "model.zip")), training_paths))
-                for seed in SEEDS]
+    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / "model.zip")),
+                                         training_paths) for seed in SEEDS}
     part: dict = {"baselines": {}, "evaluation": {}}
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
         env = PathSelectionEnv(topology, matrices, pathset=paths)
         runs = []
-        for name, seed, chooser in choosers:
-            normalized = play(env, chooser.on(paths), indices) / optimum
-            runs.append({"seed": seed, **summary(normalized)})
-            report(name, label, runs[-1])
+        for seed, chooser in trained.items():
+            scores = score_choosers(env, {"dqn_gnn": chooser.on(paths)}, indices, optimum)["dqn_gnn"]
+            runs.append({"seed": seed, **scores.summary()})
+            report(f"dqn_gnn[abilene] seed {seed}", label, runs[-1])
         part["evaluation"][label] = {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs)}
-        part["baselines"][label] = {name: summary(play(env, choose, indices) / optimum)
-                                    for name, choose in (("least_loaded", least_loaded), ("lp_rounded", LPRounded()),
-                                                         ("shortest_path", first_path))}
+        part["baselines"][label] = {name: scores.summary() for name, scores in
+                                    score_choosers(env, baseline_choosers(), indices, optimum).items()}
         print(label, {name: round(s["median"], 3) for name, s in part["baselines"][label].items()}, flush=True)
     return part
-
-
-def summary(normalized: np.ndarray) -> dict:
-    return {"median": float(np.median(normalized)), "p90": float(np.percentile(normalized, 90)),
-            "max": float(normalized.max())}
 
 
 def summarized(per_set: dict[str, list[dict]]) -> dict:

@@ -29,7 +29,12 @@ from bench.common import machine, write  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_runs(agents: dict[str, list[str]], seeds: list[int], prefix: str = "") -> list[dict]:
+def run_dir(agent: str, seed: int) -> Path:
+    """Where the benchmark keeps the training run of ``agent`` with ``seed``."""
+    return ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
+
+
+def train_runs(agents: dict[str, list[str]], seeds: list[int]) -> list[dict]:
     from hydra import compose, initialize_config_dir
 
     from experiments.hydra_app import CONFIG_DIR
@@ -40,10 +45,10 @@ def train_runs(agents: dict[str, list[str]], seeds: list[int], prefix: str = "")
         for seed in seeds:
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
                 cfg = compose("train", overrides=[f"agent={agent}", f"seed={seed}", *overrides])
-            run_dir = ROOT / "bench" / "runs" / f"{prefix}{agent}_seed{seed}"
+            directory = run_dir(agent, seed)
             started = time.perf_counter()
-            metrics = run_training(cfg, run_dir)
-            rows.append({"agent": agent, "seed": seed, "overrides": overrides, "run_dir": str(run_dir.relative_to(ROOT)),
+            metrics = run_training(cfg, directory)
+            rows.append({"agent": agent, "seed": seed, "overrides": overrides, "run_dir": str(directory.relative_to(ROOT)),
                          "wall_seconds": time.perf_counter() - started, **metrics})
             final = metrics["final"][cfg.agent.name]
             print(f"{agent:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "

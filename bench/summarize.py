@@ -64,25 +64,22 @@ def learning(data: dict) -> str:
 
 
 def generalization(data: dict) -> str:
-    rows = []
-    trained = [(f"gnn (twin), {setting}", r) for setting, r in data.get("gnn", {}).items()]
-    trained += [(f"ppo_gnn, {setting}", r) for setting, r in data.get("ppo_gnn", {}).items()]
-    for policy, result in trained:
-        for label, evaluation in result["evaluation"].items():
-            rows.append([policy, label, " / ".join(f"{r['median']:.3f}" for r in evaluation["runs"]),
-                         " / ".join(f"{r['p90']:.3f}" for r in evaluation["runs"])])
-    for label, baselines in data.get("baselines", {}).items():
-        for name, summary in baselines.items():
-            rows.append([name, label, f"{summary['median']:.3f}", f"{summary['p90']:.3f}"])
-    parts = [table(["policy, trained on", "evaluated on", "median (per seed)", "p90"], rows)]
+    def seed_rows(policy: str, evaluation: dict) -> list[list[str]]:
+        return [[policy, label, " / ".join(f"{r['median']:.3f}" for r in result["runs"]),
+                 " / ".join(f"{r['p90']:.3f}" for r in result["runs"])] for label, result in evaluation.items()]
+
+    def baseline_rows(baselines: dict) -> list[list[str]]:
+        return [[name, label, f"{s['median']:.3f}", f"{s['p90']:.3f}"]
+                for label, by_name in baselines.items() for name, s in by_name.items()]
+
+    rows = [row for setting, r in data.get("gnn", {}).items() for row in seed_rows(f"gnn (twin), {setting}", r["evaluation"])]
+    rows += [row for setting, r in data.get("ppo_gnn", {}).items() for row in seed_rows(f"ppo_gnn, {setting}", r["evaluation"])]
+    parts = [table(["policy, trained on", "evaluated on", "median (per seed)", "p90"],
+                   rows + baseline_rows(data.get("baselines", {})))]
     paths = data.get("dqn_gnn")
     if paths:
-        rows = [["dqn_gnn, abilene", label, " / ".join(f"{r['median']:.3f}" for r in evaluation["runs"]),
-                 " / ".join(f"{r['p90']:.3f}" for r in evaluation["runs"])]
-                for label, evaluation in paths["evaluation"].items()]
-        rows += [[name, label, f"{s['median']:.3f}", f"{s['p90']:.3f}"]
-                 for label, baselines in paths["baselines"].items() for name, s in baselines.items()]
-        parts.append(table(["path selection, trained on", "evaluated on", "median (per seed)", "p90"], rows))
+        parts.append(table(["path selection, trained on", "evaluated on", "median (per seed)", "p90"],
+                           seed_rows("dqn_gnn, abilene", paths["evaluation"]) + baseline_rows(paths["baselines"])))
     return "\n\n".join(parts)
 
 

@@ -32,6 +32,7 @@ from scipy import sparse
 
 from topologies import PathSet, Routing, Topology
 
+from .common import scale_free
 from .path_selection import OBSERVATION_CAP, PathSelectionEnv
 from .split_routing import SplitRoutingEnv
 
@@ -79,9 +80,9 @@ class LinkGraphObservation:
     def encode(self, window_demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
         """(h, P) pair demands, oldest first (any scale), and (E,) utilization -> the observation."""
         equal_split = np.atleast_2d(np.asarray(window_demands, dtype=np.float64)) @ self._pair_utilization
-        features = np.column_stack([_scale_free(np.asarray(equal_split)).T,
+        features = np.column_stack([scale_free(np.asarray(equal_split)).T,
                                     self._capacities / self._capacities.max(),
-                                    _scale_free(np.asarray(utilization, dtype=np.float64))])
+                                    scale_free(np.asarray(utilization, dtype=np.float64))])
         return {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
 
 
@@ -147,20 +148,20 @@ class FlowGraphObservation:
         if env.pathset is not self.pathset and _shape(env.pathset) != _shape(self.pathset):  # cheap: runs per flow
             raise ValueError(f"this encoder was built for {self.pathset.topology.name!r} with K={k}; the environment "
                              f"routes {env.pathset.topology.name!r} with K={env.pathset.k}")
-        utilization = np.append(env.utilization(), 0.0)  # index num_links: the paths' padding
-        added = np.zeros(num_links + 1)
+        utilization = env.utilization()
+        added = np.zeros(num_links)
         paths, actions = np.zeros((k, num_links + 1)), np.zeros((k, 3))
         scale = 1.0 / env.reference
         if env.routed < env.num_flows:
             pair, rate = env.current_flow
-            links = env.candidate_links(pair)                                   # (K, L)
-            added[:-1] = rate / self._capacities
-            paths[np.arange(k)[:, None], links] = 1.0
-            bottleneck = (utilization + added)[links].max(axis=1)
-            hops = (links < num_links).sum(axis=1)
+            on_path = env.candidate_links(pair)                     # (K, L), padded with num_links
+            added = rate / self._capacities
+            paths[np.arange(k)[:, None], on_path] = 1.0
+            bottleneck = env.candidate_bottlenecks()[env.action_paths(pair)]
+            hops = (on_path < num_links).sum(axis=1)
             actions[:] = np.column_stack([bottleneck * scale, np.maximum(bottleneck - utilization.max(), 0.0) * scale,
                                           hops / hops.min()])
-        links = np.column_stack([utilization[:-1] * scale, added[:-1] * scale, self._capacities / self._capacities.max(),
+        links = np.column_stack([utilization * scale, added * scale, self._capacities / self._capacities.max(),
                                  np.full(num_links, env.routed / max(1, env.num_flows))])
         return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_graph": self.edges.copy(),
                 "paths": paths[:, :-1].astype(np.float32),
@@ -169,11 +170,6 @@ class FlowGraphObservation:
 
 def _shape(pathset: PathSet) -> tuple:
     return pathset.topology.name, pathset.topology.num_links, pathset.num_pairs, pathset.k
-
-
-def _scale_free(values: np.ndarray) -> np.ndarray:
-    peak = float(values.max()) if values.size else 0.0
-    return values / peak if peak > 0 else np.zeros_like(values)
 
 
 def _split_routing(env: gym.Env) -> SplitRoutingEnv:

@@ -160,10 +160,13 @@ class PathSelectionEnv(gym.Env):
         """(E,) link utilization of the flows placed so far."""
         return self._loads[:-1] / self.capacities
 
+    def action_paths(self, pair: int) -> np.ndarray:
+        """(K,) the path each action puts ``pair``'s flow on (a pair with fewer than K paths repeats them)."""
+        return np.arange(self.pathset.k) % int(self._count[pair])
+
     def candidate_links(self, pair: int) -> np.ndarray:
-        """(K, L) link indices of action a's path for each a (padded with ``num_links``):
-        a pair with fewer than K paths repeats them, as :meth:`path_index` maps actions."""
-        return self._path_links[pair, np.arange(self.pathset.k) % int(self._count[pair])]
+        """(K, L) link indices of each action's path (padded with ``num_links``), as :meth:`action_paths` maps them."""
+        return self._path_links[pair, self.action_paths(pair)]
 
     def episode_ratios(self) -> np.ndarray:
         """(P, K) share of each pair's demand placed on each path so far (first path for unplaced pairs)."""
@@ -180,7 +183,7 @@ class PathSelectionEnv(gym.Env):
     def path_index(self, pair: int, action: int) -> int:
         if not 0 <= action < self.pathset.k:
             raise ValueError(f"action must be in [0, {self.pathset.k - 1}], got {action}")
-        return action % int(self._count[pair])
+        return int(self.action_paths(pair)[action])
 
     def candidate_bottlenecks(self) -> np.ndarray:
         """(K,) utilization of each candidate path's busiest link if the current flow took it

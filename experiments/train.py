@@ -101,7 +101,7 @@ def score_split_routing(cfg: DictConfig, data: RunData, model, indices: np.ndarr
 
 def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *,
                          baselines: bool) -> dict[str, PolicyScores]:
-    from agents.flows import LPRounded, first_path, from_model, least_loaded, play
+    from agents.flows import baseline_choosers, from_model, score_choosers
 
     env = PathSelectionEnv(data.topology, data.test, pathset=data.pathset, flows_per_pair=int(cfg.env.flows_per_pair))
     if agent_policy(cfg) == "graph":
@@ -111,15 +111,8 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndar
     else:
         choosers = {cfg.agent.name: from_model(model)}
     if baselines:
-        choosers |= {"least_loaded": least_loaded, "lp_rounded": LPRounded(), "shortest_path": first_path}
-    optimum = data.optimum_at(indices)
-    scores = {}
-    for name, choose in choosers.items():
-        start = time.perf_counter()
-        final = play(env, choose, indices, seed=int(cfg.seed))
-        per_tm = (time.perf_counter() - start) / len(indices)
-        scores[name] = PolicyScores(final, final / optimum, np.full(len(indices), per_tm))
-    return scores
+        choosers |= baseline_choosers()
+    return score_choosers(env, choosers, indices, data.optimum_at(indices), seed=int(cfg.seed))
 
 
 def score(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool) -> dict[str, PolicyScores]:
