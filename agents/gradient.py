@@ -40,6 +40,7 @@ class SplitRatioNet(nn.Module):
     def __init__(self, pathset: PathSet, history: int, hidden: Sequence[int] = (128, 128)) -> None:
         super().__init__()
         self.history, self.num_pairs, self.k = history, pathset.num_pairs, pathset.k
+        self.hidden = tuple(hidden)
         self.body = mlp(history * pathset.num_pairs, pathset.num_slots, hidden)
         self.register_buffer("mask", torch.as_tensor(np.array(pathset.mask)))
 

@@ -8,6 +8,11 @@
   agents decide per flow, so theirs is also given per flow;
 - training wall time until the held-out median normalized MLU first reaches 1.10.
 
+Besides the agents' own configs, VARIANTS are runs of an agent with other settings, named
+in ``--agents`` like an agent: ``*_validated`` keep the checkpoint with the best median on
+the last day of the training week (cut from training: ``eval.validation=288``) instead of
+the last one.
+
 Each training run is a normal `rlte train` run (its directory is kept under bench/runs/).
 Runs one at a time; torch and BLAS use one thread each.
 """
@@ -29,29 +34,38 @@ from bench.common import machine, write  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "dqn_gnn_validated": ("dqn_gnn", ["eval.validation=288", "eval.periodic_every=2500"]),
+    "ppo_gnn_validated": ("ppo_gnn", ["eval.validation=288"]),
+}
+
+
 def run_dir(agent: str, seed: int) -> Path:
     """Where the benchmark keeps the training run of ``agent`` with ``seed``."""
     return ROOT / "bench" / "runs" / f"{agent}_seed{seed}"
 
 
-def train_runs(agents: dict[str, list[str]], seeds: list[int]) -> list[dict]:
+def train_runs(names: list[str], seeds: list[int]) -> list[dict]:
+    """Train each of ``names`` (an agent config, or one of VARIANTS) with every seed."""
     from hydra import compose, initialize_config_dir
 
     from experiments.hydra_app import CONFIG_DIR
     from experiments.train import run_training
 
     rows = []
-    for agent, overrides in agents.items():
+    for name in names:
+        agent, overrides = VARIANTS.get(name, (name, []))
         for seed in seeds:
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
                 cfg = compose("train", overrides=[f"agent={agent}", f"seed={seed}", *overrides])
-            directory = run_dir(agent, seed)
+            directory = run_dir(name, seed)
             started = time.perf_counter()
             metrics = run_training(cfg, directory)
-            rows.append({"agent": agent, "seed": seed, "overrides": overrides, "run_dir": str(directory.relative_to(ROOT)),
+            rows.append({"agent": name, "policy": agent, "seed": seed, "overrides": overrides,
+                         "run_dir": str(directory.relative_to(ROOT)),
                          "wall_seconds": time.perf_counter() - started, **metrics})
             final = metrics["final"][cfg.agent.name]
-            print(f"{agent:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "
+            print(f"{name:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "
                   f"max {final['max']:.3f}  train {metrics['train_seconds']:.0f} s", flush=True)
     return rows
 
@@ -145,41 +159,47 @@ def path_choice_times(topology, pathset, tms: np.ndarray, repeats: int) -> dict[
     return times
 
 
-def previous_runs(out: str | None, exclude: set[str]) -> list[dict]:
-    """Training runs of other agents from the results file this run replaces."""
+def previous_results(out: str | None) -> dict:
+    """The results file this run replaces (empty when there is none)."""
     import json
 
     path = Path(out) if out else ROOT / "bench" / "results" / "learning.json"
-    if not path.exists():
-        return []
-    return [r for r in json.loads(path.read_text()).get("abilene_runs", []) if r["agent"] not in exclude]
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--agents", default="gradient,ppo,ppo_gnn,dqn,dqn_gnn")
+    parser.add_argument("--agents", default="gradient,ppo,ppo_gnn,dqn,dqn_gnn",
+                        help=f"agent configs, or variants: {', '.join(VARIANTS)}")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of agents not trained now from the existing results file")
+    parser.add_argument("--keep-timing", action="store_true",
+                        help="keep the decision times of the existing results file instead of measuring them")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     seeds = [int(s) for s in args.seeds.split(",")]
-    agents = {name: [] for name in args.agents.split(",") if name}
-    kept = previous_runs(args.out, exclude=set(agents)) if args.merge else []  # read before the first write
+    names = [name for name in args.agents.split(",") if name]
+    previous = previous_results(args.out) if args.merge or args.keep_timing else {}  # read before the first write
+    kept = [r for r in previous.get("abilene_runs", []) if r["agent"] not in names] if args.merge else []
     results = {"benchmark": "learning", "machine": machine(), "seeds": seeds, "abilene_runs": kept}
-    results["decision_time"] = decision_times()
+    if args.keep_timing and "decision_time" not in previous:
+        parser.error("--keep-timing: the results file has no decision times to keep")
+    results["decision_time"] = previous["decision_time"] if args.keep_timing else decision_times()
     write("learning", results, args.out)
-    results["abilene_runs"] = kept + train_runs(agents, seeds)
+    results["abilene_runs"] = kept + train_runs(names, seeds)
     summary = {}
     for agent in dict.fromkeys(r["agent"] for r in results["abilene_runs"]):
         runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
-        finals = [r["final"][agent] for r in runs]
+        finals = [r["final"][r.get("policy", agent)] for r in runs]
         summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
         summary[agent]["train_seconds"] = [r["train_seconds"] for r in runs]
         summary[agent]["seconds_to_heldout_median_1.10"] = [r["seconds_to_heldout_median_1.10"] for r in runs]
+        if any(r.get("selected_checkpoint") for r in runs):  # runs that kept their best on validation
+            summary[agent]["selected_step"] = [(r.get("selected_checkpoint") or {}).get("step") for r in runs]
     # each environment's baselines, from the first run in it (path selection has its own)
     for key, marker in (("baselines", "lp_previous"), ("path_selection_baselines", "least_loaded")):
         source = next((r for r in results["abilene_runs"] if marker in r["final"]), None)

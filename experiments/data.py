@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,24 +43,65 @@ def cached_optimum(topology: Topology, matrices: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RunData:
-    topology: Topology
-    pathset: PathSet
-    train: TrafficSequence
-    train_optimum: np.ndarray
-    test: TrafficSequence   # held out; the first `pad` matrices are history only (not scored)
-    test_optimum: np.ndarray
-    pad: int                # matrices of history prepended to the held-out sequence
+class ScoredSequence:
+    """Matrices a run is judged on, each routed from the history before it: the first ``pad``
+    matrices are that history only (not scored); ``optimum`` is the exact optimal MLU of
+    every scored matrix."""
 
-    def held_out_indices(self, every: int, limit: int | None = None) -> np.ndarray:
-        """Indices into ``test`` to score: every ``every``-th held-out matrix (or ``limit`` evenly spaced)."""
-        scored = np.arange(self.pad, len(self.test))
+    traffic: TrafficSequence
+    optimum: np.ndarray
+    pad: int
+
+    @property
+    def name(self) -> str:
+        return self.traffic.name
+
+    @property
+    def matrices(self) -> np.ndarray:
+        return self.traffic.matrices
+
+    def indices(self, every: int, limit: int | None = None) -> np.ndarray:
+        """Indices into ``matrices`` to score: every ``every``-th scored matrix (or ``limit`` evenly spaced)."""
+        scored = np.arange(self.pad, len(self.traffic))
         if limit is not None and limit < len(scored):
             return scored[np.linspace(0, len(scored) - 1, limit).round().astype(int)]
         return scored[::every]
 
     def optimum_at(self, indices: np.ndarray) -> np.ndarray:
-        return self.test_optimum[np.asarray(indices) - self.pad]
+        return self.optimum[np.asarray(indices) - self.pad]
+
+
+@dataclass(frozen=True)
+class RunData:
+    topology: Topology
+    pathset: PathSet
+    train: TrafficSequence
+    train_optimum: np.ndarray
+    test: ScoredSequence                      # held out: the final table and the TensorBoard curves
+    validation: ScoredSequence | None = None  # cut from the end of the training sequence: picks the checkpoint
+
+
+def _with_history(before: TrafficSequence, scored: TrafficSequence, optimum: np.ndarray,
+                  contiguous: bool) -> ScoredSequence:
+    """``scored`` with up to HISTORY_PAD matrices of ``before`` in front when they are its past."""
+    pad = min(HISTORY_PAD, len(before)) if contiguous else 0
+    matrices = np.concatenate([before.matrices[len(before) - pad:], scored.matrices]) if pad else scored.matrices
+    return ScoredSequence(TrafficSequence(scored.name, matrices, scored.interval_s, scored.notes), optimum, pad)
+
+
+def split_validation(train: TrafficSequence, train_optimum: np.ndarray, count: int, contiguous: bool
+                     ) -> tuple[TrafficSequence, np.ndarray, ScoredSequence | None]:
+    """Cut the last ``count`` matrices off the training sequence as a validation sequence
+    (0: none). Training never sees them; they pick the checkpoint, so the held-out
+    sequence is not used to choose anything."""
+    if count == 0:
+        return train, train_optimum, None
+    if not 0 < count <= len(train) // 2:
+        raise TrafficError(f"eval.validation={count} must be between 0 and half the "
+                           f"{len(train)} training matrices")
+    rest = len(train) - count
+    kept, cut = train[:rest], replace(train[rest:], name=f"{train.name} (validation)")
+    return kept, train_optimum[:rest], _with_history(kept, cut, train_optimum[rest:], contiguous)
 
 
 def load_run_topology(cfg: DictConfig) -> Topology:
@@ -102,13 +143,14 @@ def prepare(cfg: DictConfig) -> RunData:
             train = train.scaled(float(target) / cached_optimum(topology, train.matrices))
             held_out = held_out.scaled(float(target) / cached_optimum(topology, held_out.matrices))
             train_optimum, held_out_optimum = np.full(len(train), float(target)), np.full(len(held_out), float(target))
-    pad = min(HISTORY_PAD, len(train)) if contiguous else 0
-    test_matrices = np.concatenate([train.matrices[len(train) - pad:], held_out.matrices]) if pad else held_out.matrices
     train = train.scaled(factor) if factor != 1.0 else train
-    test = TrafficSequence(held_out.name, test_matrices * factor, held_out.interval_s, held_out.notes)
+    held_out = held_out.scaled(factor) if factor != 1.0 else held_out
     pathset = k_shortest_paths(topology, int(cfg.paths))
     if train_optimum is None:
         train_optimum = cached_optimum(topology, train.matrices)
     if held_out_optimum is None:
-        held_out_optimum = cached_optimum(topology, test.matrices[pad:])
-    return RunData(topology, pathset, train, train_optimum, test, held_out_optimum, pad)
+        held_out_optimum = cached_optimum(topology, held_out.matrices)
+    test = _with_history(train, held_out, held_out_optimum, contiguous)
+    train, train_optimum, validation = split_validation(train, train_optimum, int(cfg.eval.get("validation", 0)),
+                                                        contiguous)
+    return RunData(topology, pathset, train, train_optimum, test, validation)

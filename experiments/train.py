@@ -26,10 +26,11 @@ from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
 
 from .compare import write_json_atomically
-from .data import RunData, prepare
+from .data import RunData, ScoredSequence, prepare
 from .plotting import cdf_figure, topology_figure
 
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
+SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last_<name> is the last one
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
 
 
@@ -89,21 +90,22 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
     return adapter(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
 
 
-def score_split_routing(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool,
-                        with_drops: bool = True) -> dict[str, PolicyScores]:
+def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
+                        baselines: bool, with_drops: bool = True) -> dict[str, PolicyScores]:
     policies = [learned_policy(cfg, data, model)]
     if baselines:
         policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
-    _, scores = evaluate_policies(policies, data.test.matrices, indices, optimal=data.optimum_at(indices),
+    _, scores = evaluate_policies(policies, sequence.matrices, indices, optimal=sequence.optimum_at(indices),
                                   with_drops=with_drops)
     return scores
 
 
-def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *,
+def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
                          baselines: bool) -> dict[str, PolicyScores]:
     from agents.flows import baseline_choosers, from_model, score_choosers
 
-    env = PathSelectionEnv(data.topology, data.test, pathset=data.pathset, flows_per_pair=int(cfg.env.flows_per_pair))
+    env = PathSelectionEnv(data.topology, sequence.traffic, pathset=data.pathset,
+                           flows_per_pair=int(cfg.env.flows_per_pair))
     if agent_policy(cfg) == "graph":
         from agents.sb3 import SB3GraphPathChooser
 
@@ -112,13 +114,14 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, indices: np.ndar
         choosers = {cfg.agent.name: from_model(model)}
     if baselines:
         choosers |= baseline_choosers()
-    return score_choosers(env, choosers, indices, data.optimum_at(indices), seed=int(cfg.seed))
+    return score_choosers(env, choosers, indices, sequence.optimum_at(indices), seed=int(cfg.seed))
 
 
-def score(cfg: DictConfig, data: RunData, model, indices: np.ndarray, *, baselines: bool) -> dict[str, PolicyScores]:
-    if cfg.env.kind == "path_selection":
-        return score_path_selection(cfg, data, model, indices, baselines=baselines)
-    return score_split_routing(cfg, data, model, indices, baselines=baselines)
+def score(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
+          baselines: bool) -> dict[str, PolicyScores]:
+    """The model (and, with ``baselines``, every baseline) on ``sequence``'s matrices ``indices``."""
+    scorer = score_path_selection if cfg.env.kind == "path_selection" else score_split_routing
+    return scorer(cfg, data, model, sequence, indices, baselines=baselines)
 
 
 # ---------------------------------------------------------------------------- TensorBoard
@@ -138,6 +141,9 @@ class TEWriter:
             self.writer.add_scalar("heldout/drop_fraction", float(scores.drop_fraction.mean()), step)
             self.writer.add_scalar("heldout/throughput_fraction", float(1 - scores.drop_fraction.mean()), step)
         self.writer.flush()
+
+    def validation(self, step: int, median: float) -> None:
+        self.writer.add_scalar("validation/normalized_mlu_median", median, step)
 
     def figures(self, step: int, data: RunData, table: dict[str, PolicyScores], utilization: np.ndarray | None) -> None:
         import matplotlib.pyplot as plt
@@ -169,30 +175,52 @@ def mean_utilization(data: RunData, policy, indices: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- training
 class Progress:
-    """Periodic held-out scores: TensorBoard, the training curve, and time to target."""
+    """Periodic scores during training: the held-out curve (TensorBoard, time to target) and,
+    when the run has a validation sequence, which checkpoint to keep. The held-out matrices
+    are only watched; only the validation ones (cut from the training sequence) choose."""
 
     def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter) -> None:
         self.cfg, self.data, self.writer = cfg, data, writer
-        self.indices = data.held_out_indices(int(cfg.eval.every), limit=int(cfg.eval.periodic_matrices))
+        limit = int(cfg.eval.periodic_matrices)
+        self.indices = data.test.indices(int(cfg.eval.every), limit=limit)
+        self.validation_indices = data.validation.indices(1, limit=limit) if data.validation else None
         self.start = time.perf_counter()
         self.curve: list[dict[str, float]] = []
         self.seconds_to_target: float | None = None
+        self.selected: dict[str, float] | None = None  # the best checkpoint on validation so far
 
-    def __call__(self, step: int, model) -> None:
-        scores = score(self.cfg, self.data, model, self.indices, baselines=False)[self.cfg.agent.name]
+    @property
+    def selects(self) -> bool:
+        return self.validation_indices is not None
+
+    def _median(self, model, sequence: ScoredSequence, indices: np.ndarray) -> tuple[PolicyScores, float]:
+        scores = score(self.cfg, self.data, model, sequence, indices, baselines=False)[self.cfg.agent.name]
+        return scores, float(np.median(scores.normalized_mlu))
+
+    def __call__(self, step: int, model) -> bool:
+        """Score ``model`` at ``step``; True when it is the best on validation so far (keep it)."""
+        scores, median = self._median(model, self.data.test, self.indices)
         self.writer.scores(step, scores)
         elapsed = time.perf_counter() - self.start
-        median = float(np.median(scores.normalized_mlu))
-        self.curve.append({"step": step, "seconds": elapsed, "median": median,
-                           "p90": float(np.percentile(scores.normalized_mlu, 90))})
+        point = {"step": step, "seconds": elapsed, "median": median,
+                 "p90": float(np.percentile(scores.normalized_mlu, 90))}
         if self.seconds_to_target is None and median <= TARGET_NORMALIZED_MLU:
             self.seconds_to_target = elapsed
+        best = False
+        if self.selects:
+            _, point["validation_median"] = self._median(model, self.data.validation, self.validation_indices)
+            self.writer.validation(step, point["validation_median"])
+            best = self.selected is None or point["validation_median"] < self.selected["validation_median"]
+            if best:
+                self.selected = {"step": step, "validation_median": point["validation_median"], "median": median}
+        self.curve.append(point)
+        return best
 
 
 def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.sb3 import make_model
+    from agents.sb3 import load_model, make_model
 
     env = make_vec_env(cfg, data)
     model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
@@ -200,6 +228,10 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
                        tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
                        policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create()))
     every = int(cfg.eval.periodic_every)
+
+    def checkpoint(step: int) -> None:
+        if progress(step, model):
+            model.save(run_dir / SB3_MODEL)
 
     class Periodic(BaseCallback):
         def __init__(self) -> None:
@@ -209,19 +241,35 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.next += every
-                progress(self.num_timesteps, self.model)
+                checkpoint(self.num_timesteps)
             return True
 
-    progress(0, model)
+    checkpoint(0)
     with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
         warnings.filterwarnings("ignore", message="rich is experimental")
         model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
                     tb_log_name=cfg.agent.name)
     if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
-        progress(int(model.num_timesteps), model)
-    model.save(run_dir / "model.zip")
+        checkpoint(int(model.num_timesteps))
     env.close()
-    return model
+    if not progress.selects:
+        model.save(run_dir / SB3_MODEL)
+        return model
+    model.save(run_dir / f"last_{SB3_MODEL}")
+    return load_model(cfg.agent.algorithm, str(run_dir / SB3_MODEL))
+
+
+def save_gradient_net(net, path: Path) -> None:
+    torch.save({"state_dict": net.state_dict(), "history": net.history, "hidden": list(net.hidden)}, path)
+
+
+def load_gradient_net(data: RunData, path: Path):
+    from agents.gradient import SplitRatioNet
+
+    saved = torch.load(path, weights_only=True)
+    net = SplitRatioNet(data.pathset, saved["history"], saved["hidden"])
+    net.load_state_dict(saved["state_dict"])
+    return net
 
 
 def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
@@ -237,38 +285,40 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
     bar = tqdm(total=settings.epochs, desc="gradient epochs", unit="epoch")
 
+    def checkpoint(step: int, net) -> None:
+        if progress(step, net):
+            save_gradient_net(net, run_dir / GRADIENT_MODEL)
+
     def on_epoch(epoch: int, loss: float, policy) -> None:
         progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if (epoch + 1) % every == 0 or epoch + 1 == settings.epochs:
-            progress(epoch + 1, policy.net)
+            checkpoint(epoch + 1, policy.net)
 
-    progress(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
+    torch.manual_seed(settings.seed)
+    checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
     policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
     bar.close()
-    torch.save({"state_dict": policy.net.state_dict(), "history": settings.history, "hidden": list(settings.hidden)},
-               run_dir / "model.pt")
-    return policy.net
+    if not progress.selects:
+        save_gradient_net(policy.net, run_dir / GRADIENT_MODEL)
+        return policy.net
+    save_gradient_net(policy.net, run_dir / f"last_{GRADIENT_MODEL}")
+    return load_gradient_net(data, run_dir / GRADIENT_MODEL)
 
 
 def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
     if cfg.agent.algorithm == "gradient":
-        from agents.gradient import SplitRatioNet
-
-        saved = torch.load(run_dir / "model.pt", weights_only=True)
-        net = SplitRatioNet(data.pathset, saved["history"], saved["hidden"])
-        net.load_state_dict(saved["state_dict"])
-        return net
+        return load_gradient_net(data, run_dir / GRADIENT_MODEL)
     from agents.sb3 import load_model
 
-    return load_model(cfg.agent.algorithm, str(run_dir / "model.zip"))
+    return load_model(cfg.agent.algorithm, str(run_dir / SB3_MODEL))
 
 
 def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[str, PolicyScores]) -> dict:
     return {"topology": data.topology.name, "traffic": data.test.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
-            "tm_index": [int(i) - data.pad for i in indices],
-            "optimal_mlu": data.optimum_at(indices).tolist(),
+            "tm_index": [int(i) - data.test.pad for i in indices],
+            "optimal_mlu": data.test.optimum_at(indices).tolist(),
             "policies": {name: {"summary": s.summary(), "mlu": s.mlu.tolist(),
                                 "normalized_mlu": s.normalized_mlu.tolist()} for name, s in table.items()}}
 
@@ -276,8 +326,8 @@ def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[
 def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
                  out: Path | None = None) -> tuple[dict, dict[str, PolicyScores]]:
     """Score the trained model and the baselines on the held-out matrices; write the JSON report."""
-    indices = data.held_out_indices(int(cfg.eval.every))
-    table = score(cfg, data, model, indices, baselines=bool(cfg.eval.with_baselines))
+    indices = data.test.indices(int(cfg.eval.every))
+    table = score(cfg, data, model, data.test, indices, baselines=bool(cfg.eval.with_baselines))
     report = table_json(cfg, data, indices, table)
     write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
     return report, table
@@ -300,12 +350,13 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     utilization = None
     if cfg.env.kind == "split_routing":
         utilization = mean_utilization(data, learned_policy(cfg, data, model),
-                                       data.held_out_indices(int(cfg.eval.every)))
+                                       data.test.indices(int(cfg.eval.every)))
     writer.figures(progress.curve[-1]["step"], data, table, utilization)
     writer.close()
     metrics = {"agent": cfg.agent.name, "topology": data.topology.name, "seed": int(cfg.seed),
                "prepare_seconds": prepare_s, "train_seconds": train_s,
                "seconds_to_heldout_median_1.10": progress.seconds_to_target, "curve": progress.curve,
+               "selected_checkpoint": progress.selected,
                "final": {name: p["summary"] for name, p in report["policies"].items()}}
     write_json_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics

@@ -148,7 +148,7 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
 
 @pytest.mark.parametrize("agent, overrides", [
     ("ppo_gnn", ["agent.hyperparameters.n_steps=64", "agent.hyperparameters.batch_size=64"]),
-    ("dqn_gnn", ["agent.hyperparameters.learning_starts=128"]),
+    ("dqn_gnn", ["agent.hyperparameters.learning_starts=128", "eval.validation=6"]),
 ])
 def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
@@ -173,6 +173,67 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert list(report["policies"]) == [agent] and len(report["tm_index"]) == 4  # last 12 held out, every 3rd
     assert all(value >= 1.0 - 1e-9 for value in report["policies"][agent]["normalized_mlu"])  # the optimum bounds it
+    if cfg.eval.validation:  # the kept SB3 checkpoint is the best on validation, the last one is kept beside it
+        best = min(metrics["curve"], key=lambda point: point["validation_median"])
+        assert metrics["selected_checkpoint"]["step"] == best["step"]
+        assert (tmp_path / "run" / "last_model.zip").is_file()
+
+
+def compose_train(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.hydra_app import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose("train", overrides=list(overrides))
+
+
+def test_validation_is_cut_from_the_end_of_training(tmp_path, monkeypatch):
+    from experiments.data import prepare
+    from topologies import TrafficError
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    b4 = ["agent=gradient", "topology=b4", "traffic=b4-real"]
+    whole, cut = prepare(compose_train(*b4)), prepare(compose_train(*b4, "eval.validation=6"))
+    assert whole.validation is None and len(whole.train) == 24  # B4: 36 matrices, the first 24 train
+    assert np.array_equal(cut.train.matrices, whole.train.matrices[:18])
+    assert np.array_equal(cut.train_optimum, whole.train_optimum[:18])
+    validation = cut.validation
+    # 12 matrices of history in front (its past, the training sequence's 7th to 18th), then the 6 it scores
+    assert validation.pad == 12 and np.array_equal(validation.matrices, whole.train.matrices[6:])
+    assert list(validation.indices(1)) == list(range(12, 18))
+    assert np.array_equal(validation.optimum_at(np.arange(12, 18)), whole.train_optimum[18:])
+    assert np.array_equal(cut.test.matrices, whole.test.matrices)  # the held-out sequence is untouched
+    for count in (-1, 13):
+        with pytest.raises(TrafficError, match=f"eval.validation={count} must be between 0 and half the 24"):
+            prepare(compose_train(*b4, f"eval.validation={count}"))
+
+
+def test_validation_picks_the_kept_gradient_checkpoint(tmp_path, monkeypatch):
+    """The kept model is the checkpoint with the best validation median, not the last one;
+    `rlte eval` and the final table score that kept model."""
+    from experiments.data import prepare
+    from experiments.train import load_trained, run_training, score
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train("agent=gradient", "agent.epochs=6", "agent.hidden=[16]", "topology=b4", "traffic=b4-real",
+                        "eval.validation=6", "eval.every=1", "eval.periodic_every=1000", "eval.with_baselines=false")
+    metrics = run_training(cfg, tmp_path / "run")
+    curve = metrics["curve"]
+    assert [point["step"] for point in curve] == list(range(7))
+    best = min(curve, key=lambda point: point["validation_median"])
+    assert metrics["selected_checkpoint"] == {"step": best["step"], "validation_median": best["validation_median"],
+                                              "median": best["median"]}
+    data = prepare(cfg)
+    kept = load_trained(cfg, data, tmp_path / "run")
+    on_validation = score(cfg, data, kept, data.validation, data.validation.indices(1), baselines=False)
+    assert np.median(on_validation["gradient"].normalized_mlu) == pytest.approx(best["validation_median"], rel=1e-6)
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    table = score(cfg, data, kept, data.test, data.test.indices(1), baselines=False)
+    assert report["policies"]["gradient"]["normalized_mlu"] == pytest.approx(table["gradient"].normalized_mlu.tolist())
+    last = torch.load(tmp_path / "run" / "last_model.pt", weights_only=True)["state_dict"]
+    same = all(torch.equal(last[name], value) for name, value in kept.state_dict().items())
+    assert same == (best["step"] == curve[-1]["step"])
 
 
 def rlte(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
