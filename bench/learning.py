@@ -61,9 +61,8 @@ def train_runs(names: list[str], seeds: list[int]) -> list[dict]:
             directory = run_dir(name, seed)
             started = time.perf_counter()
             metrics = run_training(cfg, directory)
-            rows.append({"agent": name, "policy": agent, "seed": seed, "overrides": overrides,
-                         "run_dir": str(directory.relative_to(ROOT)),
-                         "wall_seconds": time.perf_counter() - started, **metrics})
+            rows.append({**metrics, "agent": name, "policy": agent, "seed": seed, "overrides": overrides,
+                         "run_dir": str(directory.relative_to(ROOT)), "wall_seconds": time.perf_counter() - started})
             final = metrics["final"][cfg.agent.name]
             print(f"{name:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "
                   f"max {final['max']:.3f}  train {metrics['train_seconds']:.0f} s", flush=True)

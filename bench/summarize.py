@@ -46,10 +46,12 @@ def learning(data: dict) -> str:
             continue
         fmt = lambda xs: " / ".join(f"{x:.3f}" for x in xs)  # noqa: E731
         reach = " / ".join("never" if x is None else f"{x:.0f}" for x in s["seconds_to_heldout_median_1.10"])
+        kept = " / ".join(str(x) for x in s["selected_step"]) if "selected_step" in s else "last"
         rows.append([agent, fmt(s["median"]), fmt(s["p90"]), fmt(s["max"]),
-                     " / ".join(f"{x:.0f}" for x in s["train_seconds"]), reach])
+                     " / ".join(f"{x:.0f}" for x in s["train_seconds"]), reach, kept])
     if rows:
-        parts.append(table(["agent", "median (per seed)", "p90", "max", "train s", "s to median ≤ 1.10"], rows))
+        parts.append(table(["agent", "median (per seed)", "p90", "max", "train s", "s to median ≤ 1.10",
+                            "kept checkpoint (step)"], rows))
     for key, label in (("baselines", "split-routing baseline"), ("path_selection_baselines", "path-selection baseline")):
         if key in summary:
             parts.append(table([label, "median", "p90", "max"],
