@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +48,17 @@ class SplitRatioNet(nn.Module):
     def forward(self, demands: torch.Tensor) -> torch.Tensor:
         logits = self.body(window_features(demands)).view(-1, self.num_pairs, self.k)
         return torch.softmax(logits.masked_fill(~self.mask, float("-inf")), dim=-1)
+
+    def save(self, path: str | Path) -> None:
+        """Weights plus the shape parameters :meth:`load` needs to rebuild the network."""
+        torch.save({"state_dict": self.state_dict(), "history": self.history, "hidden": list(self.hidden)}, path)
+
+    @classmethod
+    def load(cls, pathset: PathSet, path: str | Path) -> "SplitRatioNet":
+        saved = torch.load(path, weights_only=True)
+        net = cls(pathset, saved["history"], saved["hidden"])
+        net.load_state_dict(saved["state_dict"])
+        return net
 
 
 @dataclass

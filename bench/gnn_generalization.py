@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write  # noqa: E402
+from experiments.train import SB3_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def main() -> None:
         for seed in SEEDS:
             run_dir = trained_run("ppo_gnn", seed)
             env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
-            trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / "model.zip")), abilene_paths,
+            trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / SB3_MODEL)), abilene_paths,
                                           int(env.history), float(env.action_scale))
             for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
                 policy = trained.on(paths, "ppo_gnn[abilene]")
@@ -150,8 +151,8 @@ def trained_run(agent: str, seed: int) -> Path:
     """The run directory of ``bench/learning.py``'s run of ``agent`` and ``seed``, trained now if missing."""
     from bench.learning import run_dir, train_runs
 
-    if not (run_dir(agent, seed) / "model.zip").exists():
-        train_runs({agent: []}, [seed])
+    if not (run_dir(agent, seed) / SB3_MODEL).exists():
+        train_runs([agent], [seed])
     return run_dir(agent, seed)
 
 
@@ -162,7 +163,7 @@ def path_selection_part(evaluation: dict, training_paths) -> dict:
     from agents.sb3 import SB3GraphPathChooser, load_model
     from envs import PathSelectionEnv
 
-    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / "model.zip")),
+    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / SB3_MODEL)),
                                          training_paths) for seed in SEEDS}
     part: dict = {"baselines": {}, "evaluation": {}}
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
@@ -172,7 +173,7 @@ def path_selection_part(evaluation: dict, training_paths) -> dict:
             scores = score_choosers(env, {"dqn_gnn": chooser.on(paths)}, indices, optimum)["dqn_gnn"]
             runs.append({"seed": seed, **scores.summary()})
             report(f"dqn_gnn[abilene] seed {seed}", label, runs[-1])
-        part["evaluation"][label] = {"runs": runs, "median_of_medians": statistics.median(r["median"] for r in runs)}
+        part["evaluation"] |= summarized({label: runs})
         part["baselines"][label] = {name: scores.summary() for name, scores in
                                     score_choosers(env, baseline_choosers(), indices, optimum).items()}
         print(label, {name: round(s["median"], 3) for name, s in part["baselines"][label].items()}, flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,21 @@ class Progress:
         self.curve.append(point)
         return best
 
+    # Models are SB3 algorithms or agents.gradient.SplitRatioNet: both have save(path).
+    def checkpoint(self, step: int, model, path: Path) -> None:
+        """Score ``model`` at ``step``; save it to ``path`` when validation says it is the best so far."""
+        if self(step, model):
+            model.save(path)
+
+    def kept(self, last, load: Callable[[Path], Any], path: Path):
+        """The model a finished run keeps at ``path``: the ``last`` one without validation, else
+        the best on validation (already saved there; the last goes beside it as last_<name>)."""
+        if not self.selects:
+            last.save(path)
+            return last
+        last.save(path.with_name(f"last_{path.name}"))
+        return load(path)
+
 
 def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
     from stable_baselines3.common.callbacks import BaseCallback
@@ -230,8 +246,7 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
     every = int(cfg.eval.periodic_every)
 
     def checkpoint(step: int) -> None:
-        if progress(step, model):
-            model.save(run_dir / SB3_MODEL)
+        progress.checkpoint(step, model, run_dir / SB3_MODEL)
 
     class Periodic(BaseCallback):
         def __init__(self) -> None:
@@ -252,24 +267,7 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
     if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
         checkpoint(int(model.num_timesteps))
     env.close()
-    if not progress.selects:
-        model.save(run_dir / SB3_MODEL)
-        return model
-    model.save(run_dir / f"last_{SB3_MODEL}")
-    return load_model(cfg.agent.algorithm, str(run_dir / SB3_MODEL))
-
-
-def save_gradient_net(net, path: Path) -> None:
-    torch.save({"state_dict": net.state_dict(), "history": net.history, "hidden": list(net.hidden)}, path)
-
-
-def load_gradient_net(data: RunData, path: Path):
-    from agents.gradient import SplitRatioNet
-
-    saved = torch.load(path, weights_only=True)
-    net = SplitRatioNet(data.pathset, saved["history"], saved["hidden"])
-    net.load_state_dict(saved["state_dict"])
-    return net
+    return progress.kept(model, lambda path: load_model(cfg.agent.algorithm, str(path)), run_dir / SB3_MODEL)
 
 
 def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
@@ -285,9 +283,8 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
     bar = tqdm(total=settings.epochs, desc="gradient epochs", unit="epoch")
 
-    def checkpoint(step: int, net) -> None:
-        if progress(step, net):
-            save_gradient_net(net, run_dir / GRADIENT_MODEL)
+    def checkpoint(step: int, net: SplitRatioNet) -> None:
+        progress.checkpoint(step, net, run_dir / GRADIENT_MODEL)
 
     def on_epoch(epoch: int, loss: float, policy) -> None:
         progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
@@ -300,16 +297,14 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
     checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
     policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
     bar.close()
-    if not progress.selects:
-        save_gradient_net(policy.net, run_dir / GRADIENT_MODEL)
-        return policy.net
-    save_gradient_net(policy.net, run_dir / f"last_{GRADIENT_MODEL}")
-    return load_gradient_net(data, run_dir / GRADIENT_MODEL)
+    return progress.kept(policy.net, lambda path: SplitRatioNet.load(data.pathset, path), run_dir / GRADIENT_MODEL)
 
 
 def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
     if cfg.agent.algorithm == "gradient":
-        return load_gradient_net(data, run_dir / GRADIENT_MODEL)
+        from agents.gradient import SplitRatioNet
+
+        return SplitRatioNet.load(data.pathset, run_dir / GRADIENT_MODEL)
     from agents.sb3 import load_model
 
     return load_model(cfg.agent.algorithm, str(run_dir / SB3_MODEL))

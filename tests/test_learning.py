@@ -151,18 +151,14 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     ("dqn_gnn", ["agent.hyperparameters.learning_starts=128", "eval.validation=6"]),
 ])
 def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
     from agents.sb3 import GraphActorCriticPolicy, GraphQPolicy, SB3GraphSplitPolicy
     from experiments.data import prepare
-    from experiments.hydra_app import CONFIG_DIR
     from experiments.train import learned_policy, load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("train", overrides=[f"agent={agent}", "agent.total_timesteps=512", "agent.policy_options.hidden=16",
-                                          *overrides, "topology=b4", "traffic=b4-real", "eval.every=3",
-                                          "eval.periodic_every=256", "eval.with_baselines=false"])
+    cfg = compose_train(f"agent={agent}", "agent.total_timesteps=512", "agent.policy_options.hidden=16", *overrides,
+                        "topology=b4", "traffic=b4-real", "eval.every=3", "eval.periodic_every=256",
+                        "eval.with_baselines=false")
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 256, 512]
     model = load_trained(cfg, prepare(cfg), tmp_path / "run")
