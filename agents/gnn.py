@@ -12,12 +12,20 @@ matrices, the utilization it would cause under an equal split over the candidate
 by the largest such value in the window; plus the link's capacity over the largest capacity.
 Training is the gradient learner's (:mod:`agents.gradient`): MLU of the next matrix, through
 the differentiable twin, divided by its optimum.
+
+With ``rounds`` > 0 the network also *refines* its costs: it routes the latest matrix with
+the current costs through the twin, reads the utilization that causes (a second
+message-passing network), and rescales every link's cost, ``rounds`` times. A learned local
+search in a few steps: one pass of message passing must guess from equal-split loads which
+links end up hot, a refinement round sees it. Still no weight depends on the topology (the
+twin is the one of whatever path set is routed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +36,7 @@ from envs.graph import link_graph_edges
 from envs.twin_torch import TorchFluidTwin
 from topologies import PathSet, Routing
 
-from .gradient import DemandHistoryPolicy, training_samples
+from .gradient import DemandHistoryPolicy, normalized_mlu_loss, training_samples
 
 
 def _torch_sparse(matrix: sparse.spmatrix) -> torch.Tensor:
@@ -98,21 +106,60 @@ class LinkMessagePassing(nn.Module):
 class LinkGNN(nn.Module):
     """Link features + link graph -> split ratios, with weights independent of the topology's size."""
 
-    def __init__(self, history: int, hidden: int = 64, layers: int = 3) -> None:
+    # what a refinement round adds to each link's features: utilization under the current
+    # costs over the latest matrix's equal-split peak, the same over its own peak, the cost
+    REFINE_FEATURES = 3
+
+    def __init__(self, history: int, hidden: int = 64, layers: int = 3, rounds: int = 0) -> None:
         super().__init__()
-        self.history = history
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        self.history, self.hidden, self.layers, self.rounds = history, hidden, layers, rounds
         self.body = LinkMessagePassing(history + 1, hidden, layers)
         self.cost = nn.Linear(hidden, 1)
         self.log_sharpness = nn.Parameter(torch.tensor(1.0))  # how hard the softmin prefers cheap paths
+        if rounds:
+            self.refine = LinkMessagePassing(history + 1 + self.REFINE_FEATURES + hidden, hidden, layers)
+            self.rescale = nn.Linear(hidden, 1)
 
     def forward(self, graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
         """(B, h, P) demand history -> (B, P, K) split ratios for the next matrix."""
-        h = self.body(link_features(graph, demands), graph.edges)
+        features = link_features(graph, demands)
+        h = self.body(features, graph.edges)
         link_cost = nn.functional.softplus(self.cost(h)).squeeze(-1)                  # (B, E) > 0
+        if self.rounds:
+            tiny = torch.finfo(features.dtype).tiny
+            latest = demands[:, -1]
+            equal_peak = (graph.twin.link_loads(None, graph.equal, demands=latest) / graph.capacities
+                          ).amax(dim=1, keepdim=True).clamp_min(tiny)
+            for _ in range(self.rounds):
+                utilization = graph.twin.link_loads(None, self.ratios(graph, link_cost), demands=latest) / graph.capacities
+                own_peak = utilization.amax(dim=1, keepdim=True).clamp_min(tiny)
+                state = torch.cat([features, (utilization / equal_peak)[..., None], (utilization / own_peak)[..., None],
+                                   link_cost[..., None], h], dim=-1)
+                h = self.refine(state, graph.edges)
+                # a factor in [1/e, e] per round keeps costs positive and each step bounded
+                link_cost = link_cost * torch.exp(torch.tanh(self.rescale(h).squeeze(-1)))
+        return self.ratios(graph, link_cost)
+
+    def ratios(self, graph: LinkGraph, link_cost: torch.Tensor) -> torch.Tensor:
+        """(B, E) positive link costs -> (B, P, K) softmin over each pair's path costs."""
         path_cost = torch.sparse.mm(graph.slot_links, link_cost.T).T                   # (B, P·K)
         ps = graph.pathset
         logits = -self.log_sharpness.exp() * path_cost.view(-1, ps.num_pairs, ps.k)
         return torch.softmax(logits.masked_fill(~graph.mask, float("-inf")), dim=-1)
+
+    def save(self, path: str | Path) -> None:
+        """Weights plus the shape parameters :meth:`load` needs (no path set: any topology loads it)."""
+        torch.save({"state_dict": self.state_dict(), "history": self.history, "hidden": self.hidden,
+                    "layers": self.layers, "rounds": self.rounds}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinkGNN":
+        saved = torch.load(path, weights_only=True)
+        net = cls(saved["history"], saved["hidden"], saved["layers"], saved["rounds"])
+        net.load_state_dict(saved["state_dict"])
+        return net
 
 
 @dataclass
@@ -140,10 +187,14 @@ class GNNSettings:
     history: int = 3
     hidden: int = 64
     layers: int = 3
+    rounds: int = 5          # cost refinements through the twin (0: one pass, no refinement)
     epochs: int = 30
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3  # annealed to 0 over the epochs (cosine)
     weight_decay: float = 0.01
+    # refinement rounds multiply costs, so a bad batch can blow up a step: without clipping
+    # (lr 3e-3) a run collapsed to a constant routing after 10 epochs
+    max_grad_norm: float = 1.0
     seed: int = 0
 
 
@@ -174,8 +225,9 @@ def train_gnn(
                 for data in sets]
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    net = LinkGNN(h, settings.hidden, settings.layers)
+    net = LinkGNN(h, settings.hidden, settings.layers, settings.rounds)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs)
     losses = []
     for epoch in range(settings.epochs):
         net.train()
@@ -189,11 +241,13 @@ def train_gnn(
             graph, demands, optimum, targets, windows = prepared[index]
             ratios = net(graph, demands[windows[batch]])
             utilization = graph.twin.link_loads(None, ratios, demands=demands[targets[batch]]) / graph.capacities
-            loss = (utilization.amax(dim=1) / optimum[targets[batch]]).mean()
+            loss = normalized_mlu_loss(utilization, optimum[targets[batch]])
             optimizer.zero_grad()
             loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), settings.max_grad_norm)
             optimizer.step()
             total, count = total + float(loss.detach()) * len(batch), count + len(batch)
+        schedule.step()
         losses.append(total / count)
         net.eval()
         if on_epoch:

@@ -119,6 +119,16 @@ class GradientSettings:
     spread_p: float = 8.0
 
 
+def normalized_mlu_loss(utilization: torch.Tensor, optimum: torch.Tensor, spread: float = 0.0,
+                        spread_p: float = 8.0) -> torch.Tensor:
+    """Mean over the batch of MLU ÷ optimum, for (B, E) link utilizations and (B,) optima; plus
+    ``spread`` × the p-norm of the utilizations ÷ optimum (see :class:`GradientSettings`)."""
+    loss = (utilization.amax(dim=1) / optimum).mean()
+    if spread:
+        loss = loss + spread * (utilization.pow(spread_p).mean(dim=1).pow(1 / spread_p) / optimum).mean()
+    return loss
+
+
 def training_samples(pathset: PathSet, matrices: np.ndarray, optimal_mlu: np.ndarray, history: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Checked training data as tensors: pair demands (T, P), optima (T,), and the samples:
@@ -167,11 +177,7 @@ def train_gradient(
             batch = order[start:start + settings.batch_size]
             ratios = net(demands[windows[batch]])
             utilization = twin.link_loads(None, ratios, demands=demands[targets[batch]]) / capacities
-            scale = optimum[targets[batch]]
-            loss = (utilization.amax(dim=1) / scale).mean()
-            if settings.spread:
-                spread = utilization.pow(settings.spread_p).mean(dim=1).pow(1 / settings.spread_p) / scale
-                loss = loss + settings.spread * spread.mean()
+            loss = normalized_mlu_loss(utilization, optimum[targets[batch]], settings.spread, settings.spread_p)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

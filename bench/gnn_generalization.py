@@ -6,7 +6,8 @@ each next matrix from the 3 before it, scored as MLU ÷ optimum through the twin
 shortest path, ECMP and the LP on the previous matrix:
 
 - the gradient-trained :class:`agents.gnn.LinkGNN`, one per setting and seed: trained on
-  Abilene's real training week only, or on Abilene plus synthetic gravity traffic on NSFNET;
+  Abilene's real training week only (with its cost-refinement rounds, and as one pass
+  without them, side by side), or on Abilene plus synthetic gravity traffic on NSFNET;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
@@ -104,19 +105,21 @@ def main() -> None:
 
     if "gnn" in parts:
         _, nsfnet_paths, nsfnet_train = sequence("nsfnet", "gravity", count=300, seed=1)
+        abilene_set = TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))
+        nsfnet_set = TrainingSet(nsfnet_paths, nsfnet_train, cached_optimum(nsfnet_paths.topology, nsfnet_train))
+        # setting -> (training sets, cost-refinement rounds); "one pass" is the network without refinement
         training = {
-            "abilene": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))],
-            "abilene+nsfnet": [TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train)),
-                               TrainingSet(nsfnet_paths, nsfnet_train,
-                                           cached_optimum(nsfnet_paths.topology, nsfnet_train))],
+            "abilene": ([abilene_set], GNNSettings.rounds),
+            "abilene, one pass": ([abilene_set], 0),
+            "abilene+nsfnet": ([abilene_set, nsfnet_set], GNNSettings.rounds),
         }
         results["gnn"] = {}
-        for setting, sets in training.items():
+        for setting, (sets, rounds) in training.items():
             per_set: dict[str, list[dict]] = {label: [] for label in evaluation}
             train_seconds = []
             for seed in SEEDS:
                 started = time.perf_counter()
-                net, losses = train_gnn(sets, GNNSettings(history=HISTORY, seed=seed))
+                net, losses = train_gnn(sets, GNNSettings(history=HISTORY, rounds=rounds, seed=seed))
                 train_seconds.append(time.perf_counter() - started)
                 for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
                     policy = GNNPolicy(paths, net, f"gnn[{setting}]")
@@ -124,7 +127,7 @@ def main() -> None:
                     per_set[label].append({"seed": seed, "final_training_loss": losses[-1],
                                            **scores[policy.name].summary()})
                     report(f"{setting} seed {seed}", label, per_set[label][-1])
-            results["gnn"][setting] = {"train_seconds_mean": statistics.mean(train_seconds),
+            results["gnn"][setting] = {"rounds": rounds, "train_seconds_mean": statistics.mean(train_seconds),
                                        "evaluation": summarized(per_set)}
 
     if "ppo_gnn" in parts:

@@ -1,7 +1,8 @@
 """Learning bars (issue #3), written to ``bench/results/learning.json``:
 
 - the Abilene table: train on the real training week, score on the test week (routing
-  each next matrix from its history), for the gradient learner, PPO and DQN (on its own
+  each next matrix from its history), for the gradient learner (MLP and refining graph
+  network), PPO and DQN (on its own
   environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
@@ -74,6 +75,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
     import torch
     from stable_baselines3 import PPO
 
+    from agents.gnn import GNNPolicy, LinkGNN
     from agents.gradient import GradientPolicy, SplitRatioNet
     from agents.lp import path_lp
     from agents.sb3 import GraphActorCriticPolicy, SB3GraphSplitPolicy, SB3SplitPolicy
@@ -92,6 +94,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
         keep[pathset.pairs[:, 0], pathset.pairs[:, 1]] = True
         tms = tms * keep
         gradient = GradientPolicy(pathset, SplitRatioNet(pathset, 3))
+        gradient_gnn = GNNPolicy(pathset, LinkGNN(3, hidden=64, layers=3, rounds=5))  # agent=gradient_gnn's shape
         env = SplitRoutingEnv(topology, tms, pathset=pathset, history=3, episode_length=1)
         ppo = SB3SplitPolicy(PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"),
                              pathset, 3, 3.0)
@@ -112,6 +115,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
         measured = {
             "gradient_mlp": timed(lambda: gradient.route(tms[:3]), repeats),
             "gradient_mlp_batched_256": timed(lambda: gradient.route_batch(windows), 3) / 256,
+            "gradient_gnn": timed(lambda: gradient_gnn.route(tms[:3]), repeats),
             "ppo_mlp": timed(lambda: ppo.route(tms[:3]), repeats),
             "ppo_gnn": timed(lambda: ppo_gnn.route(tms[:3]), repeats),
             "path_lp": timed(lambda: path_lp(pathset, tms[3]), lp_repeats),
@@ -169,7 +173,7 @@ def previous_results(out: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--agents", default="gradient,ppo,ppo_gnn,dqn,dqn_gnn",
+    parser.add_argument("--agents", default="gradient,gradient_gnn,ppo,ppo_gnn,dqn,dqn_gnn",
                         help=f"agent configs, or variants: {', '.join(VARIANTS)}")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",

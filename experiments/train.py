@@ -43,14 +43,13 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
     if agent_policy(cfg) not in ("mlp", "graph"):
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
-    if agent_policy(cfg) == "graph" and algorithm == "gradient":
-        raise ValueError("agent.policy=graph is for PPO and DQN; the gradient learner's graph network is agents.gnn")
     if cfg.backend.name != "twin":
         raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
 
 
 def agent_policy(cfg: DictConfig) -> str:
-    """``mlp`` (flat observation, one logit per path) or ``graph`` (envs.graph view, GNN policy)."""
+    """``mlp`` (flat observation, one logit per path) or ``graph`` (envs.graph view, GNN policy;
+    for the gradient learner, agents.gnn.LinkGNN)."""
     return str(cfg.agent.get("policy", "mlp"))
 
 
@@ -82,9 +81,13 @@ def make_vec_env(cfg: DictConfig, data: RunData):
 def learned_policy(cfg: DictConfig, data: RunData, model):
     """The trained split-routing model as a RoutingPolicy."""
     if cfg.agent.algorithm == "gradient":
+        if agent_policy(cfg) == "graph":
+            from agents.gnn import GNNPolicy
+
+            return GNNPolicy(data.pathset, model, name=cfg.agent.name)
         from agents.gradient import GradientPolicy
 
-        return GradientPolicy(data.pathset, model, name="gradient")
+        return GradientPolicy(data.pathset, model, name=cfg.agent.name)
     from agents.sb3 import SB3GraphSplitPolicy, SB3SplitPolicy
 
     adapter = SB3GraphSplitPolicy if agent_policy(cfg) == "graph" else SB3SplitPolicy
@@ -217,7 +220,7 @@ class Progress:
         self.curve.append(point)
         return best
 
-    # Models are SB3 algorithms or agents.gradient.SplitRatioNet: both have save(path).
+    # Models are SB3 algorithms, agents.gradient.SplitRatioNet or agents.gnn.LinkGNN: all have save(path).
     def checkpoint(self, step: int, model, path: Path) -> None:
         """Score ``model`` at ``step``; save it to ``path`` when validation says it is the best so far."""
         if self(step, model):
@@ -271,37 +274,57 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
 
 
 def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
+    """The gradient learner: agents.gradient's MLP (agent.policy=mlp) or agents.gnn's LinkGNN (graph)."""
     from tqdm import tqdm
 
-    from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
-
-    settings = GradientSettings(history=int(cfg.env.history), hidden=tuple(cfg.agent.hidden),
-                                epochs=int(cfg.agent.epochs), batch_size=int(cfg.agent.batch_size),
-                                learning_rate=float(cfg.agent.learning_rate),
-                                weight_decay=float(cfg.agent.weight_decay), seed=int(cfg.seed),
-                                spread=float(cfg.agent.get("spread", 0.0)), spread_p=float(cfg.agent.get("spread_p", 8.0)))
+    agent, seed = cfg.agent, int(cfg.seed)
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
-    bar = tqdm(total=settings.epochs, desc="gradient epochs", unit="epoch")
+    bar = tqdm(total=int(agent.epochs), desc="gradient epochs", unit="epoch")
 
-    def checkpoint(step: int, net: SplitRatioNet) -> None:
+    def checkpoint(step: int, net) -> None:
         progress.checkpoint(step, net, run_dir / GRADIENT_MODEL)
 
-    def on_epoch(epoch: int, loss: float, policy) -> None:
+    def on_epoch(epoch: int, loss: float, net) -> None:
         progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
-        if (epoch + 1) % every == 0 or epoch + 1 == settings.epochs:
-            checkpoint(epoch + 1, policy.net)
+        if (epoch + 1) % every == 0 or epoch + 1 == int(agent.epochs):
+            checkpoint(epoch + 1, net)
 
-    torch.manual_seed(settings.seed)
-    checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
-    policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
+    common = {"history": int(cfg.env.history), "epochs": int(agent.epochs), "batch_size": int(agent.batch_size),
+              "learning_rate": float(agent.learning_rate), "weight_decay": float(agent.weight_decay), "seed": seed}
+    torch.manual_seed(seed)
+    if agent_policy(cfg) == "graph":
+        from agents.gnn import GNNSettings, LinkGNN, TrainingSet, train_gnn
+
+        settings = GNNSettings(**common, hidden=int(agent.hidden), layers=int(agent.layers), rounds=int(agent.rounds),
+                               max_grad_norm=float(agent.max_grad_norm))
+        checkpoint(0, LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds))  # untrained
+        net, _ = train_gnn([TrainingSet(data.pathset, data.train.matrices, data.train_optimum)], settings,
+                           on_epoch=on_epoch)
+        load = LinkGNN.load
+    else:
+        from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
+
+        settings = GradientSettings(**common, hidden=tuple(agent.hidden), spread=float(agent.get("spread", 0.0)),
+                                    spread_p=float(agent.get("spread_p", 8.0)))
+        checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
+        policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings,
+                                   on_epoch=lambda epoch, loss, policy: on_epoch(epoch, loss, policy.net))
+        net = policy.net
+
+        def load(path: Path):
+            return SplitRatioNet.load(data.pathset, path)
     bar.close()
-    return progress.kept(policy.net, lambda path: SplitRatioNet.load(data.pathset, path), run_dir / GRADIENT_MODEL)
+    return progress.kept(net, load, run_dir / GRADIENT_MODEL)
 
 
 def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
     if cfg.agent.algorithm == "gradient":
+        if agent_policy(cfg) == "graph":
+            from agents.gnn import LinkGNN
+
+            return LinkGNN.load(run_dir / GRADIENT_MODEL)
         from agents.gradient import SplitRatioNet
 
         return SplitRatioNet.load(data.pathset, run_dir / GRADIENT_MODEL)

@@ -137,11 +137,8 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
                             "backend": {"name": "twin"}})
     with pytest.raises(ValueError, match="agent 'ppo' learns in env=split_routing"):
         check_config(cfg)
-    cfg = OmegaConf.create({"agent": {"algorithm": "gradient", "policy": "graph"}, "env": {"kind": "split_routing"},
+    cfg = OmegaConf.create({"agent": {"algorithm": "gradient", "policy": "cnn"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "twin"}})
-    with pytest.raises(ValueError, match="agent.policy=graph is for PPO and DQN"):
-        check_config(cfg)
-    cfg.agent.policy = "cnn"
     with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
         check_config(cfg)
 
@@ -173,6 +170,29 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
         best = min(metrics["curve"], key=lambda point: point["validation_median"])
         assert metrics["selected_checkpoint"]["step"] == best["step"]
         assert (tmp_path / "run" / "last_model.zip").is_file()
+
+
+def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
+    """agent=gradient_gnn: the gradient learner with agents.gnn.LinkGNN, saved and loaded with
+    its refinement rounds; eval.json scores the loaded network."""
+    from agents.gnn import GNNPolicy, LinkGNN
+    from experiments.data import prepare
+    from experiments.train import learned_policy, load_trained, run_training, score
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train("agent=gradient_gnn", "agent.epochs=2", "agent.hidden=8", "agent.layers=1", "agent.rounds=2",
+                        "topology=b4", "traffic=b4-real", "eval.every=3", "eval.periodic_every=1000",
+                        "eval.with_baselines=false")
+    metrics = run_training(cfg, tmp_path / "run")
+    assert [point["step"] for point in metrics["curve"]] == [0, 1, 2]
+    data = prepare(cfg)
+    net = load_trained(cfg, data, tmp_path / "run")
+    assert isinstance(net, LinkGNN) and (net.hidden, net.layers, net.rounds) == (8, 1, 2)
+    assert isinstance(learned_policy(cfg, data, net), GNNPolicy)
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    rescored = score(cfg, data, net, data.test, data.test.indices(3), baselines=False)["gradient_gnn"]
+    assert report["policies"]["gradient_gnn"]["normalized_mlu"] == pytest.approx(rescored.normalized_mlu.tolist())
+    assert min(rescored.normalized_mlu) >= 1.0 - 1e-9  # the optimum bounds it
 
 
 def compose_train(*overrides: str):
