@@ -133,7 +133,8 @@ class LinkGNN(nn.Module):
             equal_peak = (graph.twin.link_loads(None, graph.equal, demands=latest) / graph.capacities
                           ).amax(dim=1, keepdim=True).clamp_min(tiny)
             for _ in range(self.rounds):
-                utilization = graph.twin.link_loads(None, self.ratios(graph, link_cost), demands=latest) / graph.capacities
+                loads = graph.twin.link_loads(None, self.ratios(graph, link_cost), demands=latest)
+                utilization = loads / graph.capacities
                 own_peak = utilization.amax(dim=1, keepdim=True).clamp_min(tiny)
                 state = torch.cat([features, (utilization / equal_peak)[..., None], (utilization / own_peak)[..., None],
                                    link_cost[..., None], h], dim=-1)
