@@ -32,9 +32,9 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from envs.graph import link_graph_edges
+from envs.graph import equal_split_utilization_matrix, link_graph_edges
 from envs.twin_torch import TorchFluidTwin
-from topologies import PathSet, Routing
+from topologies import PathSet
 
 from .gradient import DemandHistoryPolicy, normalized_mlu_loss, training_samples
 
@@ -59,14 +59,24 @@ class LinkGraph:
         self.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32)
         self.twin = TorchFluidTwin(pathset, dtype=torch.float32)
         self.capacities = torch.as_tensor(capacities, dtype=torch.float32)
-        self.equal = torch.tensor(Routing.uniform(pathset).ratios, dtype=torch.float32)
+        self.equal_utilization = _torch_sparse(equal_split_utilization_matrix(pathset).T)  # (E, P)
+
+
+def equal_split_utilization(graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
+    """(B, h, P) pair demands -> (B, h, E) link utilization under an equal split."""
+    batch, history, pairs = demands.shape
+    utilization = torch.sparse.mm(graph.equal_utilization, demands.reshape(batch * history, pairs).T)  # (E, B·h)
+    return utilization.T.reshape(batch, history, -1)
 
 
 def link_features(graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
     """(B, h, P) pair demands -> (B, E, h + 1) scale-free link features (see the module text)."""
-    batch, history, _ = demands.shape
-    loads = graph.twin.link_loads(None, graph.equal, demands=demands.reshape(batch * history, -1))
-    utilization = (loads / graph.capacities).reshape(batch, history, -1)
+    return _scale_free_features(graph, equal_split_utilization(graph, demands))
+
+
+def _scale_free_features(graph: LinkGraph, utilization: torch.Tensor) -> torch.Tensor:
+    """(B, h, E) equal-split utilization -> (B, E, h + 1): it over the window's peak, and the capacity share."""
+    batch = utilization.shape[0]
     peak = utilization.flatten(1).amax(dim=1).clamp_min(torch.finfo(utilization.dtype).tiny)
     utilization = utilization / peak[:, None, None]
     share = graph.capacity_share.expand(batch, 1, -1)
@@ -124,14 +134,14 @@ class LinkGNN(nn.Module):
 
     def forward(self, graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
         """(B, h, P) demand history -> (B, P, K) split ratios for the next matrix."""
-        features = link_features(graph, demands)
+        equal = equal_split_utilization(graph, demands)
+        features = _scale_free_features(graph, equal)
         h = self.body(features, graph.edges)
         link_cost = nn.functional.softplus(self.cost(h)).squeeze(-1)                  # (B, E) > 0
         if self.rounds:
             tiny = torch.finfo(features.dtype).tiny
             latest = demands[:, -1]
-            equal_peak = (graph.twin.link_loads(None, graph.equal, demands=latest) / graph.capacities
-                          ).amax(dim=1, keepdim=True).clamp_min(tiny)
+            equal_peak = equal[:, -1].amax(dim=1, keepdim=True).clamp_min(tiny)
             for _ in range(self.rounds):
                 loads = graph.twin.link_loads(None, self.ratios(graph, link_cost), demands=latest)
                 utilization = loads / graph.capacities

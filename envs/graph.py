@@ -3,6 +3,8 @@ the topology (graph neural networks).
 
 - :func:`link_graph_edges`: the *link graph*, link a -> link b when a ends where b starts
   (and b is not a's reverse), as an edge list.
+- :func:`equal_split_utilization_matrix`: pair demands -> the link utilization an equal
+  split causes, as one sparse matrix (the graph features' first columns).
 - :class:`LinkGraphObservation`: per-link features plus that edge list. Features, all
   scale-free: for each of the last ``history`` matrices the utilization an equal split over
   the candidate paths would cause (divided by the window's largest), the link's capacity
@@ -57,6 +59,17 @@ def link_graph_edges(topology: Topology) -> np.ndarray:
     return np.vstack([forward.row[keep][order], forward.col[keep][order]]).astype(np.int64)
 
 
+def equal_split_utilization_matrix(pathset: PathSet) -> sparse.csr_matrix:
+    """(P, E) sparse: the utilization one unit of a pair's demand causes on each link when the
+    pair splits equally over its candidate paths. Utilization is linear in the demands, so
+    (h, P) demands @ this matrix is the (h, E) equal-split utilization of h matrices."""
+    equal = sparse.diags(Routing.uniform(pathset).ratios.ravel())
+    slot_pair = sparse.csr_matrix((np.ones(pathset.num_slots), (np.arange(pathset.num_slots),
+                                                                np.repeat(np.arange(pathset.num_pairs), pathset.k))))
+    capacities = np.asarray(pathset.topology.capacities, dtype=np.float64)
+    return (pathset.incidence @ equal @ slot_pair).T.tocsr() @ sparse.diags(1.0 / capacities)
+
+
 class LinkGraphObservation:
     """Graph observation encoding: ``{"links": (E, history + 2), "link_graph": (2, M)}``."""
 
@@ -65,12 +78,8 @@ class LinkGraphObservation:
         self.pathset, self.history = pathset, history
         self.edges = link_graph_edges(topology)
         self.num_features = history + 2
-        # equal-split utilization is linear in the pair demands: one (P, E) sparse matrix, built once
-        equal = sparse.diags(Routing.uniform(pathset).ratios.ravel())
-        slot_pair = sparse.csr_matrix((np.ones(pathset.num_slots), (np.arange(pathset.num_slots),
-                                                                    np.repeat(np.arange(pathset.num_pairs), pathset.k))))
         self._capacities = np.asarray(topology.capacities, dtype=np.float64)
-        self._pair_utilization = (pathset.incidence @ equal @ slot_pair).T.tocsr() @ sparse.diags(1.0 / self._capacities)
+        self._pair_utilization = equal_split_utilization_matrix(pathset)
         num_links = topology.num_links
         self.space = spaces.Dict({
             "links": spaces.Box(0.0, 1.0, shape=(num_links, self.num_features), dtype=np.float32),
