@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
     if cfg.backend.name != "twin":
         raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
+
+
+def model_file(cfg: DictConfig) -> str:
+    """The kept checkpoint's file name in a run directory: SB3's zip or the gradient learner's torch file."""
+    return GRADIENT_MODEL if cfg.agent.algorithm == "gradient" else SB3_MODEL
 
 
 def agent_policy(cfg: DictConfig) -> str:
@@ -183,8 +187,9 @@ class Progress:
     when the run has a validation sequence, which checkpoint to keep. The held-out matrices
     are only watched; only the validation ones (cut from the training sequence) choose."""
 
-    def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter) -> None:
+    def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter, run_dir: Path) -> None:
         self.cfg, self.data, self.writer = cfg, data, writer
+        self.path = run_dir / model_file(cfg)  # where the kept checkpoint goes
         limit = int(cfg.eval.periodic_matrices)
         self.indices = data.test.indices(int(cfg.eval.every), limit=limit)
         self.validation_indices = data.validation.indices(1, limit=limit) if data.validation else None
@@ -221,25 +226,25 @@ class Progress:
         return best
 
     # Models are SB3 algorithms, agents.gradient.SplitRatioNet or agents.gnn.LinkGNN: all have save(path).
-    def checkpoint(self, step: int, model, path: Path) -> None:
-        """Score ``model`` at ``step``; save it to ``path`` when validation says it is the best so far."""
+    def checkpoint(self, step: int, model) -> None:
+        """Score ``model`` at ``step``; save it as the run's model when validation says it is the best so far."""
         if self(step, model):
-            model.save(path)
+            model.save(self.path)
 
-    def kept(self, last, load: Callable[[Path], Any], path: Path):
-        """The model a finished run keeps at ``path``: the ``last`` one without validation, else
-        the best on validation (already saved there; the last goes beside it as last_<name>)."""
+    def kept(self, last):
+        """The model a finished run keeps: the ``last`` one without validation, else the best on
+        validation (already saved; the last goes beside it as last_<name>)."""
         if not self.selects:
-            last.save(path)
+            last.save(self.path)
             return last
-        last.save(path.with_name(f"last_{path.name}"))
-        return load(path)
+        last.save(self.path.with_name(f"last_{self.path.name}"))
+        return load_trained(self.cfg, self.data, self.path.parent)
 
 
 def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.sb3 import load_model, make_model
+    from agents.sb3 import make_model
 
     env = make_vec_env(cfg, data)
     model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
@@ -247,9 +252,6 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
                        tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
                        policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create()))
     every = int(cfg.eval.periodic_every)
-
-    def checkpoint(step: int) -> None:
-        progress.checkpoint(step, model, run_dir / SB3_MODEL)
 
     class Periodic(BaseCallback):
         def __init__(self) -> None:
@@ -259,18 +261,18 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.next += every
-                checkpoint(self.num_timesteps)
+                progress.checkpoint(self.num_timesteps, model)
             return True
 
-    checkpoint(0)
+    progress.checkpoint(0, model)
     with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
         warnings.filterwarnings("ignore", message="rich is experimental")
         model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
                     tb_log_name=cfg.agent.name)
     if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
-        checkpoint(int(model.num_timesteps))
+        progress.checkpoint(int(model.num_timesteps), model)
     env.close()
-    return progress.kept(model, lambda path: load_model(cfg.agent.algorithm, str(path)), run_dir / SB3_MODEL)
+    return progress.kept(model)
 
 
 def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
@@ -281,15 +283,12 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
     bar = tqdm(total=int(agent.epochs), desc="gradient epochs", unit="epoch")
 
-    def checkpoint(step: int, net) -> None:
-        progress.checkpoint(step, net, run_dir / GRADIENT_MODEL)
-
     def on_epoch(epoch: int, loss: float, net) -> None:
         progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if (epoch + 1) % every == 0 or epoch + 1 == int(agent.epochs):
-            checkpoint(epoch + 1, net)
+            progress.checkpoint(epoch + 1, net)
 
     common = {"history": int(cfg.env.history), "epochs": int(agent.epochs), "batch_size": int(agent.batch_size),
               "learning_rate": float(agent.learning_rate), "weight_decay": float(agent.weight_decay), "seed": seed}
@@ -299,24 +298,21 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
 
         settings = GNNSettings(**common, hidden=int(agent.hidden), layers=int(agent.layers), rounds=int(agent.rounds),
                                max_grad_norm=float(agent.max_grad_norm))
-        checkpoint(0, LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds))  # untrained
+        untrained = LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds)
+        progress.checkpoint(0, untrained)
         net, _ = train_gnn([TrainingSet(data.pathset, data.train.matrices, data.train_optimum)], settings,
                            on_epoch=on_epoch)
-        load = LinkGNN.load
     else:
         from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
 
         settings = GradientSettings(**common, hidden=tuple(agent.hidden), spread=float(agent.get("spread", 0.0)),
                                     spread_p=float(agent.get("spread_p", 8.0)))
-        checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
+        progress.checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
         policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings,
                                    on_epoch=lambda epoch, loss, policy: on_epoch(epoch, loss, policy.net))
         net = policy.net
-
-        def load(path: Path):
-            return SplitRatioNet.load(data.pathset, path)
     bar.close()
-    return progress.kept(net, load, run_dir / GRADIENT_MODEL)
+    return progress.kept(net)
 
 
 def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
@@ -324,13 +320,13 @@ def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
         if agent_policy(cfg) == "graph":
             from agents.gnn import LinkGNN
 
-            return LinkGNN.load(run_dir / GRADIENT_MODEL)
+            return LinkGNN.load(run_dir / model_file(cfg))
         from agents.gradient import SplitRatioNet
 
-        return SplitRatioNet.load(data.pathset, run_dir / GRADIENT_MODEL)
+        return SplitRatioNet.load(data.pathset, run_dir / model_file(cfg))
     from agents.sb3 import load_model
 
-    return load_model(cfg.agent.algorithm, str(run_dir / SB3_MODEL))
+    return load_model(cfg.agent.algorithm, str(run_dir / model_file(cfg)))
 
 
 def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[str, PolicyScores]) -> dict:
@@ -360,7 +356,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     data = prepare(cfg)
     prepare_s = time.perf_counter() - started
     writer = TEWriter(run_dir / "tb" / "te")
-    progress = Progress(cfg, data, writer)
+    progress = Progress(cfg, data, writer, run_dir)
     trainer = train_gradient_agent if cfg.agent.algorithm == "gradient" else train_sb3
     model = trainer(cfg, data, run_dir, progress)
     train_s = time.perf_counter() - progress.start
