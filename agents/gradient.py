@@ -152,12 +152,13 @@ def train_gradient(
     optimal_mlu: np.ndarray,
     settings: GradientSettings = GradientSettings(),
     *,
-    on_epoch: Callable[[int, float, GradientPolicy], None] | None = None,
+    on_epoch: Callable[[int, float, SplitRatioNet], None] | None = None,
 ) -> tuple[GradientPolicy, list[float]]:
     """Train on consecutive ``matrices`` (T, N, N) whose optima are ``optimal_mlu`` (T,).
 
     Samples are windows t-h..t-1 -> matrix t. Returns the policy and the mean training loss
-    (normalized MLU) of every epoch. ``on_epoch(epoch, loss, policy)`` is called after each.
+    (normalized MLU) of every epoch. ``on_epoch(epoch, loss, net)`` is called after each (as
+    :func:`agents.gnn.train_gnn` calls it).
     """
     h = settings.history
     demands, optimum, targets, windows = training_samples(pathset, matrices, optimal_mlu, h)
@@ -185,6 +186,6 @@ def train_gradient(
         losses.append(total / len(order))
         net.eval()
         if on_epoch:
-            on_epoch(epoch, losses[-1], policy)
+            on_epoch(epoch, losses[-1], net)
     return policy, losses
 

@@ -308,8 +308,7 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
         settings = GradientSettings(**common, hidden=tuple(agent.hidden), spread=float(agent.get("spread", 0.0)),
                                     spread_p=float(agent.get("spread_p", 8.0)))
         progress.checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
-        policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings,
-                                   on_epoch=lambda epoch, loss, policy: on_epoch(epoch, loss, policy.net))
+        policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
         net = policy.net
     bar.close()
     return progress.kept(net)
