@@ -69,12 +69,8 @@ class PathSelectionEnv(gym.Env):
         self.demands = ps.demands(self.traffic.matrices)
         self.capacities = topo.capacities
         # (P, K, L) link indices of every path, padded with a sentinel link of infinite capacity
-        longest = max(len(path) for candidates in ps.paths for path in candidates)
         self._sentinel = topo.num_links
-        self._path_links = np.full((ps.num_pairs, ps.k, longest), self._sentinel, dtype=np.int64)
-        for p, candidates in enumerate(ps.paths):
-            for j, path in enumerate(candidates):
-                self._path_links[p, j, :len(path)] = path
+        self._path_links = ps.link_table
         self._count = ps.mask.sum(axis=1)
         self._capacity_ext = np.append(self.capacities, np.inf)
         self._first_path_capacity = self._capacity_ext[self._path_links[:, 0]].min(axis=1)

@@ -47,6 +47,18 @@ def test_masks_for_pairs_with_fewer_paths():
     assert np.isnan(ps.propagation_delay[p, 1])
 
 
+def test_link_table_lists_each_paths_links_padded_past_the_last_link():
+    ps = k_shortest_paths(load_topology("abilene"), 4)
+    table, pad = ps.link_table, ps.topology.num_links
+    assert table.shape == (ps.num_pairs, ps.k, max(len(path) for c in ps.paths for path in c))
+    for p, candidates in enumerate(ps.paths):
+        for k in range(ps.k):
+            path = candidates[k] if k < len(candidates) else ()
+            assert table[p, k, :len(path)].tolist() == list(path)
+            assert (table[p, k, len(path):] == pad).all()
+    assert not table.flags.writeable
+
+
 def test_edge_disjoint_paths_share_no_link():
     topo = load_topology("geant")
     ps = k_shortest_paths(topo, 3, disjoint=True)

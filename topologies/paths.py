@@ -150,6 +150,18 @@ class PathSet:
         )
 
     @cached_property
+    def link_table(self) -> np.ndarray:
+        """(P, K, L) link indices of every path, L the longest path, padded with ``num_links``
+        (a link past the last; masked slots are all padding)."""
+        hop_slot, hop_link = self._hop_arrays
+        position = np.arange(len(hop_slot)) - np.searchsorted(hop_slot, hop_slot)  # hop number within its path
+        table = np.full((self.num_slots, int(position.max()) + 1), self.topology.num_links, dtype=np.int64)
+        table[hop_slot, position] = hop_link
+        table = table.reshape(self.num_pairs, self.k, -1)
+        table.setflags(write=False)
+        return table
+
+    @cached_property
     def hops(self) -> np.ndarray:
         """(P, K) path length in links (0 in masked slots)."""
         return np.bincount(self.hop_slot, minlength=self.num_slots).reshape(self.num_pairs, self.k)
