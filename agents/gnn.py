@@ -29,21 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import sparse
 from torch import nn
 
 from envs.graph import equal_split_utilization_matrix, link_graph_edges
-from envs.twin_torch import TorchFluidTwin
+from envs.twin_torch import SparseProduct, TorchFluidTwin
 from topologies import PathSet
 
 from .gradient import DemandHistoryPolicy, normalized_mlu_loss, training_samples
-
-
-def _torch_sparse(matrix: sparse.spmatrix) -> torch.Tensor:
-    coo = sparse.coo_matrix(matrix)
-    index = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
-    return torch.sparse_coo_tensor(index, torch.as_tensor(coo.data, dtype=torch.float32), coo.shape,
-                                   check_invariants=False).coalesce()  # built from a valid scipy matrix
 
 
 class LinkGraph:
@@ -53,19 +45,20 @@ class LinkGraph:
         topo = pathset.topology
         self.pathset = pathset
         self.edges = torch.as_tensor(link_graph_edges(topo))                 # (2, M): link a feeds link b
-        self.slot_links = _torch_sparse(pathset.incidence.T)            # (P·K, E): links of each path
+        self.slot_links = SparseProduct(pathset.incidence.T.tocsr(), "cpu", torch.float32)  # (P·K, E): path links
         self.mask = torch.as_tensor(np.array(pathset.mask))
         capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
         self.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32)
         self.twin = TorchFluidTwin(pathset, dtype=torch.float32)
         self.capacities = torch.as_tensor(capacities, dtype=torch.float32)
-        self.equal_utilization = _torch_sparse(equal_split_utilization_matrix(pathset).T)  # (E, P)
+        self.equal_utilization = SparseProduct(equal_split_utilization_matrix(pathset).T.tocsr(), "cpu",
+                                               torch.float32)  # (E, P)
 
 
 def equal_split_utilization(graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
     """(B, h, P) pair demands -> (B, h, E) link utilization under an equal split."""
     batch, history, pairs = demands.shape
-    utilization = torch.sparse.mm(graph.equal_utilization, demands.reshape(batch * history, pairs).T)  # (E, B·h)
+    utilization = graph.equal_utilization @ demands.reshape(batch * history, pairs).T  # (E, B·h)
     return utilization.T.reshape(batch, history, -1)
 
 
@@ -155,7 +148,7 @@ class LinkGNN(nn.Module):
 
     def ratios(self, graph: LinkGraph, link_cost: torch.Tensor) -> torch.Tensor:
         """(B, E) positive link costs -> (B, P, K) softmin over each pair's path costs."""
-        path_cost = torch.sparse.mm(graph.slot_links, link_cost.T).T                   # (B, P·K)
+        path_cost = (graph.slot_links @ link_cost.T).T                                 # (B, P·K)
         ps = graph.pathset
         logits = -self.log_sharpness.exp() * path_cost.view(-1, ps.num_pairs, ps.k)
         return torch.softmax(logits.masked_fill(~graph.mask, float("-inf")), dim=-1)

@@ -6,6 +6,8 @@ Inputs may be numpy arrays or tensors; outputs are tensors on ``device``.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
@@ -20,6 +22,24 @@ def _sparse(matrix: csr_matrix, device, dtype) -> torch.Tensor:
     indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
     return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data, dtype=dtype), coo.shape,
                                    device=device, check_invariants=False).coalesce()
+
+
+class SparseProduct:
+    """A constant sparse matrix times dense columns, ``(rows, cols) @ (cols, B)``. COO while
+    autograd records the product (its backward is fast), CSR otherwise: CSR's forward is ~15×
+    faster on the CPU (kdl's 0.9 M hops: 3 ms against 50 ms), its backward ~8× slower."""
+
+    def __init__(self, matrix: csr_matrix, device, dtype) -> None:
+        self.coo = _sparse(matrix, device, dtype)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.csr = self.coo.to_sparse_csr()
+        self.shape = self.coo.shape
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return torch.sparse.mm(self.coo, x)
+        return self.csr @ x
 
 
 class TorchFluidTwin(FluidTwin):
@@ -45,11 +65,11 @@ class TorchFluidTwin(FluidTwin):
             self._AT = self._A.T.contiguous()
             self._UT = torch.as_tensor(utilization.toarray().T, dtype=self.dtype, device=self.device).contiguous()
         else:
-            self._A = _sparse(incidence, self.device, self.dtype)
-            self._AT = _sparse(incidence.T.tocsr(), self.device, self.dtype)
-            self._U = _sparse(utilization.tocsr(), self.device, self.dtype)
-        self._HL = _sparse(hop_to_link, self.device, self.dtype)
-        self._UP = None if upstream is None else _sparse(upstream, self.device, self.dtype)
+            self._A = SparseProduct(incidence, self.device, self.dtype)
+            self._AT = SparseProduct(incidence.T.tocsr(), self.device, self.dtype)
+            self._U = SparseProduct(utilization.tocsr(), self.device, self.dtype)
+        self._HL = SparseProduct(hop_to_link, self.device, self.dtype)
+        self._UP = None if upstream is None else SparseProduct(upstream, self.device, self.dtype)
 
     def _asarray(self, x) -> torch.Tensor:
         if isinstance(x, np.ndarray) and not x.flags.writeable:
@@ -69,20 +89,20 @@ class TorchFluidTwin(FluidTwin):
         return x * factor  # out of place: autograd may need x
 
     def _slots_to_links(self, x):
-        return x @ self._AT if self.dense else torch.sparse.mm(self._A, x.T).T
+        return x @ self._AT if self.dense else (self._A @ x.T).T
 
     def _slots_to_utilization(self, x):
-        return x @ self._UT if self.dense else torch.sparse.mm(self._U, x.T).T
+        return x @ self._UT if self.dense else (self._U @ x.T).T
 
     def _links_to_slots(self, y):
-        return y @ self._A if self.dense else torch.sparse.mm(self._AT, y.T).T
+        return y @ self._A if self.dense else (self._AT @ y.T).T
 
     def _hops_to_links_t(self, h):
-        return torch.sparse.mm(self._HL, h)
+        return self._HL @ h
 
     def _upstream_t(self, log_pass):
         if self._UP is not None:
-            return torch.sparse.mm(self._UP, log_pass)
+            return self._UP @ log_pass
         return super()._upstream_t(log_pass)
 
     def _shared_loads(self, demands, ratios):

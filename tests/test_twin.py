@@ -147,9 +147,11 @@ def test_numpy_torch_and_sparse_twins_agree(n, seed, batch):
         np.testing.assert_allclose(shared, FluidTwin(ps).link_loads(tms, ratios[0]), rtol=1e-9, atol=1e-6)
 
 
-def test_torch_gradient_of_mlu_is_the_bottleneck_incidence():
+# dense_limit=0: the sparse products, COO under autograd and CSR without (envs.twin_torch.SparseProduct)
+@pytest.mark.parametrize("dense_limit", [None, 0], ids=["dense", "sparse"])
+def test_torch_gradient_of_mlu_is_the_bottleneck_incidence(dense_limit):
     ps, tms, ratios = random_case(8, 3, 1)
-    twin = TorchFluidTwin(ps)
+    twin = TorchFluidTwin(ps) if dense_limit is None else TorchFluidTwin(ps, dense_limit=dense_limit)
     r = torch.tensor(ratios[0], requires_grad=True)
     mlu = twin.mlu(tms[0], r)
     mlu.backward()
@@ -161,11 +163,12 @@ def test_torch_gradient_of_mlu_is_the_bottleneck_incidence():
     np.testing.assert_allclose(r.grad.numpy(), expected, rtol=1e-12)
 
 
-def test_torch_gradient_through_drops_matches_finite_differences():
+@pytest.mark.parametrize("dense_limit", [None, 0], ids=["dense", "sparse"])
+def test_torch_gradient_through_drops_matches_finite_differences(dense_limit):
     # Direct path has headroom (3 of 4 Mb/s), the path via b is cut to 5 at b→c: shifting
     # traffic to the direct path adds it all to throughput, so d(throughput)/d(shift) = 12e6.
     ps, tm, ratios = triangle_case(12e6, [0.25, 0.75])
-    twin = TorchFluidTwin(ps)
+    twin = TorchFluidTwin(ps) if dense_limit is None else TorchFluidTwin(ps, dense_limit=dense_limit)
     r = torch.tensor(ratios, requires_grad=True)
     twin.evaluate(tm, r).throughput.sum().backward()
     p = ps.pair_index[(A, C)]
