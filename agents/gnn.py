@@ -106,12 +106,59 @@ class LinkMessagePassing(nn.Module):
         return h
 
 
+def table_path_costs(link_cost: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, E) link costs and a (P, K, L) link table (:attr:`topologies.PathSet.link_table`,
+    padding = E) -> (B, P, K) summed path costs (0 in masked slots)."""
+    padded = nn.functional.pad(link_cost, (0, 1))  # the padding link costs nothing
+    return padded[:, table].sum(dim=-1)
+
+
+def table_link_loads(flows: torch.Tensor, table: torch.Tensor, num_links: int) -> torch.Tensor:
+    """(B, P, K) traffic on each path and its (P, K, L) link table -> (B, E) link loads."""
+    per_hop = flows[..., None].expand(*flows.shape, table.shape[-1]).reshape(flows.shape[0], -1)
+    loads = flows.new_zeros(flows.shape[0], num_links + 1).index_add_(1, table.reshape(-1), per_hop)
+    return loads[:, :num_links]
+
+
+class CostRefinement(nn.Module):
+    """Learned local search over link costs: ``rounds`` times, route the latest matrix with the
+    current costs, read the utilization that causes (a message-passing network over the link
+    features, that utilization relative to a reference peak and to its own peak, the cost and
+    the previous embedding) and move every cost by a bounded step. How costs route and how a
+    step moves a cost are the caller's, so the gradient GNN (positive costs, softmin) and the
+    PPO graph policy (link-cost actions) share it. No weight depends on the topology."""
+
+    FEATURES = 3  # utilization over the reference peak, over its own peak, the cost
+
+    def __init__(self, link_features: int, hidden: int, layers: int, rounds: int) -> None:
+        super().__init__()
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        self.rounds = rounds
+        self.net = LinkMessagePassing(link_features + self.FEATURES + hidden, hidden, layers)
+        self.step = nn.Linear(hidden, 1)
+
+    def forward(self, features: torch.Tensor, edges: torch.Tensor, h: torch.Tensor, cost: torch.Tensor,
+                utilization_of: Callable[[torch.Tensor], torch.Tensor], reference_peak: torch.Tensor,
+                move: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, E, F) features, (B, E, hidden) embeddings, (B, E) costs -> refined (costs, embeddings).
+
+        ``utilization_of(cost)``: (B, E) utilization of the latest matrix routed with ``cost``;
+        ``reference_peak``: (B, 1), e.g. its equal-split peak; ``move(cost, step)``: the new
+        cost for a step in [-1, 1]."""
+        tiny = torch.finfo(features.dtype).tiny
+        for _ in range(self.rounds):
+            utilization = utilization_of(cost)
+            own_peak = utilization.amax(dim=1, keepdim=True).clamp_min(tiny)
+            state = torch.cat([features, (utilization / reference_peak)[..., None],
+                               (utilization / own_peak)[..., None], cost[..., None], h], dim=-1)
+            h = self.net(state, edges)
+            cost = move(cost, torch.tanh(self.step(h).squeeze(-1)))
+        return cost, h
+
+
 class LinkGNN(nn.Module):
     """Link features + link graph -> split ratios, with weights independent of the topology's size."""
-
-    # what a refinement round adds to each link's features: utilization under the current
-    # costs over the latest matrix's equal-split peak, the same over its own peak, the cost
-    REFINE_FEATURES = 3
 
     def __init__(self, history: int, hidden: int = 64, layers: int = 3, rounds: int = 0) -> None:
         super().__init__()
@@ -122,8 +169,7 @@ class LinkGNN(nn.Module):
         self.cost = nn.Linear(hidden, 1)
         self.log_sharpness = nn.Parameter(torch.tensor(1.0))  # how hard the softmin prefers cheap paths
         if rounds:
-            self.refine = LinkMessagePassing(history + 1 + self.REFINE_FEATURES + hidden, hidden, layers)
-            self.rescale = nn.Linear(hidden, 1)
+            self.refinement = CostRefinement(history + 1, hidden, layers, rounds)
 
     def forward(self, graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:
         """(B, h, P) demand history -> (B, P, K) split ratios for the next matrix."""
@@ -132,18 +178,15 @@ class LinkGNN(nn.Module):
         h = self.body(features, graph.edges)
         link_cost = nn.functional.softplus(self.cost(h)).squeeze(-1)                  # (B, E) > 0
         if self.rounds:
-            tiny = torch.finfo(features.dtype).tiny
             latest = demands[:, -1]
-            equal_peak = equal[:, -1].amax(dim=1, keepdim=True).clamp_min(tiny)
-            for _ in range(self.rounds):
-                loads = graph.twin.link_loads(None, self.ratios(graph, link_cost), demands=latest)
-                utilization = loads / graph.capacities
-                own_peak = utilization.amax(dim=1, keepdim=True).clamp_min(tiny)
-                state = torch.cat([features, (utilization / equal_peak)[..., None], (utilization / own_peak)[..., None],
-                                   link_cost[..., None], h], dim=-1)
-                h = self.refine(state, graph.edges)
-                # a factor in [1/e, e] per round keeps costs positive and each step bounded
-                link_cost = link_cost * torch.exp(torch.tanh(self.rescale(h).squeeze(-1)))
+            equal_peak = equal[:, -1].amax(dim=1, keepdim=True).clamp_min(torch.finfo(equal.dtype).tiny)
+
+            def utilization_of(cost: torch.Tensor) -> torch.Tensor:
+                return graph.twin.link_loads(None, self.ratios(graph, cost), demands=latest) / graph.capacities
+
+            # a factor in [1/e, e] per round keeps costs positive and each step bounded
+            link_cost, _ = self.refinement(features, graph.edges, h, link_cost, utilization_of, equal_peak,
+                                           lambda cost, step: cost * torch.exp(step))
         return self.ratios(graph, link_cost)
 
     def ratios(self, graph: LinkGraph, link_cost: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,12 @@ link out) and :class:`GraphQPolicy` for DQN (link features, the link graph and e
 path in, one Q-value per action from the same per-path scorer). Their GNN feature extractors
 and heads have no weight that depends on the topology, so a policy trained on one network
 routes another (:meth:`SB3GraphSplitPolicy.on`, :meth:`GraphQPolicy.on`).
+
+With ``rounds`` > 0 the PPO graph policy refines its link costs before it acts, as the
+gradient GNN does (:class:`agents.gnn.CostRefinement`): it routes the latest matrix with
+them exactly as the environment would (:func:`link_cost_ratios`), reads the utilization,
+and adjusts, ``rounds`` times. Its observation then carries the candidate paths and the
+latest demands (``envs.graph.graph_wrapped(env, paths=True)``).
 """
 
 from __future__ import annotations
@@ -29,12 +35,12 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from envs.backend import TwinBackend
-from envs.graph import FlowGraphObservation, LinkCosts, LinkGraphObservation
+from envs.graph import COST_SPAN, FlowGraphObservation, LinkCosts, LinkGraphObservation
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingObservation, ratios_from_action
 from topologies import PathSet, Routing
 
-from .gnn import LinkMessagePassing
+from .gnn import CostRefinement, LinkMessagePassing, table_link_loads, table_path_costs
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN}
 
@@ -51,6 +57,58 @@ class LinkGraphExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.gnn(observations["links"], observations["link_graph"][0].long())
+
+
+def link_cost_ratios(action: torch.Tensor, table: torch.Tensor, action_scale: float) -> torch.Tensor:
+    """Torch twin of :class:`envs.graph.LinkCosts` followed by the environment's softmax:
+    (B, E) link-cost actions in [-1, 1] and the (P, K, L) link table -> (B, P, K) split ratios."""
+    num_links = action.shape[-1]
+    present = table[..., 0] < num_links                                           # (P, K): slot holds a path
+    costs = table_path_costs((action.clamp(-1.0, 1.0) + 1.0) / 2.0, table)
+    cheapest = costs.masked_fill(~present, torch.inf).amin(dim=-1, keepdim=True)
+    logits = -action_scale * (costs - cheapest).clamp_max(COST_SPAN)
+    return torch.softmax(logits.masked_fill(~present, -torch.inf), dim=-1)
+
+
+class RefiningLinkExtractor(BaseFeaturesExtractor):
+    """The graph observation with paths -> per link (B, E, hidden + 1): the embedding after the
+    last refinement round and the refined link-cost action (the policy's mean).
+
+    A first guess of every link's action comes from one pass of message passing; then
+    ``rounds`` times the latest matrix is routed with those actions through a twin built
+    from the observation's link table (what :class:`envs.graph.LinkCostActions` and the
+    environment would do), and :class:`CostRefinement` moves each pre-tanh action by a step
+    in [-1, 1]. Link capacities come from the features' capacity column (utilization up to
+    one scale, which the refinement only reads relative to peaks)."""
+
+    def __init__(self, observation_space: spaces.Dict, hidden: int = 64, layers: int = 3, rounds: int = 5,
+                 action_scale: float = 3.0) -> None:
+        super().__init__(observation_space, features_dim=hidden + 1)
+        link_features = observation_space["links"].shape[-1]
+        self.gnn = LinkMessagePassing(link_features, hidden, layers)
+        self.first = PerLink(hidden)
+        self.refinement = CostRefinement(link_features, hidden, layers, rounds)
+        self.action_scale = action_scale
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        links, edges = observations["links"], observations["link_graph"][0].long()
+        demands, num_links = observations["demands"], links.shape[1]
+        slots = observations["paths"][0].long()                                        # (P·K, L)
+        table = slots.view(demands.shape[-1], -1, slots.shape[-1])                     # (P, K, L)
+        capacity = links[..., -2].clamp_min(torch.finfo(links.dtype).tiny)   # LinkGraphObservation's layout
+
+        def utilization(ratios: torch.Tensor) -> torch.Tensor:
+            return table_link_loads(demands[..., None] * ratios, table, num_links) / capacity
+
+        present = (table[..., 0] < num_links).to(links.dtype)
+        equal_peak = utilization((present / present.sum(dim=-1, keepdim=True)).expand(len(links), -1, -1))
+        equal_peak = equal_peak.amax(dim=1, keepdim=True).clamp_min(torch.finfo(links.dtype).tiny)
+        h = self.gnn(links, edges)
+        pre_tanh, h = self.refinement(
+            links, edges, h, self.first(h),
+            lambda z: utilization(link_cost_ratios(torch.tanh(z), table, self.action_scale)), equal_peak,
+            lambda z, step: z + step)
+        return torch.cat([h, torch.tanh(pre_tanh)[..., None]], dim=-1)
 
 
 class LinkHeads(nn.Module):
@@ -73,6 +131,22 @@ class LinkHeads(nn.Module):
         return self.critic(torch.cat([links.mean(dim=1), links.amax(dim=1)], dim=-1))
 
 
+class RefinedLinkHeads(LinkHeads):
+    """Heads on :class:`RefiningLinkExtractor`'s output: the actor passes the refined action
+    through (its last channel is the mean, :class:`LastChannel`), the critic pools every channel."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__(hidden + 1)
+        self.actor = nn.Identity()
+
+
+class LastChannel(nn.Module):
+    """(B, E, C) -> (B, E): the last channel (the refined action, used as the Gaussian mean)."""
+
+    def forward(self, links: torch.Tensor) -> torch.Tensor:
+        return links[..., -1]
+
+
 class PerLink(nn.Module):
     """(B, E, H) -> (B, E): one output per link, the same weights for every link."""
 
@@ -85,30 +159,29 @@ class PerLink(nn.Module):
 
 
 class TopologyFreePolicy:
-    """What both graph policies share: a GNN extractor of ``hidden`` width and ``layers`` depth
-    named by those two numbers (so SB3 saves them, not the extractor class), and the same
+    """What both graph policies share: a GNN extractor named by its few options (``hidden``
+    width, ``layers`` depth, ...; SB3 saves them, not the extractor class), and the same
     weights in a policy for another topology's spaces."""
 
     # constructor parameters SB3 would save that these policies derive themselves
     derived_parameters: tuple[str, ...] = ("features_extractor_class", "features_extractor_kwargs")
 
-    def _graph_extractor(self, extractor: type[BaseFeaturesExtractor], hidden: int, layers: int,
-                         kwargs: dict[str, Any]) -> None:
-        self.hidden, self.layers = hidden, layers
-        kwargs.update(features_extractor_class=extractor, features_extractor_kwargs={"hidden": hidden, "layers": layers})
+    def _graph_extractor(self, extractor: type[BaseFeaturesExtractor], kwargs: dict[str, Any], **options: Any) -> None:
+        self.extractor_options = options
+        self.hidden, self.layers = options["hidden"], options["layers"]
+        kwargs.update(features_extractor_class=extractor, features_extractor_kwargs=options)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         for key in self.derived_parameters:
             data.pop(key, None)
-        return {**data, "hidden": self.hidden, "layers": self.layers}
+        return {**data, **self.extractor_options}
 
     def _same_weights(self, observation_space: spaces.Dict, action_space: spaces.Space, **kwargs: Any):
         """These weights in a policy for other spaces (itself when they match)."""
         if observation_space == self.observation_space and action_space == self.action_space:
             return self
-        other = type(self)(observation_space, action_space, lambda _: 0.0, hidden=self.hidden, layers=self.layers,
-                           **kwargs)
+        other = type(self)(observation_space, action_space, lambda _: 0.0, **self.extractor_options, **kwargs)
         other.load_state_dict(self.state_dict())
         other.set_training_mode(False)
         return other
@@ -125,33 +198,49 @@ def _graph_network(policy: BaseAlgorithm | nn.Module, expected: type, adapter: s
 class GraphActorCriticPolicy(TopologyFreePolicy, ActorCriticPolicy):
     """PPO policy for the graph view of split routing: GNN extractor, per-link action means,
     one shared log standard deviation, a pooled value. No parameter's shape depends on the
-    topology, so the state dict loads into the policy of any other topology."""
+    topology, so the state dict loads into the policy of any other topology.
+
+    ``rounds`` > 0: the means are refined through a twin inside the policy
+    (:class:`RefiningLinkExtractor`; the observation needs ``paths``, and ``action_scale``
+    must be the environment's)."""
 
     derived_parameters = (*TopologyFreePolicy.derived_parameters, "share_features_extractor", "net_arch")
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, lr_schedule, *,
-                 hidden: int = 64, layers: int = 3, **kwargs: Any) -> None:
-        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != {"links", "link_graph"}:
-            raise ValueError("GraphActorCriticPolicy needs the graph observation of envs.graph.GraphObservation")
+                 hidden: int = 64, layers: int = 3, rounds: int = 0, action_scale: float = 3.0,
+                 **kwargs: Any) -> None:
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        keys = {"links", "link_graph"} | ({"paths", "demands"} if rounds else set())
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != keys:
+            raise ValueError(f"GraphActorCriticPolicy with rounds={rounds} needs the graph observation of "
+                             f"envs.graph.GraphObservation{'(paths=True)' if rounds else ''} (keys {sorted(keys)})")
         if action_space.shape != (observation_space["links"].shape[0],):
             raise ValueError(f"GraphActorCriticPolicy acts with one cost per link ({observation_space['links'].shape[0]}"
                              f"; envs.graph.LinkCostActions), got action shape {action_space.shape}")
-        self._graph_extractor(LinkGraphExtractor, hidden, layers, kwargs)
+        if rounds:
+            self._graph_extractor(RefiningLinkExtractor, kwargs, hidden=hidden, layers=layers, rounds=rounds,
+                                  action_scale=action_scale)
+        else:
+            self._graph_extractor(LinkGraphExtractor, kwargs, hidden=hidden, layers=layers)
+        self.rounds, self.action_scale = rounds, action_scale
         kwargs["share_features_extractor"] = True
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        self.mlp_extractor = LinkHeads(self.hidden)
+        self.mlp_extractor = RefinedLinkHeads(self.hidden) if self.rounds else LinkHeads(self.hidden)
 
     def _build(self, lr_schedule) -> None:
         # ActorCriticPolicy._build would make E × (E·hidden) linear layers; these are per link
         self._build_mlp_extractor()
-        self.action_net = PerLink(self.hidden)
-        self.value_net = nn.Linear(self.hidden, 1)
+        self.action_net = LastChannel() if self.rounds else PerLink(self.hidden)
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         self.log_std = nn.Parameter(torch.full((1,), float(self.log_std_init)))
         if self.ortho_init:
             gains = {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.action_net: 0.01,
                      self.value_net: 1.0}
+            if self.rounds:  # start near cost 1/2 everywhere and near-identity rounds, as PerLink's 0.01 does
+                gains |= {self.features_extractor.first: 0.01, self.features_extractor.refinement.step: 0.01}
             for module, gain in gains.items():
                 module.apply(lambda m, gain=gain: self.init_weights(m, gain=gain))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
@@ -217,7 +306,7 @@ class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
         if not isinstance(action_space, spaces.Discrete) or action_space.n != observation_space["paths"].shape[0]:
             raise ValueError(f"GraphQPolicy picks one of the observation's {observation_space['paths'].shape[0]} "
                              f"paths, got action space {action_space}")
-        self._graph_extractor(PathGraphExtractor, hidden, layers, kwargs)
+        self._graph_extractor(PathGraphExtractor, kwargs, hidden=hidden, layers=layers)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> GraphQNetwork:
@@ -300,7 +389,11 @@ class SB3GraphSplitPolicy(SB3SplitPolicy):
     def __init__(self, policy: GraphActorCriticPolicy | BaseAlgorithm, pathset: PathSet, history: int,
                  action_scale: float, name: str = "ppo_gnn") -> None:
         network = _graph_network(policy, GraphActorCriticPolicy, "SB3GraphSplitPolicy")
-        self.graph, self.costs = LinkGraphObservation(pathset, history), LinkCosts(pathset)
+        if network.rounds and network.action_scale != action_scale:
+            raise ValueError(f"this policy refines its actions for action_scale={network.action_scale}, "
+                             f"not {action_scale}")
+        self.graph = LinkGraphObservation(pathset, history, paths=network.rounds > 0)
+        self.costs = LinkCosts(pathset)
         super().__init__(network.on(self.graph.space, self.costs.space), pathset, history, action_scale, name)
 
     def on(self, pathset: PathSet, name: str | None = None) -> "SB3GraphSplitPolicy":

@@ -2,7 +2,8 @@
 
 - the Abilene table: train on the real training week, score on the test week (routing
   each next matrix from its history), for the gradient learner (MLP and refining graph
-  network), PPO and DQN (on its own
+  network), PPO (MLP and graph policy; ``--agents ppo_gnn_refine`` adds the refining graph
+  policy, not a default: ~9 min per seed) and DQN (on its own
   environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
@@ -98,9 +99,12 @@ def decision_times(repeats: int = 20) -> list[dict]:
         env = SplitRoutingEnv(topology, tms, pathset=pathset, history=3, episode_length=1)
         ppo = SB3SplitPolicy(PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"),
                              pathset, 3, 3.0)
-        graph_env = graph_wrapped(env)
+        graph_env, refine_env = graph_wrapped(env), graph_wrapped(env, paths=True)
         ppo_gnn = SB3GraphSplitPolicy(GraphActorCriticPolicy(graph_env.observation_space, graph_env.action_space,
                                                              lambda _: 0.0), pathset, 3, 3.0)
+        ppo_gnn_refine = SB3GraphSplitPolicy(GraphActorCriticPolicy(refine_env.observation_space,
+                                                                    refine_env.action_space, lambda _: 0.0, rounds=5),
+                                             pathset, 3, 3.0)  # agent=ppo_gnn_refine's shape
         shape = {"topology": name, "nodes": topology.num_nodes, "pairs": pathset.num_pairs, "paths_per_pair": 4}
 
         def timed(fn, count):
@@ -118,6 +122,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
             "gradient_gnn": timed(lambda: gradient_gnn.route(tms[:3]), repeats),
             "ppo_mlp": timed(lambda: ppo.route(tms[:3]), repeats),
             "ppo_gnn": timed(lambda: ppo_gnn.route(tms[:3]), repeats),
+            "ppo_gnn_refine": timed(lambda: ppo_gnn_refine.route(tms[:3]), repeats),
             "path_lp": timed(lambda: path_lp(pathset, tms[3]), lp_repeats),
         }
         if name != "kdl_100_nodes":  # minutes per solve there; bench/lp_solve.py has it

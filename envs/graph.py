@@ -9,7 +9,9 @@ the topology (graph neural networks).
   scale-free: for each of the last ``history`` matrices the utilization an equal split over
   the candidate paths would cause (divided by the window's largest), the link's capacity
   over the largest capacity, and the utilization the agent's own previous routing caused
-  (divided by its maximum).
+  (divided by its maximum). With ``paths=True`` it also carries what a policy needs to
+  route the latest matrix itself (a twin inside the policy, as refinement rounds do): each
+  candidate path's links and the latest matrix's pair demands.
 - :class:`LinkCosts`: an action of one cost per link; a pair's paths get the summed cost of
   their links, and ratios follow a softmin of those sums.
 
@@ -71,28 +73,41 @@ def equal_split_utilization_matrix(pathset: PathSet) -> sparse.csr_matrix:
 
 
 class LinkGraphObservation:
-    """Graph observation encoding: ``{"links": (E, history + 2), "link_graph": (2, M)}``."""
+    """Graph observation encoding: ``{"links": (E, history + 2), "link_graph": (2, M)}``, and
+    with ``paths``, ``"paths"``: (P·K, L) :attr:`PathSet.link_table` (padding = E; flat in its
+    slots so that no tool takes it for an image) and ``"demands"``: (P,) the latest matrix's
+    pair demands over the window's largest."""
 
-    def __init__(self, pathset: PathSet, history: int) -> None:
+    def __init__(self, pathset: PathSet, history: int, paths: bool = False) -> None:
         topology = pathset.topology
-        self.pathset, self.history = pathset, history
+        self.pathset, self.history, self.paths = pathset, history, paths
         self.edges = link_graph_edges(topology)
         self.num_features = history + 2
         self._capacities = np.asarray(topology.capacities, dtype=np.float64)
         self._pair_utilization = equal_split_utilization_matrix(pathset)
         num_links = topology.num_links
-        self.space = spaces.Dict({
+        space = {
             "links": spaces.Box(0.0, 1.0, shape=(num_links, self.num_features), dtype=np.float32),
             "link_graph": spaces.Box(0, max(num_links - 1, 0), shape=self.edges.shape, dtype=np.int64),
-        })
+        }
+        if paths:
+            space["paths"] = spaces.Box(0, num_links, shape=(pathset.num_slots, pathset.link_table.shape[-1]),
+                                        dtype=np.int64)
+            space["demands"] = spaces.Box(0.0, 1.0, shape=(pathset.num_pairs,), dtype=np.float32)
+        self.space = spaces.Dict(space)
 
     def encode(self, window_demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
         """(h, P) pair demands, oldest first (any scale), and (E,) utilization -> the observation."""
-        equal_split = np.atleast_2d(np.asarray(window_demands, dtype=np.float64)) @ self._pair_utilization
+        window = np.atleast_2d(np.asarray(window_demands, dtype=np.float64))
+        equal_split = window @ self._pair_utilization
         features = np.column_stack([scale_free(np.asarray(equal_split)).T,
                                     self._capacities / self._capacities.max(),
                                     scale_free(np.asarray(utilization, dtype=np.float64))])
-        return {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
+        observation = {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
+        if self.paths:
+            observation["paths"] = self.pathset.link_table.reshape(self.pathset.num_slots, -1).copy()
+            observation["demands"] = scale_free(window)[-1].astype(np.float32)
+        return observation
 
 
 class LinkCosts:
@@ -189,13 +204,14 @@ def _split_routing(env: gym.Env) -> SplitRoutingEnv:
 
 
 class GraphObservation(gym.ObservationWrapper):
-    """Observe link features and the link graph instead of the flat vector."""
+    """Observe link features and the link graph instead of the flat vector (with ``paths``,
+    also the candidate paths and the latest demands: :class:`LinkGraphObservation`)."""
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, paths: bool = False) -> None:
         super().__init__(env)
         base = _split_routing(env)
         self.flat = base.encoder
-        self.encoder = LinkGraphObservation(base.pathset, base.history)
+        self.encoder = LinkGraphObservation(base.pathset, base.history, paths)
         self.observation_space = self.encoder.space
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,9 +244,10 @@ class FlowGraphView(gym.ObservationWrapper):
         return self.encoder.encode(self.env.unwrapped)
 
 
-def graph_wrapped(env: gym.Env) -> gym.Env:
+def graph_wrapped(env: gym.Env, paths: bool = False) -> gym.Env:
     """The graph view of either environment: split routing gets link features and link-cost
-    actions, path selection link features and per-action path memberships."""
+    actions (with ``paths``, the observation also carries the candidate paths and the latest
+    demands), path selection link features and per-action path memberships."""
     if isinstance(env.unwrapped, PathSelectionEnv):
         return FlowGraphView(env)
-    return LinkCostActions(GraphObservation(env))
+    return LinkCostActions(GraphObservation(env, paths))

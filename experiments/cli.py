@@ -162,7 +162,7 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_op
 
 @app.command(context_settings=EXTRA_ARGS, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Train an agent (Hydra): rlte train agent=ppo|ppo_gnn|dqn|dqn_gnn|gradient|gradient_gnn
+    """Train an agent (Hydra): rlte train agent=ppo|ppo_gnn|ppo_gnn_refine|dqn|dqn_gnn|gradient|gradient_gnn
     topology=abilene traffic=abilene-real seed=3; multirun: rlte train -m seed=1,2,3;
     help and config groups: rlte train --help."""
     from .hydra_app import run_train

@@ -9,6 +9,7 @@ A run directory holds: ``config.yaml`` (resolved), ``model.zip`` (SB3) or ``mode
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
@@ -57,6 +58,15 @@ def agent_policy(cfg: DictConfig) -> str:
     return str(cfg.agent.get("policy", "mlp"))
 
 
+def policy_options(cfg: DictConfig) -> dict[str, Any]:
+    """The SB3 policy's keyword arguments from ``agent.policy_options`` (the PPO graph policy
+    also gets the environment's ``action_scale``: its refinement rounds route as the env does)."""
+    options = OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create())
+    if cfg.agent.algorithm == "ppo" and agent_policy(cfg) == "graph":
+        options["action_scale"] = float(cfg.env.action_scale)
+    return options
+
+
 # ---------------------------------------------------------------------------- environments
 def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
     common = {"topology": data.topology, "traffic": data.train, "pathset": data.pathset,
@@ -76,7 +86,9 @@ def make_vec_env(cfg: DictConfig, data: RunData):
     if vec_class is None:
         raise ValueError(f"env.vec_env must be dummy or subproc, got {cfg.env.vec_env!r}")
     env_class = SplitRoutingEnv if cfg.env.kind == "split_routing" else PathSelectionEnv
-    wrapper = graph_wrapped if agent_policy(cfg) == "graph" else None
+    # a refining graph policy routes inside itself, so it observes the candidate paths too
+    refines = int(policy_options(cfg).get("rounds", 0)) > 0
+    wrapper = functools.partial(graph_wrapped, paths=refines) if agent_policy(cfg) == "graph" else None
     return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed), wrapper_class=wrapper,
                             vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
 
@@ -250,7 +262,7 @@ def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress)
     model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
                        net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                        tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
-                       policy_options=OmegaConf.to_container(cfg.agent.get("policy_options") or OmegaConf.create()))
+                       policy_options=policy_options(cfg))
     every = int(cfg.eval.periodic_every)
 
     class Periodic(BaseCallback):

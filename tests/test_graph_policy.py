@@ -15,12 +15,14 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from agents.gnn import LinkGraph, link_features
+from agents.gnn import LinkGraph, link_features, table_link_loads
 from agents.flows import least_loaded, play
-from agents.sb3 import GraphActorCriticPolicy, GraphQPolicy, SB3GraphPathChooser, SB3GraphSplitPolicy, make_model
+from agents.sb3 import (GraphActorCriticPolicy, GraphQPolicy, SB3GraphPathChooser, SB3GraphSplitPolicy,
+                        link_cost_ratios, make_model)
 from envs import PathSelectionEnv, SplitRoutingEnv
-from envs.graph import (COST_SPAN, FlowGraphView, GraphObservation, LinkCostActions, graph_wrapped,
+from envs.graph import (COST_SPAN, FlowGraphView, GraphObservation, LinkCostActions, LinkCosts, graph_wrapped,
                         link_graph_edges)
+from envs.split_routing import ratios_from_action
 from envs.twin import FluidTwin
 from topologies import Routing, k_shortest_paths, load_topology, load_traffic
 
@@ -119,27 +121,86 @@ def test_path_selection_graph_observation_tells_each_actions_reward():
             assert observation["actions"][action, 1] == pytest.approx(-reward, rel=1e-5, abs=1e-6)
 
 
+def test_graph_observation_with_paths_carries_the_link_table_and_the_latest_demands():
+    topology = load_topology("abilene")
+    traffic = load_traffic("abilene-test", topology)
+    env = graph_wrapped(SplitRoutingEnv(topology, traffic, history=3, random_start=False), paths=True)
+    plain = graph_wrapped(SplitRoutingEnv(topology, traffic, history=3, random_start=False))
+    (observation, _), (without, _) = env.reset(seed=0), plain.reset(seed=0)
+    pathset = env.unwrapped.pathset
+    np.testing.assert_array_equal(observation["paths"], pathset.link_table.reshape(pathset.num_slots, -1))
+    window = pathset.demands(np.array(traffic.matrices[:3]))
+    np.testing.assert_allclose(observation["demands"], window[-1] / window.max(), rtol=1e-6)
+    for key in without:  # the rest is the plain graph observation
+        np.testing.assert_array_equal(observation[key], without[key])
+
+
+def test_torch_link_cost_routing_matches_the_environments():
+    """What a refining policy routes inside itself is what LinkCostActions + the environment's
+    softmax route (actions past [-1, 1] are clipped alike), and the loads are the twin's."""
+    pathset = k_shortest_paths(load_topology("abilene"), 4)
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-1.5, 1.5, size=(4, pathset.topology.num_links)).astype(np.float32)
+    decoder = LinkCosts(pathset)
+    expected = np.stack([ratios_from_action(decoder.slot_logits(a), pathset.mask, 2.5) for a in actions])
+    table = torch.as_tensor(np.array(pathset.link_table))
+    ratios = link_cost_ratios(torch.as_tensor(actions), table, 2.5).numpy()
+    np.testing.assert_allclose(ratios, expected, atol=1e-6)
+    matrices = np.array(load_traffic("gravity", pathset.topology, count=4, seed=2).matrices)
+    flows = torch.as_tensor(pathset.demands(matrices)[..., None] * expected)
+    loads = table_link_loads(flows, table, pathset.topology.num_links).numpy()
+    np.testing.assert_allclose(loads, FluidTwin(pathset).link_loads(matrices, expected), rtol=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checking the wrappers is the point
-@pytest.mark.parametrize("make_env", [
-    lambda: SplitRoutingEnv(triangle(), "gravity", k=2, history=2, traffic_options={"count": 20, "seed": 1}),
-    lambda: PathSelectionEnv(triangle(), "gravity", k=3, flows_per_pair=2, traffic_options={"count": 20, "seed": 1}),
-], ids=["split_routing", "path_selection"])
-def test_graph_wrapped_environment_passes_both_checkers(make_env):
-    env = graph_wrapped(make_env())
+@pytest.mark.parametrize("make_env, paths", [
+    (lambda: SplitRoutingEnv(triangle(), "gravity", k=2, history=2, traffic_options={"count": 20, "seed": 1}), False),
+    (lambda: SplitRoutingEnv(triangle(), "gravity", k=2, history=2, traffic_options={"count": 20, "seed": 1}), True),
+    (lambda: PathSelectionEnv(triangle(), "gravity", k=3, flows_per_pair=2, traffic_options={"count": 20, "seed": 1}),
+     False),
+], ids=["split_routing", "split_routing_with_paths", "path_selection"])
+def test_graph_wrapped_environment_passes_both_checkers(make_env, paths):
+    env = graph_wrapped(make_env(), paths=paths)
     check_env(env, skip_render_check=True)
     with pytest.warns(UserWarning, match="unconventional shape"):  # 2-D arrays: needs the graph policy, as intended
         sb3_check_env(env)
 
 
-def policy_for(topology, history: int = 2) -> GraphActorCriticPolicy:
+def policy_for(topology, history: int = 2, rounds: int = 0) -> GraphActorCriticPolicy:
     env = graph_wrapped(SplitRoutingEnv(topology, "gravity", k=3, history=history,
-                                        traffic_options={"count": history + 2, "seed": 1}))
-    return GraphActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3, hidden=16, layers=2)
+                                        traffic_options={"count": history + 2, "seed": 1}), paths=rounds > 0)
+    return GraphActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3, hidden=16, layers=2,
+                                  rounds=rounds)
 
 
-def test_one_set_of_weights_routes_any_topology():
+def test_refinement_rounds_move_the_policys_mean_by_their_steps_by_hand():
+    """First guess z0 everywhere and a constant step b: after R rounds every link's mean is
+    tanh(z0 + R·tanh b); the adapter then routes each pair by a softmin of path lengths."""
+    rounds, z0, step = 3, -0.4, 0.3
+    policy = policy_for(ring(5), history=1, rounds=rounds)
+    extractor = policy.features_extractor
+    with torch.no_grad():
+        extractor.first.linear.weight.zero_()
+        extractor.first.linear.bias.fill_(z0)
+        extractor.refinement.step.weight.zero_()
+        extractor.refinement.step.bias.fill_(step)
+    mean = np.tanh(z0 + rounds * np.tanh(step))
+    pathset = k_shortest_paths(ring(5), 3)
+    adapter = SB3GraphSplitPolicy(policy, pathset, 1, 3.0)
+    matrices = np.array(load_traffic("gravity", ring(5), count=1, seed=4).matrices)
+    observation = adapter.graph.encode(pathset.demands(matrices), np.zeros(pathset.topology.num_links))
+    action, _ = policy.predict(observation, deterministic=True)
+    np.testing.assert_allclose(action, mean, rtol=1e-5)
+    cost = (mean + 1) / 2  # per link; around the 5-ring pair (0, 1) has paths of 1 and 4 hops
+    p = pathset.pair_index[(0, 1)]
+    expected = np.exp(-3.0 * np.minimum(cost * np.array([0, 3]), COST_SPAN))
+    np.testing.assert_allclose(adapter.route(matrices)[p, :2], expected / expected.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rounds", [0, 2], ids=["one_pass", "refining"])
+def test_one_set_of_weights_routes_any_topology(rounds):
     torch.manual_seed(0)
-    policies = [policy_for(t) for t in (triangle(), ring(6), load_topology("abilene"))]
+    policies = [policy_for(t, rounds=rounds) for t in (triangle(), ring(6), load_topology("abilene"))]
     shapes = [{name: tuple(p.shape) for name, p in policy.state_dict().items()} for policy in policies]
     assert shapes[0] == shapes[1] == shapes[2]
     trained = policies[0]
@@ -171,12 +232,15 @@ def score(policy: SB3GraphSplitPolicy, matrices: np.ndarray, optimum: np.ndarray
                           for t in range(2, len(matrices))]))
 
 
-def test_short_graph_ppo_run_improves_on_the_untrained_policy_and_survives_save_and_load(abilene_week, tmp_path):
+@pytest.mark.parametrize("rounds", [0, 2], ids=["one_pass", "refining"])
+def test_short_graph_ppo_run_improves_on_the_untrained_policy_and_survives_save_and_load(rounds, abilene_week,
+                                                                                        tmp_path):
     topology, matrices, optimum = abilene_week
     env = graph_wrapped(SplitRoutingEnv(topology, matrices, history=2, reward="normalized", optimal_mlu=optimum,
-                                        episode_length=32))
+                                        episode_length=32), paths=rounds > 0)
     model = make_model("ppo", env, {"gamma": 0.0, "n_steps": 128, "batch_size": 64, "learning_rate": 1e-3},
-                       seed=0, policy="graph", policy_options={"hidden": 32, "layers": 2, "log_std_init": -1.0})
+                       seed=0, policy="graph",
+                       policy_options={"hidden": 32, "layers": 2, "log_std_init": -1.0, "rounds": rounds})
     pathset = env.unwrapped.pathset
     before = score(SB3GraphSplitPolicy(model, pathset, 2, 3.0), matrices, optimum)
     model.learn(2048)
@@ -185,7 +249,8 @@ def test_short_graph_ppo_run_improves_on_the_untrained_policy_and_survives_save_
     assert after < before - 0.3, (before, after)  # measured: 2.85 -> 1.12
     model.save(tmp_path / "model.zip")
     loaded = PPO.load(tmp_path / "model.zip", device="cpu")
-    assert isinstance(loaded.policy, GraphActorCriticPolicy) and loaded.policy.hidden == 32
+    assert isinstance(loaded.policy, GraphActorCriticPolicy) and (loaded.policy.hidden, loaded.policy.rounds) == (32,
+                                                                                                           rounds)
     assert score(SB3GraphSplitPolicy(loaded, pathset, 2, 3.0), matrices, optimum) == pytest.approx(after, rel=1e-9)
 
 
@@ -251,6 +316,13 @@ def test_graph_pieces_refuse_what_they_cannot_serve():
         GraphActorCriticPolicy(flat.observation_space, flat.action_space, lambda _: 1e-3)
     with pytest.raises(ValueError, match="one cost per link"):
         GraphActorCriticPolicy(GraphObservation(flat).observation_space, flat.action_space, lambda _: 1e-3)
+    plain = graph_wrapped(flat)
+    with pytest.raises(ValueError, match=r"rounds=2 needs the graph observation of .*GraphObservation\(paths=True\)"):
+        GraphActorCriticPolicy(plain.observation_space, plain.action_space, lambda _: 1e-3, rounds=2)
+    with pytest.raises(ValueError, match="rounds must be >= 0"):
+        policy_for(triangle(), rounds=-1)
+    with pytest.raises(ValueError, match="refines its actions for action_scale=3.0, not 2.0"):
+        SB3GraphSplitPolicy(policy_for(triangle(), rounds=1), k_shortest_paths(triangle(), 3), 2, 2.0)
     flows = PathSelectionEnv(triangle(), "gravity", k=2, traffic_options={"count": 4, "seed": 1})
     with pytest.raises(ValueError, match="needs the graph observation of envs.graph.FlowGraphView"):
         make_model("dqn", flows, {}, seed=0, policy="graph")

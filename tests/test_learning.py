@@ -145,6 +145,8 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
 
 @pytest.mark.parametrize("agent, overrides", [
     ("ppo_gnn", ["agent.hyperparameters.n_steps=64", "agent.hyperparameters.batch_size=64"]),
+    ("ppo_gnn_refine", ["agent.hyperparameters.n_steps=64", "agent.hyperparameters.batch_size=64",
+                        "agent.policy_options.rounds=2"]),
     ("dqn_gnn", ["agent.hyperparameters.learning_starts=128", "eval.validation=6"]),
 ])
 def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
@@ -159,10 +161,12 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 256, 512]
     model = load_trained(cfg, prepare(cfg), tmp_path / "run")
-    assert isinstance(model.policy, {"ppo_gnn": GraphActorCriticPolicy, "dqn_gnn": GraphQPolicy}[agent])
+    assert isinstance(model.policy, GraphQPolicy if agent == "dqn_gnn" else GraphActorCriticPolicy)
     assert model.policy.hidden == 16
-    if agent == "ppo_gnn":
+    if agent.startswith("ppo"):
         assert isinstance(learned_policy(cfg, prepare(cfg), model), SB3GraphSplitPolicy)
+        assert model.policy.rounds == (2 if agent == "ppo_gnn_refine" else 0)
+        assert model.policy.action_scale == cfg.env.action_scale
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert list(report["policies"]) == [agent] and len(report["tm_index"]) == 4  # last 12 held out, every 3rd
     assert all(value >= 1.0 - 1e-9 for value in report["policies"][agent]["normalized_mlu"])  # the optimum bounds it
