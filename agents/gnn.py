@@ -15,7 +15,8 @@ the differentiable twin, divided by its optimum.
 
 With ``rounds`` > 0 the network also *refines* its costs: it routes the latest matrix with
 the current costs through the twin, reads the utilization that causes (a second
-message-passing network), and rescales every link's cost, ``rounds`` times. A learned local
+message-passing network), and rescales the link costs relative to each other (a common
+factor would only sharpen the softmin), ``rounds`` times. A learned local
 search in a few steps: one pass of message passing must guess from equal-split loads which
 links end up hot, a refinement round sees it. Still no weight depends on the topology (the
 twin is the one of whatever path set is routed).
@@ -184,9 +185,11 @@ class LinkGNN(nn.Module):
             def utilization_of(cost: torch.Tensor) -> torch.Tensor:
                 return graph.twin.link_loads(None, self.ratios(graph, cost), demands=latest) / graph.capacities
 
-            # a factor in [1/e, e] per round keeps costs positive and each step bounded
+            # A factor in [1/e², e²] per round keeps costs positive and each step bounded. The
+            # steps are centred over the links: a common factor only sharpens the softmin, and
+            # uncentred, 8 rounds of e¹ drove every pair onto one path where no gradient flows.
             link_cost, _ = self.refinement(features, graph.edges, h, link_cost, utilization_of, equal_peak,
-                                           lambda cost, step: cost * torch.exp(step))
+                                           lambda cost, step: cost * torch.exp(step - step.mean(dim=1, keepdim=True)))
         return self.ratios(graph, link_cost)
 
     def ratios(self, graph: LinkGraph, link_cost: torch.Tensor) -> torch.Tensor:
