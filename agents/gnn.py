@@ -163,13 +163,11 @@ class LinkGNN(nn.Module):
 
     def __init__(self, history: int, hidden: int = 64, layers: int = 3, rounds: int = 0) -> None:
         super().__init__()
-        if rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {rounds}")
         self.history, self.hidden, self.layers, self.rounds = history, hidden, layers, rounds
         self.body = LinkMessagePassing(history + 1, hidden, layers)
         self.cost = nn.Linear(hidden, 1)
         self.log_sharpness = nn.Parameter(torch.tensor(1.0))  # how hard the softmin prefers cheap paths
-        if rounds:
+        if rounds:  # (CostRefinement refuses rounds < 0)
             self.refinement = CostRefinement(history + 1, hidden, layers, rounds)
 
     def forward(self, graph: LinkGraph, demands: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,9 @@ class PathSelectionEnv(gym.Env):
         # (P, K, L) link indices of every path, padded with a sentinel link of infinite capacity
         self._sentinel = topo.num_links
         self._path_links = ps.link_table
-        self._count = ps.mask.sum(axis=1)
+        # (P, K) the path each action puts a pair's flow on: a pair with fewer than K paths repeats them
+        self._action_paths = np.arange(ps.k)[None, :] % ps.mask.sum(axis=1)[:, None]
+        self._action_paths.setflags(write=False)
         self._capacity_ext = np.append(self.capacities, np.inf)
         self._first_path_capacity = self._capacity_ext[self._path_links[:, 0]].min(axis=1)
         self._equal_mlu = equal_split_mlu(ps, self.demands)  # (T,)
@@ -158,7 +160,7 @@ class PathSelectionEnv(gym.Env):
 
     def action_paths(self, pair: int) -> np.ndarray:
         """(K,) the path each action puts ``pair``'s flow on (a pair with fewer than K paths repeats them)."""
-        return np.arange(self.pathset.k) % int(self._count[pair])
+        return self._action_paths[pair]
 
     def candidate_links(self, pair: int) -> np.ndarray:
         """(K, L) link indices of each action's path (padded with ``num_links``), as :meth:`action_paths` maps them."""
@@ -179,7 +181,7 @@ class PathSelectionEnv(gym.Env):
     def path_index(self, pair: int, action: int) -> int:
         if not 0 <= action < self.pathset.k:
             raise ValueError(f"action must be in [0, {self.pathset.k - 1}], got {action}")
-        return int(self.action_paths(pair)[action])
+        return int(self._action_paths[pair, action])
 
     def candidate_bottlenecks(self) -> np.ndarray:
         """(K,) utilization of each candidate path's busiest link if the current flow took it

@@ -6,6 +6,7 @@ Inputs may be numpy arrays or tensors; outputs are tensors on ``device``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -27,14 +28,17 @@ def _sparse(matrix: csr_matrix, device, dtype) -> torch.Tensor:
 class SparseProduct:
     """A constant sparse matrix times dense columns, ``(rows, cols) @ (cols, B)``. COO while
     autograd records the product (its backward is fast), CSR otherwise: CSR's forward is ~15×
-    faster on the CPU (kdl's 0.9 M hops: 3 ms against 50 ms), its backward ~8× slower."""
+    faster on the CPU (kdl's 0.9 M hops: 3 ms against 50 ms), its backward ~8× slower. The CSR
+    copy is made on first use, so a twin that only trains never holds it."""
 
     def __init__(self, matrix: csr_matrix, device, dtype) -> None:
         self.coo = _sparse(matrix, device, dtype)
+
+    @functools.cached_property
+    def csr(self) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.csr = self.coo.to_sparse_csr()
-        self.shape = self.coo.shape
+            return self.coo.to_sparse_csr()
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
