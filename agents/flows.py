@@ -22,6 +22,20 @@ def least_loaded(env: PathSelectionEnv, observation: np.ndarray) -> int:
     return int(np.argmin(env.candidate_bottlenecks()))
 
 
+class LeastNormIncrease:
+    """Greedy: the path that raises the ``order``-norm of the link utilizations least.
+    Least-loaded looks only at the path's busiest link; this charges every link the flow
+    loads, the busy ones most (and tends to least-loaded as ``order`` grows)."""
+
+    def __init__(self, order: float = 4.0) -> None:
+        if not order >= 1:
+            raise ValueError(f"order must be >= 1, got {order!r}")
+        self.order = float(order)
+
+    def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
+        return int(np.argmin(env.candidate_congestion_increases(self.order)))
+
+
 def first_path(env: PathSelectionEnv, observation: np.ndarray) -> int:
     """Shortest path, whatever the load."""
     return 0
@@ -65,7 +79,8 @@ def play(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[int], seed
 
 def baseline_choosers() -> dict[str, Chooser]:
     """The classic rules every path-selection agent is compared with."""
-    return {"least_loaded": least_loaded, "lp_rounded": LPRounded(), "shortest_path": first_path}
+    return {"least_loaded": least_loaded, "least_4norm": LeastNormIncrease(4.0), "lp_rounded": LPRounded(),
+            "shortest_path": first_path}
 
 
 def score_choosers(env: PathSelectionEnv, choosers: Mapping[str, Chooser], tm_indices: Sequence[int],

@@ -31,6 +31,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
@@ -321,6 +322,25 @@ class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
 
 GRAPH_POLICIES: dict[str, type] = {"ppo": GraphActorCriticPolicy, "dqn": GraphQPolicy}
 POLICIES = ("mlp", "graph")
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # hyperparameters SB3 accepts as schedules
+
+
+def with_schedules(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``hyperparameters`` with each ``"lin_<x>"`` value of a :data:`SCHEDULED` key turned into
+    a schedule falling linearly from x to 0 over training (RL Baselines3 Zoo's spelling)."""
+    resolved = dict(hyperparameters)
+    for key in SCHEDULED:
+        value = resolved.get(key)
+        if not isinstance(value, str):
+            continue
+        start = value.removeprefix("lin_")
+        try:
+            if start == value:
+                raise ValueError
+            resolved[key] = LinearSchedule(float(start), 0.0, 1.0)
+        except ValueError:
+            raise ValueError(f"{key} must be a number or 'lin_<number>' (linear decay to 0), got {value!r}") from None
+    return resolved
 
 
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
@@ -331,7 +351,7 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     DQN (on the graph-wrapped environment, :func:`envs.graph.graph_wrapped`;
     ``policy_options`` may set ``hidden`` and ``layers``; DQN's per-action scorer has
     ``net_arch`` hidden widths). ``policy_options``: more policy keyword arguments, e.g.
-    ``log_std_init`` for PPO."""
+    ``log_std_init`` for PPO. ``hyperparameters`` may schedule rates (:func:`with_schedules`)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if policy not in POLICIES:
@@ -342,7 +362,7 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     policy_class = GRAPH_POLICIES[algorithm] if policy == "graph" else "MlpPolicy"
     return ALGORITHMS[algorithm](policy_class, env, seed=seed, verbose=0, device=device,
                                 tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
-                                **dict(hyperparameters))
+                                **with_schedules(hyperparameters))
 
 
 def load_model(algorithm: str, path: str) -> BaseAlgorithm:

@@ -146,8 +146,9 @@ class FlowGraphObservation:
     - ``paths`` (K, E): 1 where action a's path uses the link (a pair with fewer than K paths
       repeats them, as the environment maps actions);
     - ``actions`` (K, 3): per action, its path's bottleneck utilization with the flow on it,
-      the MLU increase it would cause (minus the step reward when ``bottleneck_weight`` is 0),
-      and its hop count over the pair's shortest candidate's (what else the flow will occupy).
+      the increase of the reward's congestion measure it would cause (the MLU's by default;
+      minus the step reward when ``bottleneck_weight`` is 0), and its hop count over the
+      pair's shortest candidate's (what else the flow will occupy).
 
     Once the episode is over the flow-dependent parts are zero.
     """
@@ -182,9 +183,9 @@ class FlowGraphObservation:
             added = rate / self._capacities
             paths[np.arange(k)[:, None], on_path] = 1.0
             bottleneck = env.candidate_bottlenecks()[env.action_paths(pair)]
+            increase = env.candidate_congestion_increases()[env.action_paths(pair)]
             hops = (on_path < num_links).sum(axis=1)
-            actions[:] = np.column_stack([bottleneck * scale, np.maximum(bottleneck - utilization.max(), 0.0) * scale,
-                                          hops / hops.min()])
+            actions[:] = np.column_stack([bottleneck * scale, increase * scale, hops / hops.min()])
         links = np.column_stack([utilization * scale, added * scale, self._capacities / self._capacities.max(),
                                  np.full(num_links, env.routed / max(1, env.num_flows))])
         return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_graph": self.edges.copy(),

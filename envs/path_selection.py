@@ -14,9 +14,13 @@ already routed (1). Values above ``OBSERVATION_CAP`` are clipped.
 
 Action: Discrete(K). A pair with fewer than K paths maps action a to path a mod (its count).
 
-Reward: −(MLU after − MLU before) ÷ u_ref − ``bottleneck_weight`` × (bottleneck of the
-chosen path ÷ u_ref). With ``bottleneck_weight=0`` an undiscounted episode return is
-exactly −final MLU ÷ u_ref, the objective.
+Reward: −(C after − C before) ÷ u_ref − ``bottleneck_weight`` × (bottleneck of the chosen
+path ÷ u_ref), where C is the ``utilization_norm``-norm of the link utilizations: the MLU
+with the default ∞. With ``bottleneck_weight=0`` an undiscounted episode return is exactly
+−final C ÷ u_ref: −final MLU ÷ u_ref by default, the objective. A finite norm (4, say)
+charges every flow for the load it adds, weighted towards busy links, where the MLU charges
+only the few flows that raise the maximum: a denser signal for the same goal, since the
+p-norm tends to the maximum as p grows.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class PathSelectionEnv(gym.Env):
         metric: str = "hop",
         flows_per_pair: int = 1,
         bottleneck_weight: float = 0.0,
+        utilization_norm: float = np.inf,
         optimal_mlu: np.ndarray | None = None,
         backend: str | Backend = "twin",
         pathset: PathSet | None = None,
@@ -58,9 +63,12 @@ class PathSelectionEnv(gym.Env):
             raise ValueError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
         if bottleneck_weight < 0:
             raise ValueError(f"bottleneck_weight must be >= 0, got {bottleneck_weight!r}")
+        if not utilization_norm >= 1:  # also refuses NaN
+            raise ValueError(f"utilization_norm must be >= 1 (inf: the MLU), got {utilization_norm!r}")
         self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
                                                                     traffic_options)
         self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
+        self.utilization_norm = float(utilization_norm)
         # Steps score choices on the flows placed so far (what a controller admitting flows knows);
         # the finished episode's routing is run on the backend, and info reports what it measured.
         self.backend, self._owns_backend = resolve_backend(backend, self.pathset)
@@ -108,14 +116,14 @@ class PathSelectionEnv(gym.Env):
     def step(self, action):
         pair, rate = self.current_flow
         path = self.path_index(pair, int(action))
-        before = self._mlu()
+        before = self._congestion()
         links = self._path_links[pair, path]
         np.add.at(self._loads, links, rate)
         self._loads[self._sentinel] = 0.0
         self._chosen[pair, path] += rate
-        after = self._mlu()
+        after, congestion = self._mlu(), self._congestion()
         bottleneck = float((self._loads[links] / self._capacity_ext[links]).max())
-        reward = -(after - before) / self._reference - self.bottleneck_weight * bottleneck / self._reference
+        reward = -(congestion - before) / self._reference - self.bottleneck_weight * bottleneck / self._reference
         self._position += 1
         done = self._position >= len(self._flows)
         info = {"tm_index": self._t, "path": path, "mlu": after}
@@ -193,8 +201,28 @@ class PathSelectionEnv(gym.Env):
         util = (self._loads[links] + rate) / self._capacity_ext[links]  # sentinel: 0
         return np.where(self.pathset.mask[pair], util.max(axis=1), np.inf)
 
+    def candidate_congestion_increases(self, order: float | None = None) -> np.ndarray:
+        """(K,) how much each candidate path would raise the ``order``-norm of the link
+        utilizations if the current flow took it (inf for missing paths); zeros once the
+        episode is over. ``order`` defaults to ``utilization_norm``: the step reward's first
+        term times −u_ref."""
+        if self._position >= len(self._flows):
+            return np.zeros(self.pathset.k)
+        order = self.utilization_norm if order is None else float(order)
+        pair, rate = self.current_flow
+        utilization = self._loads / self._capacity_ext                  # (E + 1,), sentinel 0
+        after = np.repeat(utilization[None, :], self.pathset.k, axis=0)
+        links = self._path_links[pair]
+        after[np.arange(self.pathset.k)[:, None], links] += rate / self._capacity_ext[links]
+        increase = np.linalg.norm(after, ord=order, axis=1) - np.linalg.norm(utilization, ord=order)
+        return np.where(self.pathset.mask[pair], increase, np.inf)
+
     def _mlu(self) -> float:
         return float(self.utilization().max())
+
+    def _congestion(self) -> float:
+        """The ``utilization_norm``-norm of the link utilizations (the MLU by default)."""
+        return float(np.linalg.norm(self.utilization(), ord=self.utilization_norm))
 
     def _observation(self) -> np.ndarray:
         ps, n = self.pathset, self.topology.num_nodes

@@ -75,7 +75,8 @@ def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
         return {**common, "history": int(cfg.env.history), "reward": cfg.env.reward,
                 "episode_length": int(cfg.env.episode_length), "action_scale": float(cfg.env.action_scale)}
     return {**common, "flows_per_pair": int(cfg.env.flows_per_pair),
-            "bottleneck_weight": float(cfg.env.bottleneck_weight)}
+            "bottleneck_weight": float(cfg.env.bottleneck_weight),
+            "utilization_norm": float(cfg.env.utilization_norm)}
 
 
 def make_vec_env(cfg: DictConfig, data: RunData):

@@ -62,7 +62,8 @@ def test_split_routing_rejects_bad_parameters(kwargs, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"k": -1}, "k"), ({"flows_per_pair": 0}, "flows_per_pair"), ({"backend": "ns3"}, "unknown backend"),
-    ({"traffic": np.ones((10, 4, 4))}, "4"),
+    ({"traffic": np.ones((10, 4, 4))}, "4"), ({"utilization_norm": 0.5}, "utilization_norm"),
+    ({"utilization_norm": float("nan")}, "utilization_norm"),
 ])
 def test_path_selection_rejects_bad_parameters(kwargs, message):
     with pytest.raises((ValueError, TopologyError, TrafficError), match=message):
@@ -176,17 +177,36 @@ def test_path_selection_hand_computed():
     assert reward == pytest.approx(0.0) and terminated and info["final_mlu"] == pytest.approx(0.5)
 
 
-def test_path_selection_episode_return_is_minus_final_mlu():
+def test_path_selection_norm_reward_charges_every_flow_hand_computed():
+    """The same two flows with the 2-norm: the second flow, which the MLU reward does not
+    charge, adds a→b 0.2 and b→c 0.4 to a→c's 0.5: −(√0.45 − 0.5) ÷ 0.5."""
+    env = PathSelectionEnv(triangle(), a_to_c_traffic(1), k=2, flows_per_pair=2, utilization_norm=2)
+    env.reset(seed=0, options={"tm_index": 0})
+    ps = env.pathset
+    direct = ps.paths[pair(ps, 0, 2)].index((ps.topology.link_index[(0, 2)],))
+    _, reward, _, _, info = env.step(direct)
+    assert reward == pytest.approx(-1.0) and info["mlu"] == pytest.approx(0.5)
+    _, reward, _, _, info = env.step(1 - direct)
+    assert reward == pytest.approx(-(np.sqrt(0.45) - 0.5) / 0.5)
+    assert info["final_mlu"] == pytest.approx(0.5)  # scored by the MLU whatever the reward
+
+
+@pytest.mark.parametrize("norm", [np.inf, 4.0])
+def test_path_selection_episode_return_is_minus_final_congestion(norm):
     traffic = load_traffic("gravity", triangle(), count=5, seed=3)
-    env = PathSelectionEnv(triangle(), traffic, k=2, flows_per_pair=3, optimal_mlu=np.full(5, 0.25))
+    env = PathSelectionEnv(triangle(), traffic, k=2, flows_per_pair=3, optimal_mlu=np.full(5, 0.25),
+                           utilization_norm=norm)
     env.reset(seed=1)
     total, done = 0.0, False
     rng = np.random.default_rng(0)
     while not done:
         _, reward, done, _, info = env.step(int(rng.integers(2)))
         total += reward
-    assert total == pytest.approx(-info["final_mlu"] / 0.25)
+    utilization = env.utilization()
+    final = utilization.max() if norm == np.inf else (utilization ** norm).sum() ** (1 / norm)
+    assert total == pytest.approx(-final / 0.25)
     assert info["normalized_mlu"] == pytest.approx(info["final_mlu"] / 0.25)
+    assert info["final_mlu"] == pytest.approx(utilization.max())
 
 
 def test_vector_envs_gymnasium_and_sb3_subprocess():

@@ -109,9 +109,11 @@ def test_path_selection_graph_observation_by_hand():
     np.testing.assert_allclose(observation["links"][:, 3], 1.0)
 
 
-def test_path_selection_graph_observation_tells_each_actions_reward():
-    """With bottleneck_weight 0, the second action feature is minus the reward that action gets."""
-    env = FlowGraphView(PathSelectionEnv("abilene", "abilene-test", flows_per_pair=2))
+@pytest.mark.parametrize("norm", [np.inf, 4.0])
+def test_path_selection_graph_observation_tells_each_actions_reward(norm):
+    """With bottleneck_weight 0, the second action feature is minus the reward that action gets,
+    whichever congestion measure the reward charges."""
+    env = FlowGraphView(PathSelectionEnv("abilene", "abilene-test", flows_per_pair=2, utilization_norm=norm))
     env.reset(seed=4)
     rng = np.random.default_rng(4)
     for _ in range(40):

@@ -311,3 +311,42 @@ def test_lp_rounded_follows_the_lp_split_in_whole_flows():
     ps = env.pathset
     direct = ps.paths[ps.pair_index[(0, 2)]].index((topology.link_index[(0, 2)],))
     assert paths.count(direct) == 4 and info["final_mlu"] == pytest.approx(4 / 9)
+
+
+def test_least_norm_increase_weighs_every_link_the_flow_loads():
+    """One 2 Mb/s flow a→c on the idle triangle. Direct, it puts 0.5 on a→c; via b, 0.2 on a→b
+    and 0.4 on b→c. Raised norms: 1-norm 0.5 against 0.6 (direct), 4-norm 0.5 against
+    (0.2⁴ + 0.4⁴)^¼ ≈ 0.406 (via b), ∞-norm 0.5 against 0.4 (via b, as least-loaded)."""
+    from agents.flows import LeastNormIncrease
+
+    tm = np.zeros((1, 3, 3))
+    tm[0, 0, 2] = 2e6
+    env = PathSelectionEnv(triangle(), tm, k=2)
+    observation, _ = env.reset(seed=0)
+    ps = env.pathset
+    direct = ps.paths[ps.pair_index[(0, 2)]].index((ps.topology.link_index[(0, 2)],))
+    via_b = 1 - direct
+    for order, expected in ((1, [0.5, 0.6]), (4, [0.5, (0.2 ** 4 + 0.4 ** 4) ** 0.25]), (np.inf, [0.5, 0.4])):
+        np.testing.assert_allclose(env.candidate_congestion_increases(order)[[direct, via_b]], expected)
+    assert LeastNormIncrease(1)(env, observation) == direct
+    assert LeastNormIncrease(4)(env, observation) == via_b == least_loaded(env, observation)
+    with pytest.raises(ValueError, match="order must be >= 1"):
+        LeastNormIncrease(0.5)
+
+
+def test_lin_hyperparameters_decay_linearly_to_zero_and_survive_save_and_load(triangle_traffic, tmp_path):
+    from agents.sb3 import make_model
+
+    topology, traffic, optimum = triangle_traffic
+    env = SplitRoutingEnv(topology, traffic, k=2, history=1, optimal_mlu=optimum)
+    model = make_model("ppo", env, {"learning_rate": "lin_0.001", "clip_range": "lin_0.2", "n_steps": 64,
+                                    "batch_size": 64, "n_epochs": 1}, seed=0)
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.clip_range(0.5) == pytest.approx(0.1)
+    model.learn(192)  # three updates, each after its 64 steps: at progress remaining 2/3, 1/3, 0
+    assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
+    model.save(tmp_path / "model.zip")
+    assert PPO.load(tmp_path / "model.zip", device="cpu").lr_schedule(0.5) == pytest.approx(5e-4)
+    for bad in ("0.001", "exp_0.1", "lin_fast"):
+        with pytest.raises(ValueError, match=f"learning_rate must be a number or 'lin_<number>'.*{bad!r}"):
+            make_model("ppo", env, {"learning_rate": bad}, seed=0)
