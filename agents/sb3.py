@@ -333,13 +333,13 @@ def with_schedules(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
         value = resolved.get(key)
         if not isinstance(value, str):
             continue
-        start = value.removeprefix("lin_")
         try:
-            if start == value:
-                raise ValueError
-            resolved[key] = LinearSchedule(float(start), 0.0, 1.0)
+            start = float(value.removeprefix("lin_")) if value.startswith("lin_") else None
         except ValueError:
-            raise ValueError(f"{key} must be a number or 'lin_<number>' (linear decay to 0), got {value!r}") from None
+            start = None
+        if start is None:
+            raise ValueError(f"{key} must be a number or 'lin_<number>' (linear decay to 0), got {value!r}")
+        resolved[key] = LinearSchedule(start, 0.0, 1.0)
     return resolved
 
 

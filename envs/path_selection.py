@@ -196,10 +196,9 @@ class PathSelectionEnv(gym.Env):
         (inf for missing paths); zeros once the episode is over."""
         if self._position >= len(self._flows):
             return np.zeros(self.pathset.k)
-        pair, rate = self.current_flow
-        links = self._path_links[pair]                                  # (K, L)
-        util = (self._loads[links] + rate) / self._capacity_ext[links]  # sentinel: 0
-        return np.where(self.pathset.mask[pair], util.max(axis=1), np.inf)
+        pair, _ = self.current_flow
+        _, with_flow = self._candidate_link_utilization()
+        return np.where(self.pathset.mask[pair], with_flow.max(axis=1), np.inf)
 
     def candidate_congestion_increases(self, order: float | None = None) -> np.ndarray:
         """(K,) how much each candidate path would raise the ``order``-norm of the link
@@ -209,20 +208,32 @@ class PathSelectionEnv(gym.Env):
         if self._position >= len(self._flows):
             return np.zeros(self.pathset.k)
         order = self.utilization_norm if order is None else float(order)
+        pair, _ = self.current_flow
+        now, with_flow = self._candidate_link_utilization()
+        current = self._congestion(order)
+        # only the path's links change: update the norm from them instead of every link (O(K·L), not O(K·E))
+        if order == np.inf:
+            raised = np.maximum(with_flow.max(axis=1), current)
+        else:
+            rest = np.maximum(current ** order - (now ** order).sum(axis=1), 0.0)  # rounding may go below 0
+            raised = (rest + (with_flow ** order).sum(axis=1)) ** (1.0 / order)
+        return np.where(self.pathset.mask[pair], raised - current, np.inf)
+
+    def _candidate_link_utilization(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, L) utilization of each candidate path's links now and with the current flow on
+        that path (0 on the padding)."""
         pair, rate = self.current_flow
-        utilization = self._loads / self._capacity_ext                  # (E + 1,), sentinel 0
-        after = np.repeat(utilization[None, :], self.pathset.k, axis=0)
-        links = self._path_links[pair]
-        after[np.arange(self.pathset.k)[:, None], links] += rate / self._capacity_ext[links]
-        increase = np.linalg.norm(after, ord=order, axis=1) - np.linalg.norm(utilization, ord=order)
-        return np.where(self.pathset.mask[pair], increase, np.inf)
+        links = self._path_links[pair]                                  # (K, L)
+        capacity = self._capacity_ext[links]                            # sentinel: inf
+        return self._loads[links] / capacity, (self._loads[links] + rate) / capacity
 
     def _mlu(self) -> float:
         return float(self.utilization().max())
 
-    def _congestion(self) -> float:
-        """The ``utilization_norm``-norm of the link utilizations (the MLU by default)."""
-        return float(np.linalg.norm(self.utilization(), ord=self.utilization_norm))
+    def _congestion(self, order: float | None = None) -> float:
+        """The ``order``-norm of the link utilizations (default ``utilization_norm``; ∞: the MLU)."""
+        order = self.utilization_norm if order is None else order
+        return self._mlu() if order == np.inf else float(np.linalg.norm(self.utilization(), ord=order))
 
     def _observation(self) -> np.ndarray:
         ps, n = self.pathset, self.topology.num_nodes
