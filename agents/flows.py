@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from envs.path_selection import PathSelectionEnv
+from envs.path_selection import PathSelectionEnv, norm_order
 
 from .evaluation import PolicyScores
 from .lp import path_lp
@@ -28,9 +28,7 @@ class LeastNormIncrease:
     loads, the busy ones most (and tends to least-loaded as ``order`` grows)."""
 
     def __init__(self, order: float = 4.0) -> None:
-        if not order >= 1:
-            raise ValueError(f"order must be >= 1, got {order!r}")
-        self.order = float(order)
+        self.order = norm_order(order)
 
     def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
         return int(np.argmin(env.candidate_congestion_increases(self.order)))

@@ -40,6 +40,13 @@ from .common import check_optimal_mlu, equal_split_mlu, resolve_backend, resolve
 OBSERVATION_CAP = 10.0
 
 
+def norm_order(value: float, name: str = "order") -> float:
+    """``value`` as the order p of a p-norm (>= 1; inf: the maximum), or a ValueError naming ``name``."""
+    if not value >= 1:  # also refuses NaN
+        raise ValueError(f"{name} must be >= 1 (inf: the maximum, the MLU), got {value!r}")
+    return float(value)
+
+
 class PathSelectionEnv(gym.Env):
     metadata = {"render_modes": []}
 
@@ -63,8 +70,7 @@ class PathSelectionEnv(gym.Env):
             raise ValueError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
         if bottleneck_weight < 0:
             raise ValueError(f"bottleneck_weight must be >= 0, got {bottleneck_weight!r}")
-        if not utilization_norm >= 1:  # also refuses NaN
-            raise ValueError(f"utilization_norm must be >= 1 (inf: the MLU), got {utilization_norm!r}")
+        norm_order(utilization_norm, "utilization_norm")
         self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
                                                                     traffic_options)
         self.flows_per_pair, self.bottleneck_weight = int(flows_per_pair), float(bottleneck_weight)
@@ -110,20 +116,23 @@ class PathSelectionEnv(gym.Env):
         self._chosen = np.zeros((self.pathset.num_pairs, self.pathset.k))
         self._t, self._position = t, 0
         self._loads = np.zeros(self.topology.num_links + 1)
+        self._congestion_now = 0.0  # the reward's measure of the loads so far (kept, not recomputed per step)
         self._reference = float(self.optimal_mlu[t]) if self.optimal_mlu is not None else float(self._equal_mlu[t])
         return self._observation(), {"tm_index": t, "flows": len(self._flows)}
 
     def step(self, action):
         pair, rate = self.current_flow
         path = self.path_index(pair, int(action))
-        before = self._congestion()
+        before = self._congestion_now
         links = self._path_links[pair, path]
         np.add.at(self._loads, links, rate)
         self._loads[self._sentinel] = 0.0
         self._chosen[pair, path] += rate
-        after, congestion = self._mlu(), self._congestion()
+        after = self._mlu()
+        self._congestion_now = after if self.utilization_norm == np.inf else self._congestion()
         bottleneck = float((self._loads[links] / self._capacity_ext[links]).max())
-        reward = -(congestion - before) / self._reference - self.bottleneck_weight * bottleneck / self._reference
+        reward = (-(self._congestion_now - before) / self._reference
+                  - self.bottleneck_weight * bottleneck / self._reference)
         self._position += 1
         done = self._position >= len(self._flows)
         info = {"tm_index": self._t, "path": path, "mlu": after}
@@ -207,7 +216,7 @@ class PathSelectionEnv(gym.Env):
         term times −u_ref."""
         if self._position >= len(self._flows):
             return np.zeros(self.pathset.k)
-        order = self.utilization_norm if order is None else float(order)
+        order = self.utilization_norm if order is None else norm_order(order)
         pair, _ = self.current_flow
         now, with_flow = self._candidate_link_utilization()
         current = self._congestion(order)

@@ -332,6 +332,8 @@ def test_least_norm_increase_weighs_every_link_the_flow_loads():
     assert LeastNormIncrease(4)(env, observation) == via_b == least_loaded(env, observation)
     with pytest.raises(ValueError, match="order must be >= 1"):
         LeastNormIncrease(0.5)
+    with pytest.raises(ValueError, match="order must be >= 1"):
+        env.candidate_congestion_increases(0.0)
 
 
 def test_lin_hyperparameters_decay_linearly_to_zero_and_survive_save_and_load(triangle_traffic, tmp_path):

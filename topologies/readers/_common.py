@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..geo import DEFAULT_DELAY_S, propagation_delay_s
-from ..model import Link, Node, TopologyError
+from ..model import Link, Node, Topology, TopologyError
 
 
 def read_text(path: str | Path) -> str:
@@ -70,10 +70,8 @@ def directed_links(
     return links
 
 
-def build_topology(path: Path, name: str, nodes, links, notes) -> "Topology":
+def build_topology(path: Path, name: str, nodes, links, notes) -> Topology:
     """Construct and validate; validation errors name the file they came from."""
-    from ..model import Topology
-
     try:
         return Topology(name, tuple(nodes), tuple(links), tuple(notes))
     except TopologyError as exc:
