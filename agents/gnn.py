@@ -36,7 +36,7 @@ from envs.graph import equal_split_utilization_matrix, link_graph_edges
 from envs.twin_torch import SparseProduct, TorchFluidTwin
 from topologies import PathSet
 
-from .gradient import DemandHistoryPolicy, normalized_mlu_loss, training_samples
+from .gradient import DemandHistoryPolicy, load_network, normalized_mlu_loss, save_network, training_samples
 
 
 class LinkGraph:
@@ -199,15 +199,11 @@ class LinkGNN(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Weights plus the shape parameters :meth:`load` needs (no path set: any topology loads it)."""
-        torch.save({"state_dict": self.state_dict(), "history": self.history, "hidden": self.hidden,
-                    "layers": self.layers, "rounds": self.rounds}, path)
+        save_network(path, self, history=self.history, hidden=self.hidden, layers=self.layers, rounds=self.rounds)
 
     @classmethod
     def load(cls, path: str | Path) -> "LinkGNN":
-        saved = torch.load(path, weights_only=True)
-        net = cls(saved["history"], saved["hidden"], saved["layers"], saved["rounds"])
-        net.load_state_dict(saved["state_dict"])
-        return net
+        return load_network(cls, path, ("history", "hidden", "layers", "rounds"))
 
 
 @dataclass

@@ -8,6 +8,7 @@ is compared with.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,35 @@ def mlp(inputs: int, outputs: int, hidden: Sequence[int]) -> nn.Sequential:
         inputs = width
     layers.append(nn.Linear(inputs, outputs))
     return nn.Sequential(*layers)
+
+
+def save_network(path: str | Path, net: nn.Module, **shape) -> None:
+    """``net``'s weights, its class name and the shape parameters that rebuild it."""
+    torch.save({"kind": type(net).__name__, "state_dict": net.state_dict(), **shape}, path)
+
+
+def load_network(cls: type[nn.Module], path: str | Path, shape: Sequence[str], *leading) -> nn.Module:
+    """A ``cls`` network rebuilt from :func:`save_network`'s file (``leading`` arguments first,
+    then the saved ``shape`` parameters in order), or a ValueError saying what the file is not.
+    (Files written before the class name was saved load as whichever class asks.)"""
+    name = cls.__name__
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # torch's reports of a file that is no checkpoint
+        raise ValueError(f"{path}: not a saved {name} (torch cannot read it: {type(exc).__name__})") from exc
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a saved {name} (it holds a {type(saved).__name__})")
+    if saved.get("kind", name) != name:
+        raise ValueError(f"{path}: not a saved {name} (a saved {saved['kind']})")
+    missing = [key for key in ("state_dict", *shape) if key not in saved]
+    if missing:
+        raise ValueError(f"{path}: not a saved {name} (missing {', '.join(missing)})")
+    net = cls(*leading, *(saved[key] for key in shape))
+    try:
+        net.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:  # shapes that do not fit: another path set, for a per-topology network
+        raise ValueError(f"{path}: its weights do not fit this {name} ({exc})") from exc
+    return net
 
 
 def window_features(demands: torch.Tensor) -> torch.Tensor:
@@ -51,14 +81,12 @@ class SplitRatioNet(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Weights plus the shape parameters :meth:`load` needs to rebuild the network."""
-        torch.save({"state_dict": self.state_dict(), "history": self.history, "hidden": list(self.hidden)}, path)
+        save_network(path, self, history=self.history, hidden=list(self.hidden))
 
     @classmethod
     def load(cls, pathset: PathSet, path: str | Path) -> "SplitRatioNet":
-        saved = torch.load(path, weights_only=True)
-        net = cls(pathset, saved["history"], saved["hidden"])
-        net.load_state_dict(saved["state_dict"])
-        return net
+        """The network saved at ``path``, for ``pathset`` (the one it was trained on)."""
+        return load_network(cls, path, ("history", "hidden"), pathset)
 
 
 @dataclass

@@ -87,6 +87,27 @@ def test_saved_network_loads_with_its_shape_and_routes_alike(tmp_path):
         LinkGNN(history=1, rounds=-1)
 
 
+def test_loading_a_file_that_is_not_that_network_says_so(tmp_path):
+    from agents.gradient import SplitRatioNet
+
+    SplitRatioNet(k_shortest_paths(diamond(), 2), history=2, hidden=(4,)).save(tmp_path / "mlp.pt")
+    with pytest.raises(ValueError, match=r"mlp.pt: not a saved LinkGNN \(a saved SplitRatioNet\)"):
+        LinkGNN.load(tmp_path / "mlp.pt")
+    with pytest.raises(ValueError, match="its weights do not fit this SplitRatioNet"):  # trained for another path set
+        SplitRatioNet.load(k_shortest_paths(ring(6), 2), tmp_path / "mlp.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a saved LinkGNN"):
+        LinkGNN.load(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}, "history": 2}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="missing hidden, layers, rounds"):
+        LinkGNN.load(tmp_path / "partial.pt")
+    # written before the class name was saved: still loads
+    net = LinkGNN(history=2, hidden=8, layers=2, rounds=1)
+    torch.save({"state_dict": net.state_dict(), "history": 2, "hidden": 8, "layers": 2, "rounds": 1},
+               tmp_path / "old.pt")
+    assert LinkGNN.load(tmp_path / "old.pt").rounds == 1
+
+
 def test_link_features_are_scale_free_and_follow_the_twin():
     pathset = k_shortest_paths(load_topology("abilene"), 4)
     graph = LinkGraph(pathset)
