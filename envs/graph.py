@@ -182,8 +182,7 @@ class FlowGraphObservation:
             on_path = env.candidate_links(pair)                     # (K, L), padded with num_links
             added = rate / self._capacities
             paths[np.arange(k)[:, None], on_path] = 1.0
-            bottleneck = env.candidate_bottlenecks()[env.action_paths(pair)]
-            increase = env.candidate_congestion_increases()[env.action_paths(pair)]
+            bottleneck, increase = (effect[env.action_paths(pair)] for effect in env.candidate_effects())
             hops = (on_path < num_links).sum(axis=1)
             actions[:] = np.column_stack([bottleneck * scale, increase * scale, hops / hops.min()])
         links = np.column_stack([utilization * scale, added * scale, self._capacities / self._capacities.max(),

@@ -214,19 +214,26 @@ class PathSelectionEnv(gym.Env):
         utilizations if the current flow took it (inf for missing paths); zeros once the
         episode is over. ``order`` defaults to ``utilization_norm``: the step reward's first
         term times −u_ref."""
+        return self.candidate_effects(order)[1]
+
+    def candidate_effects(self, order: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`candidate_bottlenecks` and :meth:`candidate_congestion_increases` from one
+        look at the candidate paths' links (the graph observation shows both on every flow)."""
         if self._position >= len(self._flows):
-            return np.zeros(self.pathset.k)
+            return np.zeros(self.pathset.k), np.zeros(self.pathset.k)
         order = self.utilization_norm if order is None else norm_order(order)
         pair, _ = self.current_flow
         now, with_flow = self._candidate_link_utilization()
+        bottleneck = with_flow.max(axis=1)
         current = self._congestion(order)
         # only the path's links change: update the norm from them instead of every link (O(K·L), not O(K·E))
         if order == np.inf:
-            raised = np.maximum(with_flow.max(axis=1), current)
+            raised = np.maximum(bottleneck, current)
         else:
             rest = np.maximum(current ** order - (now ** order).sum(axis=1), 0.0)  # rounding may go below 0
             raised = (rest + (with_flow ** order).sum(axis=1)) ** (1.0 / order)
-        return np.where(self.pathset.mask[pair], raised - current, np.inf)
+        present = self.pathset.mask[pair]
+        return np.where(present, bottleneck, np.inf), np.where(present, raised - current, np.inf)
 
     def _candidate_link_utilization(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, L) utilization of each candidate path's links now and with the current flow on
