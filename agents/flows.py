@@ -4,8 +4,10 @@ which unsplittable flows can approach but not always reach)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,15 +66,39 @@ def from_model(model) -> Chooser:
 
 def play(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[int], seed: int = 0) -> np.ndarray:
     """Final MLU of each matrix in ``tm_indices`` (flow order drawn from ``seed``)."""
-    final = np.empty(len(tm_indices))
+    return play_episodes(env, choose, tm_indices, seed).final_mlu
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """What playing one episode per matrix gave, per matrix (T,)."""
+
+    final_mlu: np.ndarray           # of the flows' routing, computed as the steps go (the twin's fluid model)
+    measured_mlu: np.ndarray        # of that routing run on the environment's backend
+    delivered_fraction: np.ndarray  # ditto
+    decision_time_s: np.ndarray     # time spent choosing paths, all flows together
+
+
+def play_episodes(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[int], seed: int = 0,
+                  on_episode: Callable[[], None] | None = None) -> Episodes:
+    """Route each matrix in ``tm_indices`` flow by flow with ``choose`` (flow order drawn from
+    ``seed``); its final MLU, what the environment's backend measured for the routing, and the
+    time the choices took. ``on_episode()`` is called after each matrix."""
+    count = len(tm_indices)
+    final, measured, delivered, decided = np.empty(count), np.empty(count), np.empty(count), np.zeros(count)
     for i, t in enumerate(tm_indices):
         observation, _ = env.reset(seed=seed + i, options={"tm_index": int(t)})
         while True:
-            observation, _, terminated, truncated, info = env.step(choose(env, observation))
+            start = time.perf_counter()
+            action = choose(env, observation)
+            decided[i] += time.perf_counter() - start
+            observation, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
-                final[i] = info["final_mlu"]
+                final[i], measured[i], delivered[i] = info["final_mlu"], info["measured_mlu"], info["delivered_fraction"]
                 break
-    return final
+        if on_episode:
+            on_episode()
+    return Episodes(final, measured, delivered, decided)
 
 
 def baseline_choosers() -> dict[str, Chooser]:
@@ -82,13 +108,21 @@ def baseline_choosers() -> dict[str, Chooser]:
 
 
 def score_choosers(env: PathSelectionEnv, choosers: Mapping[str, Chooser], tm_indices: Sequence[int],
-                   optimal_mlu: np.ndarray, seed: int = 0) -> dict[str, PolicyScores]:
+                   optimal_mlu: np.ndarray, seed: int = 0,
+                   progress: Callable[[str, int], None] | None = None) -> dict[str, PolicyScores]:
     """Each chooser's final MLU on the matrices ``tm_indices`` (÷ their optima ``optimal_mlu``)
-    and its mean time per matrix, as the split-routing policies are scored."""
+    and its time per matrix, as the split-routing policies are scored. On a live backend
+    (not the twin) the MLU and drops are what it measured, beside the twin's MLU.
+    ``progress(name, 1)`` is called after each matrix, as :func:`agents.evaluation.evaluate_policies` calls it."""
+    live = env.backend.name != "twin"
     scores = {}
     for name, choose in choosers.items():
-        start = time.perf_counter()
-        final = play(env, choose, tm_indices, seed=seed)
-        per_matrix = (time.perf_counter() - start) / len(tm_indices)
-        scores[name] = PolicyScores(final, final / optimal_mlu, np.full(len(tm_indices), per_matrix))
+        played = play_episodes(env, choose, tm_indices, seed=seed,
+                               on_episode=progress and functools.partial(progress, name, 1))
+        if live:
+            scores[name] = PolicyScores(played.measured_mlu, played.measured_mlu / optimal_mlu, played.decision_time_s,
+                                        np.clip(1.0 - played.delivered_fraction, 0.0, None),
+                                        twin_normalized_mlu=played.final_mlu / optimal_mlu)
+        else:
+            scores[name] = PolicyScores(played.final_mlu, played.final_mlu / optimal_mlu, played.decision_time_s)
     return scores

@@ -16,13 +16,16 @@ CONFIG_DIR = str(Path(__file__).parent / "conf")
 
 
 def print_table(title: str, policies: dict[str, dict]) -> None:
+    live = any("twin_median" in p["summary"] for p in policies.values())  # measured on the emulated network
     table = Table(title=title)
-    for column in ("policy", "median", "p90", "max", "drops", "decision time"):
+    columns = ("policy", "median", "p90", "max", *(("twin median",) if live else ()), "drops", "decision time")
+    for column in columns:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in policies.items():
         s = p["summary"]
         drops = f"{100 * s['mean_drop_fraction']:.2f}%" if "mean_drop_fraction" in s else "-"
-        table.add_row(name, f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['max']:.3f}", drops,
+        twin = (f"{s['twin_median']:.3f}",) if live else ()
+        table.add_row(name, f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['max']:.3f}", *twin, drops,
                       f"{s['decision_time_s'] * 1e3:.3f} ms")
     console.print(table)
 
@@ -47,22 +50,38 @@ def run_train(args: list[str]) -> None:
     train_main()
 
 
-def run_eval(args: list[str]) -> None:
-    """`rlte eval run=DIR [eval.every=6] [out=FILE] [traffic.dataset=...]`."""
-    from .data import prepare
-    from .train import evaluate_run, load_trained
+def backend_config(name: str) -> DictConfig:
+    """The ``backend`` config group's option ``name`` (what `backend=NAME` selects in `rlte train`)."""
+    path = Path(CONFIG_DIR) / "backend" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(known)}")
+    return OmegaConf.load(path)
 
-    overrides = OmegaConf.from_dotlist(args)
+
+def run_eval(args: list[str]) -> None:
+    """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
+    from .data import prepare
+    from .train import check_config, evaluate_run, load_trained
+
+    # backend=NAME picks a config group option, as in `rlte train`; the rest are dotted overrides
+    groups = [arg for arg in args if arg.startswith("backend=")]
+    overrides = OmegaConf.from_dotlist([arg for arg in args if arg not in groups])
     if "run" not in overrides:
         raise ValueError("say which run to evaluate: rlte eval run=runs/<run directory> [eval.every=24] [out=FILE]")
     run_dir = Path(str(overrides.pop("run")))
     out = overrides.pop("out", None)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); runs are under runs/")
-    cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    for group in groups:
+        cfg.backend = backend_config(group.split("=", 1)[1])
+    cfg = OmegaConf.merge(cfg, overrides)
+    check_config(cfg, training=False)
     data = prepare(cfg)
     model = load_trained(cfg, data, run_dir)
     report, _ = evaluate_run(cfg, data, model, run_dir, Path(out) if out else None)
-    print_table(f"{cfg.agent.name} on {data.topology.name}: normalized MLU on {len(report['tm_index'])} held-out matrices",
-                report["policies"])
+    where = "" if cfg.backend.name == "twin" else f", measured on {cfg.backend.name}"
+    print_table(f"{cfg.agent.name} on {data.topology.name}: normalized MLU on {len(report['tm_index'])} held-out "
+                f"matrices{where}", report["policies"])
     console.print(f"written to {out or run_dir / 'eval.json'}", highlight=False)

@@ -5,6 +5,10 @@ the model, and compare it on held-out traffic with every baseline.
 A run directory holds: ``config.yaml`` (resolved), ``model.zip`` (SB3) or ``model.pt``
 (gradient learner), ``metrics.json`` (training curve, wall time, final table), ``eval.json``
 (the comparison table; rewritten by `rlte eval`), and ``tb/`` (TensorBoard logs).
+
+Training runs in the twin. `rlte eval run=DIR backend=mininet` scores a finished run on the
+emulated network instead: every routing is installed by the controller and its matrix
+replayed as packets, and the table shows what was measured beside what the twin predicted.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import functools
 import json
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores, evaluate_policies
 from agents.policy import baseline_policies
+from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import graph_wrapped
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
+from topologies import union_pathsets
 
 from .compare import write_json_atomically
 from .data import RunData, ScoredSequence, prepare
@@ -35,7 +43,9 @@ SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, *, training: bool = True) -> None:
+    """Refuse a config whose agent, environment, policy or backend do not go together
+    (``training``: for `rlte train`; `rlte eval` may score on a live backend)."""
     algorithm, kind = cfg.agent.algorithm, cfg.env.kind
     if algorithm not in AGENT_ENV:
         raise ValueError(f"unknown agent algorithm {algorithm!r}; choose one of {', '.join(AGENT_ENV)}")
@@ -43,8 +53,13 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
     if agent_policy(cfg) not in ("mlp", "graph"):
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
-    if cfg.backend.name != "twin":
-        raise ValueError(f"training runs on backend=twin; {cfg.backend.name!r} arrives with issue #4")
+    backend = cfg.backend.name
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if training and backend != "twin":
+        raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
+                         f"would take weeks; train in the twin, then score the run there: "
+                         f"rlte eval run=<run directory> backend={backend}")
 
 
 def model_file(cfg: DictConfig) -> str:
@@ -111,22 +126,53 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
     return adapter(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
 
 
+@contextmanager
+def live_backend(cfg: DictConfig, pathset) -> Iterator[Backend]:
+    """The config's live backend carrying ``pathset``, started and torn down around the block."""
+    from envs.emulation import require_emulation
+    from envs.mininet_backend import ReplaySettings
+
+    require_emulation()  # not root, no Mininet, OVS not running: one clear error before anything starts
+    options = cfg.backend
+    replay = ReplaySettings(flows_per_pair=int(options.flows_per_pair), warmup_s=float(options.warmup_s),
+                            window_s=float(options.window_s))
+    with make_backend(options.name, pathset, capacity_scale=float(options.capacity_scale), replay=replay) as backend:
+        yield backend
+
+
+@contextmanager
+def measuring(cfg: DictConfig, runs: int) -> Iterator[Callable[[str, int], None]]:
+    """A progress bar over the live runs (each seconds long), as the ``progress`` callback of the scorers."""
+    from tqdm import tqdm
+
+    with tqdm(total=runs, desc=f"measuring on {cfg.backend.name}", unit="run") as bar:
+        def progress(name: str, count: int) -> None:
+            bar.set_postfix_str(name)
+            bar.update(count)
+
+        yield progress
+
+
 def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-                        baselines: bool, with_drops: bool = True) -> dict[str, PolicyScores]:
+                        baselines: bool, with_drops: bool = True, live: bool = False) -> dict[str, PolicyScores]:
     policies = [learned_policy(cfg, data, model)]
     if baselines:
         policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
-    _, scores = evaluate_policies(policies, sequence.matrices, indices, optimal=sequence.optimum_at(indices),
-                                  with_drops=with_drops)
-    return scores
+    evaluate = functools.partial(evaluate_policies, policies, sequence.matrices, indices,
+                                 optimal=sequence.optimum_at(indices))
+    if not live:
+        return evaluate(with_drops=with_drops)[1]
+    # one emulated network carries every policy's paths (ECMP's and OSPF's are not all among the K shortest)
+    pathsets = {id(policy.pathset): policy.pathset for policy in policies}
+    with live_backend(cfg, union_pathsets(data.pathset, *pathsets.values())) as backend, \
+            measuring(cfg, len(policies) * len(indices)) as progress:
+        return evaluate(backend=backend, progress=progress)[1]
 
 
 def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-                         baselines: bool) -> dict[str, PolicyScores]:
+                         baselines: bool, live: bool = False) -> dict[str, PolicyScores]:
     from agents.flows import baseline_choosers, from_model, score_choosers
 
-    env = PathSelectionEnv(data.topology, sequence.traffic, pathset=data.pathset,
-                           flows_per_pair=int(cfg.env.flows_per_pair))
     if agent_policy(cfg) == "graph":
         from agents.sb3 import SB3GraphPathChooser
 
@@ -135,14 +181,25 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: Scored
         choosers = {cfg.agent.name: from_model(model)}
     if baselines:
         choosers |= baseline_choosers()
-    return score_choosers(env, choosers, indices, sequence.optimum_at(indices), seed=int(cfg.seed))
+
+    def scores(backend: Backend | str, progress=None) -> dict[str, PolicyScores]:
+        env = PathSelectionEnv(data.topology, sequence.traffic, pathset=data.pathset,
+                               flows_per_pair=int(cfg.env.flows_per_pair), backend=backend)
+        return score_choosers(env, choosers, indices, sequence.optimum_at(indices), seed=int(cfg.seed),
+                              progress=progress)
+
+    if not live:
+        return scores("twin")
+    with live_backend(cfg, data.pathset) as backend, measuring(cfg, len(choosers) * len(indices)) as progress:
+        return scores(backend, progress)
 
 
 def score(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-          baselines: bool) -> dict[str, PolicyScores]:
-    """The model (and, with ``baselines``, every baseline) on ``sequence``'s matrices ``indices``."""
+          baselines: bool, live: bool = False) -> dict[str, PolicyScores]:
+    """The model (and, with ``baselines``, every baseline) on ``sequence``'s matrices ``indices``;
+    ``live``: measured on the config's backend (the twin's prediction beside each score)."""
     scorer = score_path_selection if cfg.env.kind == "path_selection" else score_split_routing
-    return scorer(cfg, data, model, sequence, indices, baselines=baselines)
+    return scorer(cfg, data, model, sequence, indices, baselines=baselines, live=live)
 
 
 # ---------------------------------------------------------------------------- TensorBoard
@@ -342,18 +399,24 @@ def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
 
 
 def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[str, PolicyScores]) -> dict:
+    def scores(s: PolicyScores) -> dict:
+        row = {"summary": s.summary(), "mlu": s.mlu.tolist(), "normalized_mlu": s.normalized_mlu.tolist()}
+        if s.twin_normalized_mlu is not None:  # measured live: what the twin predicted, and what was dropped
+            row |= {"twin_normalized_mlu": s.twin_normalized_mlu.tolist(), "drop_fraction": s.drop_fraction.tolist()}
+        return row
+
     return {"topology": data.topology.name, "traffic": data.test.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
-            "tm_index": [int(i) - data.test.pad for i in indices],
+            "backend": cfg.backend.name, "tm_index": [int(i) - data.test.pad for i in indices],
             "optimal_mlu": data.test.optimum_at(indices).tolist(),
-            "policies": {name: {"summary": s.summary(), "mlu": s.mlu.tolist(),
-                                "normalized_mlu": s.normalized_mlu.tolist()} for name, s in table.items()}}
+            "policies": {name: scores(s) for name, s in table.items()}}
 
 
 def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
                  out: Path | None = None) -> tuple[dict, dict[str, PolicyScores]]:
     """Score the trained model and the baselines on the held-out matrices; write the JSON report."""
     indices = data.test.indices(int(cfg.eval.every))
-    table = score(cfg, data, model, data.test, indices, baselines=bool(cfg.eval.with_baselines))
+    table = score(cfg, data, model, data.test, indices, baselines=bool(cfg.eval.with_baselines),
+                  live=cfg.backend.name != "twin")
     report = table_json(cfg, data, indices, table)
     write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
     return report, table

@@ -141,6 +141,14 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
                             "backend": {"name": "twin"}})
     with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
         check_config(cfg)
+    cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
+                            "backend": {"name": "mininet"}})
+    with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
+        check_config(cfg)
+    check_config(cfg, training=False)  # scoring a run there is what the emulated network is for
+    cfg.backend.name = "ns3"
+    with pytest.raises(ValueError, match="unknown backend 'ns3'; choose one of twin, mininet"):
+        check_config(cfg, training=False)
 
 
 @pytest.mark.parametrize("agent, overrides", [
@@ -291,6 +299,9 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
 
     result = rlte("eval", f"run={tmp_path / 'nowhere'}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "not a run directory" in result.stderr
+    result = rlte("eval", f"run={runs[0]}", "backend=ns3", f"out={out}", cwd=tmp_path, env_extra=cache)
+    assert result.returncode == 2 and "unknown backend 'ns3'; choose one of mininet, twin" in result.stderr
+    assert json.loads(out.read_text()) == again  # a refused eval leaves the last table as it was
 
 
 def test_lp_rounded_follows_the_lp_split_in_whole_flows():
@@ -334,6 +345,30 @@ def test_least_norm_increase_weighs_every_link_the_flow_loads():
         LeastNormIncrease(0.5)
     with pytest.raises(ValueError, match="order must be >= 1"):
         env.candidate_congestion_increases(0.0)
+
+
+def test_path_selection_on_a_live_backend_is_scored_by_what_it_measured(triangle_traffic):
+    """A stand-in live backend (the twin with every demand × 1.25): each chooser's MLU is the
+    measured one, 1.25 × the flows' own final MLU, which stays beside it as the twin's."""
+    from agents.flows import play_episodes, score_choosers
+    from envs.backend import TwinBackend
+
+    class ScaledTwin(TwinBackend):
+        name = "scaled twin"
+
+    topology, traffic, optimum = triangle_traffic
+    pathset = k_shortest_paths(topology, 2)
+    live = PathSelectionEnv(topology, traffic, pathset=pathset, flows_per_pair=3, backend=ScaledTwin(pathset, 1.25))
+    twin = PathSelectionEnv(topology, traffic, pathset=pathset, flows_per_pair=3)
+    indices = [0, 5, 9]
+    scores = score_choosers(live, {"least_loaded": least_loaded, "first_path": first_path}, indices, optimum[indices])
+    for name, choose in (("least_loaded", least_loaded), ("first_path", first_path)):
+        final = play_episodes(twin, choose, indices).final_mlu
+        np.testing.assert_allclose(scores[name].twin_normalized_mlu, final / optimum[indices])
+        np.testing.assert_allclose(scores[name].mlu, 1.25 * final)
+        assert scores[name].drop_fraction.shape == (3,) and (scores[name].decision_time_s > 0).all()
+    assert score_choosers(twin, {"first_path": first_path}, indices, optimum[indices])["first_path"] \
+        .twin_normalized_mlu is None  # on the twin itself there is nothing measured to set beside it
 
 
 def test_lin_hyperparameters_decay_linearly_to_zero_and_survive_save_and_load(triangle_traffic, tmp_path):

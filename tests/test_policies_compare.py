@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from agents import LPPolicy, StaticPolicy, evaluate_policies, first_index, ospf, shortest_path
-from agents.evaluation import history_for
+from agents.evaluation import decide, history_for
 from envs import FluidTwin
+from envs.backend import TwinBackend
 from experiments.cli import app
 from experiments.compare import CompareSettings, run_compare
-from topologies import Routing, k_shortest_paths, load_topology, load_traffic
+from topologies import Routing, TopologyError, k_shortest_paths, load_topology, load_traffic, union_pathsets
 
 runner = CliRunner()
 
@@ -147,3 +148,38 @@ def test_topo_commands(tmp_path):
     assert "repair: kept the largest connected component" in zoo.output
     bad = runner.invoke(app, ["topo", "show", "nowhere"])
     assert bad.exit_code == 2 and "unknown topology" in bad.output
+
+
+class ScaledTwin(TwinBackend):
+    """A stand-in live backend: the twin with every demand × ``load_factor`` (as headers add load)."""
+
+    name = "scaled twin"
+
+
+def test_policies_on_a_live_backend_are_scored_by_what_it_measured_beside_the_twin():
+    topo = load_topology("abilene")
+    tms = load_traffic("abilene-test", topo).matrices
+    paths = k_shortest_paths(topo, 4)
+    policies = [shortest_path(topo), ospf(topo), LPPolicy("lp_previous", paths)]
+    carried = union_pathsets(paths, *(p.pathset for p in policies))
+    backend = ScaledTwin(carried, load_factor=1.25)
+    indices = np.array([24, 500, 1000])
+    optimum, twin_scores = evaluate_policies(policies, tms, indices)
+    runs = []
+    _, live = evaluate_policies(policies, tms, indices, optimal=optimum, backend=backend,
+                                progress=lambda name, count: runs.append((name, count)))
+    assert runs == [(p.name, 1) for p in policies for _ in indices]  # one unit per measured run
+    for policy in policies:
+        twin, measured = twin_scores[policy.name], live[policy.name]
+        np.testing.assert_allclose(measured.twin_normalized_mlu, twin.normalized_mlu)
+        # the policy's own paths lifted onto the carried set route the same load: 1.25 × the twin's MLU
+        np.testing.assert_allclose(measured.mlu, 1.25 * twin.mlu, rtol=1e-9)
+        np.testing.assert_allclose(measured.normalized_mlu, 1.25 * twin.normalized_mlu, rtol=1e-9)
+        ratios, _ = decide(policy, tms, indices)
+        ratios = np.broadcast_to(ratios, (len(indices), *policy.pathset.mask.shape))
+        direct = [TwinBackend(policy.pathset, 1.25).run(policy.pathset.demands(tms[t]), r) for t, r in zip(indices, ratios)]
+        np.testing.assert_allclose(measured.drop_fraction, [m.drops_bps / m.offered_bps for m in direct], atol=1e-12)
+        assert live[policy.name].summary()["twin_median"] == pytest.approx(np.median(twin.normalized_mlu))
+    assert (live["shortest_path"].drop_fraction > 0).all()  # the raw Abilene volumes overload hop-shortest paths
+    with pytest.raises(TopologyError, match="is not in the target path set"):
+        evaluate_policies([ospf(topo)], tms, indices, optimal=optimum, backend=ScaledTwin(paths, 1.0))
