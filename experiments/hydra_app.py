@@ -3,6 +3,7 @@ directories) and `rlte eval` (a finished run's own config plus dotted overrides)
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,10 +35,20 @@ def print_table(title: str, policies: dict[str, dict]) -> None:
 def train_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from .cli import USER_ERRORS, errors
     from .train import run_training
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = run_training(cfg, run_dir)
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    try:
+        metrics = run_training(cfg, run_dir)
+    except USER_ERRORS as exc:  # a bad config or input: one line and exit status 2, as the other commands
+        # Hydra made the run directory before the job started; drop it when it holds nothing
+        # but Hydra's own files, so a refused run leaves no empty run behind
+        if {entry.name for entry in run_dir.iterdir()} <= {".hydra", f"{hydra_config.job.name}.log"}:
+            shutil.rmtree(run_dir)
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
     final = metrics["final"]
     print_table(f"{metrics['agent']} on {metrics['topology']} (seed {metrics['seed']}): normalized MLU, held-out",
                 {name: {"summary": s} for name, s in final.items()})

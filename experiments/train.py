@@ -425,11 +425,11 @@ def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
 def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     check_config(cfg)
     torch.set_num_threads(int(cfg.threads))
+    started = time.perf_counter()
+    data = prepare(cfg)  # before anything is written: bad traffic or topology settings leave the directory as it was
+    prepare_s = time.perf_counter() - started
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    started = time.perf_counter()
-    data = prepare(cfg)
-    prepare_s = time.perf_counter() - started
     writer = TEWriter(run_dir / "tb" / "te")
     progress = Progress(cfg, data, writer, run_dir)
     trainer = train_gradient_agent if cfg.agent.algorithm == "gradient" else train_sb3

@@ -303,6 +303,15 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     assert result.returncode == 2 and "unknown backend 'ns3'; choose one of mininet, twin" in result.stderr
     assert json.loads(out.read_text()) == again  # a refused eval leaves the last table as it was
 
+    # refused training: one error line, exit status 2, no empty run directory, an existing run untouched
+    before = {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()}
+    result = rlte("train", "traffic.dataset=nope", f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
+    assert result.returncode == 2 and "error: unknown dataset 'nope'" in result.stderr, result.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()} == before
+    result = rlte("train", "backend=mininet", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path, env_extra=cache)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: training runs in the twin" in result.stderr and not (tmp_path / "refused").exists()
+
 
 def test_lp_rounded_follows_the_lp_split_in_whole_flows():
     """a→c 4 Mb/s in 9 flows: the LP sends 4/9 direct, so rounding puts 4 flows there, 5 via b."""
