@@ -53,6 +53,10 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
     if agent_policy(cfg) not in ("mlp", "graph"):
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
+    for key in ("every", "periodic_matrices", "periodic_every"):  # checked here, not found out after training
+        value = cfg.eval.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"eval.{key} must be a whole number >= 1, got {value!r}")
     backend = cfg.backend.name
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

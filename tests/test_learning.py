@@ -133,16 +133,21 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
 
     from experiments.train import check_config
 
+    scoring = {"every": 24, "periodic_matrices": 32, "periodic_every": 10000}
     cfg = OmegaConf.create({"agent": {"algorithm": "ppo"}, "env": {"kind": "path_selection"},
-                            "backend": {"name": "twin"}})
+                            "backend": {"name": "twin"}, "eval": scoring})
     with pytest.raises(ValueError, match="agent 'ppo' learns in env=split_routing"):
         check_config(cfg)
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient", "policy": "cnn"}, "env": {"kind": "split_routing"},
-                            "backend": {"name": "twin"}})
+                            "backend": {"name": "twin"}, "eval": scoring})
     with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
         check_config(cfg)
+    cfg.agent.policy = "mlp"
+    for key, value in (("every", 0), ("periodic_every", -5), ("periodic_matrices", "abc"), ("every", 2.5)):
+        with pytest.raises(ValueError, match=f"eval.{key} must be a whole number >= 1, got {value!r}"):
+            check_config(OmegaConf.merge(cfg, {"eval": {key: value}}))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
-                            "backend": {"name": "mininet"}})
+                            "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
         check_config(cfg)
     check_config(cfg, training=False)  # scoring a run there is what the emulated network is for
