@@ -1,5 +1,5 @@
 """Realizations of a topology and the environments built on them: the fluid digital twin,
-the backend interface (twin now, Mininet with issue #4), and two Gymnasium environments,
+the backend interface (the twin; Mininet in ``envs.mininet_backend``), and two Gymnasium environments,
 registered as ``rlte/SplitRouting-v0`` (continuous split ratios) and
 ``rlte/PathSelection-v0`` (one discrete path per arriving flow).
 The torch twin lives in ``envs.twin_torch`` (imports torch)."""
