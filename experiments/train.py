@@ -32,7 +32,7 @@ from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import graph_wrapped
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
-from topologies import union_pathsets
+from topologies import PathSet, union_pathsets
 
 from .compare import write_json_atomically
 from .data import RunData, ScoredSequence, prepare
@@ -131,7 +131,7 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
 
 
 @contextmanager
-def live_backend(cfg: DictConfig, pathset) -> Iterator[Backend]:
+def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
     """The config's live backend carrying ``pathset``, started and torn down around the block."""
     from envs.emulation import require_emulation
     from envs.mininet_backend import ReplaySettings
