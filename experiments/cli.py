@@ -174,7 +174,7 @@ def train(ctx: typer.Context) -> None:
 @friendly_errors
 def evaluate(ctx: typer.Context) -> None:
     """Compare a trained run with every baseline on held-out traffic:
-    rlte eval run=runs/<dir> [eval.every=24] [out=FILE.json];
+    rlte eval run=runs/<dir> \\[eval.every=24] \\[out=FILE.json];
     measured on the emulated network (root): add backend=mininet."""
     from .hydra_app import run_eval
 
