@@ -94,7 +94,8 @@ def play_episodes(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[i
             decided[i] += time.perf_counter() - start
             observation, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
-                final[i], measured[i], delivered[i] = info["final_mlu"], info["measured_mlu"], info["delivered_fraction"]
+                final[i], measured[i] = info["final_mlu"], info["measured_mlu"]
+                delivered[i] = info["delivered_fraction"]
                 break
         if on_episode:
             on_episode()

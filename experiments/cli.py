@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,6 +32,11 @@ USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, F
                ControllerError)
 
 
+def print_error(exc: BaseException) -> None:
+    """One ``error:`` line on stderr; the message is printed as written (its brackets are not markup)."""
+    errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+
+
 def friendly_errors(command):
     """Bad input ends with one clear line on stderr and exit status 2, not a traceback."""
 
@@ -39,7 +45,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+            print_error(exc)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -83,7 +89,7 @@ def topo_show(
                   f"delay {summary['delay_s']['min'] * 1e3:.3g}-{summary['delay_s']['max'] * 1e3:.3g} ms")
     console.print(f"fingerprint {summary['fingerprint']}")
     for note in topo.notes:
-        console.print(f"  - {note}", highlight=False)
+        console.print(f"  - {escape(note)}", highlight=False)
     if topo.num_nodes <= 60:
         table = Table(title="Nodes")
         for column in ("#", "name", "latitude", "longitude", "role", "out-links"):
@@ -237,7 +243,7 @@ def fidelity(
     console.print(table)
     console.print(f"same ranking of routings in every matrix: {result['same_ranking']}")
     for note in report.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     if out is not None:
         write_json_atomically(out, json_module.dumps(result, indent=1))
 

@@ -35,7 +35,7 @@ def print_table(title: str, policies: dict[str, dict]) -> None:
 def train_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from .cli import USER_ERRORS, errors
+    from .cli import USER_ERRORS, print_error
     from .train import run_training
 
     hydra_config = HydraConfig.get()
@@ -47,7 +47,7 @@ def train_main(cfg: DictConfig) -> float:
         # but Hydra's own files, so a refused run leaves no empty run behind
         if {entry.name for entry in run_dir.iterdir()} <= {".hydra", f"{hydra_config.job.name}.log"}:
             shutil.rmtree(run_dir)
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(exc)
         sys.exit(2)
     final = metrics["final"]
     print_table(f"{metrics['agent']} on {metrics['topology']} (seed {metrics['seed']}): normalized MLU, held-out",
@@ -70,10 +70,25 @@ def backend_config(name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
+EVAL_USAGE = """\
+usage: rlte eval run=DIR [backend=mininet] [eval.every=24] [eval.with_baselines=false] [out=FILE] [key=value ...]
+
+Re-scores a finished run (its config.yaml and kept model) on its held-out traffic next to
+every baseline, prints the table and writes DIR/eval.json (or FILE). Any dotted key of the
+run's config may be overridden. backend=mininet measures every routing on the emulated
+network instead (root, Mininet, Open vSwitch; ~5 s per matrix and policy), beside the
+twin's prediction; backend.window_s, backend.warmup_s, backend.flows_per_pair and
+backend.capacity_scale set the replay."""
+
+
 def run_eval(args: list[str]) -> None:
     """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
     from .data import prepare
     from .train import check_config, evaluate_run, load_trained
+
+    if {"--help", "-h"} & set(args):
+        print(EVAL_USAGE)
+        return
 
     # backend=NAME picks a config group option, as in `rlte train`; the rest are dotted overrides
     groups = [arg for arg in args if arg.startswith("backend=")]

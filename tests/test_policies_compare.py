@@ -177,9 +177,20 @@ def test_policies_on_a_live_backend_are_scored_by_what_it_measured_beside_the_tw
         np.testing.assert_allclose(measured.normalized_mlu, 1.25 * twin.normalized_mlu, rtol=1e-9)
         ratios, _ = decide(policy, tms, indices)
         ratios = np.broadcast_to(ratios, (len(indices), *policy.pathset.mask.shape))
-        direct = [TwinBackend(policy.pathset, 1.25).run(policy.pathset.demands(tms[t]), r) for t, r in zip(indices, ratios)]
+        scaled = TwinBackend(policy.pathset, 1.25)
+        direct = [scaled.run(policy.pathset.demands(tms[t]), r) for t, r in zip(indices, ratios)]
         np.testing.assert_allclose(measured.drop_fraction, [m.drops_bps / m.offered_bps for m in direct], atol=1e-12)
         assert live[policy.name].summary()["twin_median"] == pytest.approx(np.median(twin.normalized_mlu))
     assert (live["shortest_path"].drop_fraction > 0).all()  # the raw Abilene volumes overload hop-shortest paths
     with pytest.raises(TopologyError, match="is not in the target path set"):
         evaluate_policies([ospf(topo)], tms, indices, optimal=optimum, backend=ScaledTwin(paths, 1.0))
+
+
+def test_eval_usage_and_errors_print_their_brackets():
+    """Rich markup must not eat the optional arguments out of a message or the help."""
+    missing = runner.invoke(app, ["eval"])
+    assert missing.exit_code == 2 and "rlte eval run=runs/<run directory> [eval.every=24] [out=FILE]" in missing.output
+    usage = runner.invoke(app, ["eval", "--help"])
+    assert usage.exit_code == 0 and "[backend=mininet] [eval.every=24]" in usage.output
+    listing = runner.invoke(app, ["--help"])
+    assert "[eval.every=24] [out=FILE.json]" in listing.output
