@@ -237,10 +237,17 @@ def test_abilene_fidelity_smoke():
     assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
 
 
-def test_a_trained_run_is_scored_on_the_emulated_network(tmp_path, monkeypatch):
-    """`rlte eval run=DIR backend=mininet`: the run's policy and every baseline (ECMP's and
-    OSPF's paths carried beside the K shortest) installed by the controller and measured, with
-    the twin's prediction beside each."""
+@pytest.mark.parametrize("agent, training, scored", [
+    ("gradient", ["agent.epochs=3", "eval.periodic_every=1000"],
+     {"gradient", "shortest_path", "ecmp", "ospf", "lp_paths", "lp_previous"}),
+    ("dqn", ["agent.total_timesteps=300", "agent.hyperparameters.learning_starts=100", "eval.periodic_every=300"],
+     {"dqn", "least_loaded", "least_4norm", "lp_rounded", "shortest_path"}),
+])
+def test_a_trained_run_is_scored_on_the_emulated_network(agent, training, scored, tmp_path, monkeypatch):
+    """`rlte eval run=DIR backend=mininet`: the run's policy and every baseline installed by the
+    controller and measured, with the twin's prediction beside each. Split routing carries
+    ECMP's and OSPF's paths beside the K shortest; path selection routes each matrix's flows
+    one by one, then replays the result."""
     import json
 
     from experiments.train import run_training
@@ -248,8 +255,8 @@ def test_a_trained_run_is_scored_on_the_emulated_network(tmp_path, monkeypatch):
 
     cache = {"RLTE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     monkeypatch.setenv("RLTE_CACHE", cache["RLTE_CACHE"])
-    run_training(compose_train("agent=gradient", "agent.epochs=3", "topology=b4", "traffic=b4-real", "eval.every=12",
-                               "eval.periodic_every=1000"), tmp_path / "run")
+    run_training(compose_train(f"agent={agent}", *training, "topology=b4", "traffic=b4-real", "eval.every=12"),
+                 tmp_path / "run")
     out = tmp_path / "live.json"
     result = rlte("eval", f"run={tmp_path / 'run'}", "backend=mininet", "backend.warmup_s=0.5",
                   "backend.window_s=1.5", f"out={out}", cwd=tmp_path, env_extra=cache)
@@ -257,7 +264,7 @@ def test_a_trained_run_is_scored_on_the_emulated_network(tmp_path, monkeypatch):
     assert "measured on mininet" in result.stdout and "twin median" in result.stdout
     report = json.loads(out.read_text())
     assert report["backend"] == "mininet" and len(report["tm_index"]) == 1
-    assert {"gradient", "shortest_path", "ecmp", "ospf", "lp_paths", "lp_previous"} <= set(report["policies"])
+    assert set(report["policies"]) >= scored
     optimum = report["optimal_mlu"][0]
     for name, scores in report["policies"].items():
         predicted = scores["twin_normalized_mlu"][0] * optimum
