@@ -119,7 +119,7 @@ def evaluate_policies(
         twin = twins.setdefault(id(pathset), FluidTwin(pathset))
         ratios, times = decide(policy, matrices, indices, None if backend else progress)
         drops = None
-        if with_drops:
+        if with_drops and backend is None:  # a backend measures the drops itself
             result = twin.evaluate(matrices[indices], ratios)
             mlu = np.asarray(result.mlu, dtype=np.float64)
             offered = result.demands.sum(-1)
@@ -147,7 +147,7 @@ def measure(backend: Backend, pathset: PathSet, matrices: np.ndarray, ratios: np
         lifted = routing if pathset is backend.pathset else lift_ratios(routing, pathset, backend.pathset)
         measurement = backend.run(pathset.demands(matrix), lifted)
         mlu[i] = measurement.mlu
-        drops[i] = max(0.0, measurement.drops_bps / measurement.offered_bps) if measurement.offered_bps > 0 else 0.0
+        drops[i] = max(0.0, 1.0 - measurement.delivered_fraction)
         if on_run:
             on_run()
     return mlu, drops

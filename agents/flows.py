@@ -109,18 +109,18 @@ def baseline_choosers() -> dict[str, Chooser]:
 
 
 def score_choosers(env: PathSelectionEnv, choosers: Mapping[str, Chooser], tm_indices: Sequence[int],
-                   optimal_mlu: np.ndarray, seed: int = 0,
-                   progress: Callable[[str, int], None] | None = None) -> dict[str, PolicyScores]:
+                   optimal_mlu: np.ndarray, seed: int = 0, progress: Callable[[str, int], None] | None = None,
+                   measured: bool = False) -> dict[str, PolicyScores]:
     """Each chooser's final MLU on the matrices ``tm_indices`` (÷ their optima ``optimal_mlu``)
-    and its time per matrix, as the split-routing policies are scored. On a live backend
-    (not the twin) the MLU and drops are what it measured, beside the twin's MLU.
-    ``progress(name, 1)`` is called after each matrix, as :func:`agents.evaluation.evaluate_policies` calls it."""
-    live = env.backend.name != "twin"
+    and its time per matrix, as the split-routing policies are scored. ``measured`` (the env
+    runs on a live backend): the MLU and drops are what the backend measured, beside the
+    twin's MLU. ``progress(name, 1)`` is called after each matrix, as
+    :func:`agents.evaluation.evaluate_policies` calls it."""
     scores = {}
     for name, choose in choosers.items():
         played = play_episodes(env, choose, tm_indices, seed=seed,
                                on_episode=progress and functools.partial(progress, name, 1))
-        if live:
+        if measured:
             scores[name] = PolicyScores(played.measured_mlu, played.measured_mlu / optimal_mlu, played.decision_time_s,
                                         np.clip(1.0 - played.delivered_fraction, 0.0, None),
                                         twin_normalized_mlu=played.final_mlu / optimal_mlu)

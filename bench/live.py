@@ -82,8 +82,8 @@ def failovers(backend: MininetBackend, demands: np.ndarray) -> dict:
             "unroutable_pairs": len(event["unroutable_pairs"]) if event else None,
             "controller_event_after_s": None if event is None else event["time"] - down_at,
             "observed_by_client_after_s": None if rerouted_at is None else rerouted_at - down_at,
-            "delivered_fraction_after": measured.delivered_bps / measured.offered_bps,
-            "twin_delivered_fraction_after": congestion.delivered_bps / congestion.offered_bps,
+            "delivered_fraction_after": measured.delivered_fraction,
+            "twin_delivered_fraction_after": congestion.delivered_fraction,
             "twin_mlu_after": congestion.mlu,
         })
     return {"poll_interval_s": POLL_S, "cases": results}

@@ -29,6 +29,11 @@ class Measurement:
     def drops_bps(self) -> float:
         return self.offered_bps - self.delivered_bps
 
+    @property
+    def delivered_fraction(self) -> float:
+        """Share of the offered traffic that arrived (1 when nothing was offered: nothing was lost)."""
+        return self.delivered_bps / self.offered_bps if self.offered_bps > 0 else 1.0
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -142,7 +142,7 @@ class PathSelectionEnv(gym.Env):
                 info["normalized_mlu"] = after / float(self.optimal_mlu[self._t])
             measured = self.backend.run(self.demands[self._t], self.episode_ratios())
             info["measured_mlu"] = measured.mlu
-            info["delivered_fraction"] = measured.delivered_bps / max(measured.offered_bps, 1e-300)
+            info["delivered_fraction"] = measured.delivered_fraction
         return self._observation(), float(reward), done, False, info
 
     # ------------------------------------------------------------------ helpers

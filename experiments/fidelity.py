@@ -147,7 +147,7 @@ def run_fidelity(pathset: PathSet, matrices: np.ndarray, tm_indices: list[int], 
         for name, ratios in routings.items():
             measured = emulated.run(demands * scale, ratios)
             report.samples.append(Sample(t, name, predicted[name] * scale, measured.utilization,
-                                         measured.delivered_bps / max(measured.offered_bps, 1e-300)))
+                                         measured.delivered_fraction))
             if progress is not None:
                 progress()
     return report

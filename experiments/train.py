@@ -186,16 +186,16 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: Scored
     if baselines:
         choosers |= baseline_choosers()
 
-    def scores(backend: Backend | str, progress=None) -> dict[str, PolicyScores]:
+    def scores(backend: Backend | str, **live_options) -> dict[str, PolicyScores]:
         env = PathSelectionEnv(data.topology, sequence.traffic, pathset=data.pathset,
                                flows_per_pair=int(cfg.env.flows_per_pair), backend=backend)
         return score_choosers(env, choosers, indices, sequence.optimum_at(indices), seed=int(cfg.seed),
-                              progress=progress)
+                              **live_options)
 
     if not live:
         return scores("twin")
     with live_backend(cfg, data.pathset) as backend, measuring(cfg, len(choosers) * len(indices)) as progress:
-        return scores(backend, progress)
+        return scores(backend, progress=progress, measured=True)
 
 
 def score(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,

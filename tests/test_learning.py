@@ -367,22 +367,20 @@ def test_path_selection_on_a_live_backend_is_scored_by_what_it_measured(triangle
     from agents.flows import play_episodes, score_choosers
     from envs.backend import TwinBackend
 
-    class ScaledTwin(TwinBackend):
-        name = "scaled twin"
-
     topology, traffic, optimum = triangle_traffic
     pathset = k_shortest_paths(topology, 2)
-    live = PathSelectionEnv(topology, traffic, pathset=pathset, flows_per_pair=3, backend=ScaledTwin(pathset, 1.25))
+    live = PathSelectionEnv(topology, traffic, pathset=pathset, flows_per_pair=3, backend=TwinBackend(pathset, 1.25))
     twin = PathSelectionEnv(topology, traffic, pathset=pathset, flows_per_pair=3)
     indices = [0, 5, 9]
-    scores = score_choosers(live, {"least_loaded": least_loaded, "first_path": first_path}, indices, optimum[indices])
+    scores = score_choosers(live, {"least_loaded": least_loaded, "first_path": first_path}, indices, optimum[indices],
+                            measured=True)
     for name, choose in (("least_loaded", least_loaded), ("first_path", first_path)):
         final = play_episodes(twin, choose, indices).final_mlu
         np.testing.assert_allclose(scores[name].twin_normalized_mlu, final / optimum[indices])
         np.testing.assert_allclose(scores[name].mlu, 1.25 * final)
         assert scores[name].drop_fraction.shape == (3,) and (scores[name].decision_time_s > 0).all()
     assert score_choosers(twin, {"first_path": first_path}, indices, optimum[indices])["first_path"] \
-        .twin_normalized_mlu is None  # on the twin itself there is nothing measured to set beside it
+        .twin_normalized_mlu is None  # not measured: nothing to set beside the twin's own score
 
 
 def test_lin_hyperparameters_decay_linearly_to_zero_and_survive_save_and_load(triangle_traffic, tmp_path):

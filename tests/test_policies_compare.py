@@ -150,19 +150,13 @@ def test_topo_commands(tmp_path):
     assert bad.exit_code == 2 and "unknown topology" in bad.output
 
 
-class ScaledTwin(TwinBackend):
-    """A stand-in live backend: the twin with every demand × ``load_factor`` (as headers add load)."""
-
-    name = "scaled twin"
-
-
 def test_policies_on_a_live_backend_are_scored_by_what_it_measured_beside_the_twin():
     topo = load_topology("abilene")
     tms = load_traffic("abilene-test", topo).matrices
     paths = k_shortest_paths(topo, 4)
     policies = [shortest_path(topo), ospf(topo), LPPolicy("lp_previous", paths)]
     carried = union_pathsets(paths, *(p.pathset for p in policies))
-    backend = ScaledTwin(carried, load_factor=1.25)
+    backend = TwinBackend(carried, load_factor=1.25)  # a stand-in live backend: headers add load
     indices = np.array([24, 500, 1000])
     optimum, twin_scores = evaluate_policies(policies, tms, indices)
     runs = []
@@ -183,7 +177,7 @@ def test_policies_on_a_live_backend_are_scored_by_what_it_measured_beside_the_tw
         assert live[policy.name].summary()["twin_median"] == pytest.approx(np.median(twin.normalized_mlu))
     assert (live["shortest_path"].drop_fraction > 0).all()  # the raw Abilene volumes overload hop-shortest paths
     with pytest.raises(TopologyError, match="is not in the target path set"):
-        evaluate_policies([ospf(topo)], tms, indices, optimal=optimum, backend=ScaledTwin(paths, 1.0))
+        evaluate_policies([ospf(topo)], tms, indices, optimal=optimum, backend=TwinBackend(paths))
 
 
 def test_eval_usage_and_errors_print_their_brackets():
