@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -32,8 +34,16 @@ USER_ERRORS = (TopologyError, TrafficError, RoutingError, LPError, ValueError, F
                ControllerError)
 
 
+# Bad input is one line, but ValueError is also what a bug may raise: with this variable set
+# the traceback behind the line is printed too (for a bug report), as HYDRA_FULL_ERROR does.
+TRACEBACK_VARIABLE = "RLTE_TRACEBACK"
+
+
 def print_error(exc: BaseException) -> None:
-    """One ``error:`` line on stderr; the message is printed as written (its brackets are not markup)."""
+    """One ``error:`` line on stderr; the message is printed as written (its brackets are not
+    markup). With ``RLTE_TRACEBACK=1`` the traceback comes first."""
+    if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+        errors.out("".join(traceback.format_exception(exc)).rstrip(), highlight=False)
     errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
 
 

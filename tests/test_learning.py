@@ -316,6 +316,10 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     result = rlte("train", "backend=mininet", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: training runs in the twin" in result.stderr and not (tmp_path / "refused").exists()
+    result = rlte("train", "backend=mininet", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path,
+                  env_extra={**cache, "RLTE_TRACEBACK": "1"})  # for a bug report: where the error came from
+    assert result.returncode == 2 and "Traceback" in result.stderr and "in check_config" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("error: training runs in the twin")
 
 
 def test_lp_rounded_follows_the_lp_split_in_whole_flows():
