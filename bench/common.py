@@ -9,6 +9,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,13 @@ def machine() -> dict:
             info["cpu"] = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    try:
-        import scipy
-
-        info["scipy"] = scipy.__version__
-    except ImportError:
-        pass
+    # the LP baselines without a tie-break pick whichever optimum the solver returns, so the
+    # solver's version moves them (LP-previous on Abilene: median 1.068 with highspy 1.15, 1.058 with 1.16)
+    for module in ("scipy", "highspy", "torch", "stable_baselines3"):
+        try:
+            info[module] = version(module)
+        except PackageNotFoundError:
+            pass
     return info
 
 
