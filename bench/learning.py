@@ -66,6 +66,7 @@ def train_runs(names: list[str], seeds: list[int]) -> list[dict]:
             started = time.perf_counter()
             metrics = run_training(cfg, directory)
             rows.append({**metrics, "agent": name, "policy": agent, "seed": seed, "overrides": overrides,
+                         "machine": machine(),  # merged results keep each run's own versions
                          "run_dir": str(directory.relative_to(ROOT)), "wall_seconds": time.perf_counter() - started})
             final = metrics["final"][cfg.agent.name]
             print(f"{name:9s} seed {seed}: median {final['median']:.3f} p90 {final['p90']:.3f} "
