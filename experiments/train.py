@@ -43,6 +43,17 @@ SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
 
 
+# Whole-number settings: (smallest value, whether every config has it). A wrong one is refused
+# naming its key, where int() would say only "invalid literal" or the run would fail later.
+WHOLE_NUMBERS: dict[str, tuple[int, bool]] = {
+    "eval.every": (1, True), "eval.periodic_matrices": (1, True), "eval.periodic_every": (1, True),
+    "eval.validation": (0, False), "seed": (0, False), "paths": (1, False), "threads": (1, False),
+    "env.history": (1, False), "env.episode_length": (1, False), "env.n_envs": (1, False),
+    "env.flows_per_pair": (1, False), "agent.total_timesteps": (1, False), "agent.epochs": (1, False),
+    "agent.batch_size": (1, False),
+}
+
+
 def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     """Refuse a config whose agent, environment, policy or backend do not go together
     (``training``: for `rlte train`; `rlte eval` may score on a live backend)."""
@@ -53,10 +64,12 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
     if agent_policy(cfg) not in ("mlp", "graph"):
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
-    for key in ("every", "periodic_matrices", "periodic_every"):  # checked here, not found out after training
-        value = cfg.eval.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"eval.{key} must be a whole number >= 1, got {value!r}")
+    for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
+        value = OmegaConf.select(cfg, key)
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
     backend = cfg.backend.name
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -315,55 +328,60 @@ class Progress:
         return load_trained(self.cfg, self.data, self.path.parent)
 
 
-def train_sb3(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
+Trainer = Callable[[Progress], Any]  # trains, scoring checkpoints through Progress; returns the kept model
+
+
+def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
+    """The SB3 agent's training, with its environments and model built (so refused here, before
+    the run writes anything)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.sb3 import make_model
 
     env = make_vec_env(cfg, data)
-    model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
-                       net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
-                       tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
-                       policy_options=policy_options(cfg))
+    try:
+        model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
+                           net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
+                           tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
+                           policy_options=policy_options(cfg))
+    except BaseException:
+        env.close()
+        raise
     every = int(cfg.eval.periodic_every)
 
-    class Periodic(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.next = every
+    def train(progress: Progress):
+        class Periodic(BaseCallback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.next = every
 
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next:
-                self.next += every
-                progress.checkpoint(self.num_timesteps, model)
-            return True
+            def _on_step(self) -> bool:
+                if self.num_timesteps >= self.next:
+                    self.next += every
+                    progress.checkpoint(self.num_timesteps, model)
+                return True
 
-    progress.checkpoint(0, model)
-    with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
-        warnings.filterwarnings("ignore", message="rich is experimental")
-        model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
-                    tb_log_name=cfg.agent.name)
-    if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
-        progress.checkpoint(int(model.num_timesteps), model)
-    env.close()
-    return progress.kept(model)
+        progress.checkpoint(0, model)
+        with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
+            warnings.filterwarnings("ignore", message="rich is experimental")
+            model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
+                        tb_log_name=cfg.agent.name)
+        if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
+            progress.checkpoint(int(model.num_timesteps), model)
+        env.close()
+        return progress.kept(model)
+
+    return train
 
 
-def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress: Progress):
-    """The gradient learner: agents.gradient's MLP (agent.policy=mlp) or agents.gnn's LinkGNN (graph)."""
+def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
+    """The gradient learner's training: agents.gradient's MLP (agent.policy=mlp) or agents.gnn's
+    LinkGNN (graph), with its settings and untrained network built (so refused here, before the
+    run writes anything)."""
     from tqdm import tqdm
 
     agent, seed = cfg.agent, int(cfg.seed)
     every = max(1, int(cfg.eval.periodic_every) // 1000)  # epochs between held-out scores
-    bar = tqdm(total=int(agent.epochs), desc="gradient epochs", unit="epoch")
-
-    def on_epoch(epoch: int, loss: float, net) -> None:
-        progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if (epoch + 1) % every == 0 or epoch + 1 == int(agent.epochs):
-            progress.checkpoint(epoch + 1, net)
-
     common = {"history": int(cfg.env.history), "epochs": int(agent.epochs), "batch_size": int(agent.batch_size),
               "learning_rate": float(agent.learning_rate), "weight_decay": float(agent.weight_decay), "seed": seed}
     torch.manual_seed(seed)
@@ -373,19 +391,37 @@ def train_gradient_agent(cfg: DictConfig, data: RunData, run_dir: Path, progress
         settings = GNNSettings(**common, hidden=int(agent.hidden), layers=int(agent.layers), rounds=int(agent.rounds),
                                max_grad_norm=float(agent.max_grad_norm))
         untrained = LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds)
-        progress.checkpoint(0, untrained)
-        net, _ = train_gnn([TrainingSet(data.pathset, data.train.matrices, data.train_optimum)], settings,
-                           on_epoch=on_epoch)
+
+        def fit(on_epoch):
+            return train_gnn([TrainingSet(data.pathset, data.train.matrices, data.train_optimum)], settings,
+                             on_epoch=on_epoch)[0]
     else:
         from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
 
         settings = GradientSettings(**common, hidden=tuple(agent.hidden), spread=float(agent.get("spread", 0.0)),
                                     spread_p=float(agent.get("spread_p", 8.0)))
-        progress.checkpoint(0, SplitRatioNet(data.pathset, settings.history, settings.hidden))  # the untrained net
-        policy, _ = train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings, on_epoch=on_epoch)
-        net = policy.net
-    bar.close()
-    return progress.kept(net)
+        untrained = SplitRatioNet(data.pathset, settings.history, settings.hidden)
+
+        def fit(on_epoch):
+            return train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings,
+                                  on_epoch=on_epoch)[0].net
+
+    def train(progress: Progress):
+        bar = tqdm(total=int(agent.epochs), desc="gradient epochs", unit="epoch")
+
+        def on_epoch(epoch: int, loss: float, net) -> None:
+            progress.writer.writer.add_scalar("train/normalized_mlu", loss, epoch + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if (epoch + 1) % every == 0 or epoch + 1 == int(agent.epochs):
+                progress.checkpoint(epoch + 1, net)
+
+        progress.checkpoint(0, untrained)
+        net = fit(on_epoch)
+        bar.close()
+        return progress.kept(net)
+
+    return train
 
 
 def load_trained(cfg: DictConfig, data: RunData, run_dir: Path):
@@ -430,14 +466,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     check_config(cfg)
     torch.set_num_threads(int(cfg.threads))
     started = time.perf_counter()
-    data = prepare(cfg)  # before anything is written: bad traffic or topology settings leave the directory as it was
+    # Everything that can refuse the config runs before anything is written, so bad traffic,
+    # topology, environment or agent settings leave the directory as it was
+    data = prepare(cfg)
     prepare_s = time.perf_counter() - started
+    trainer = (gradient_trainer if cfg.agent.algorithm == "gradient" else sb3_trainer)(cfg, data, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     writer = TEWriter(run_dir / "tb" / "te")
     progress = Progress(cfg, data, writer, run_dir)
-    trainer = train_gradient_agent if cfg.agent.algorithm == "gradient" else train_sb3
-    model = trainer(cfg, data, run_dir, progress)
+    model = trainer(progress)
     train_s = time.perf_counter() - progress.start
     report, table = evaluate_run(cfg, data, model, run_dir)
     utilization = None

@@ -146,6 +146,13 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     for key, value in (("every", 0), ("periodic_every", -5), ("periodic_matrices", "abc"), ("every", 2.5)):
         with pytest.raises(ValueError, match=f"eval.{key} must be a whole number >= 1, got {value!r}"):
             check_config(OmegaConf.merge(cfg, {"eval": {key: value}}))
+    with pytest.raises(ValueError, match=r"eval.every must be a whole number >= 1, got None"):
+        check_config(OmegaConf.merge(cfg, {"eval": {"every": None}}))
+    for key, value, minimum in (("seed", "abc", 0), ("seed", -1, 0), ("env.episode_length", 0, 1),
+                                ("agent.total_timesteps", 1e5, 1), ("threads", True, 1), ("eval.validation", -1, 0)):
+        with pytest.raises(ValueError, match=rf"{key} must be a whole number >= {minimum}, got {value!r}"):
+            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
+    check_config(OmegaConf.merge(cfg, {"seed": 0, "eval": {"validation": 0}}))  # the smallest allowed
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
@@ -313,6 +320,17 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     result = rlte("train", "traffic.dataset=nope", f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "error: unknown dataset 'nope'" in result.stderr, result.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()} == before
+    # refused by the environment or the agent, which are built before the run writes anything
+    # (the environment's refusal used to come after config.yaml was overwritten)
+    for setting, message in (("env.reward=foo", "error: unknown reward 'foo'"),
+                             ("agent.hyperparameters.learning_rate=lin_x", "error: learning_rate must be a number")):
+        result = rlte("train", "agent=ppo", setting, f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+        assert {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()} == before
+        assert not (runs[0] / "tb" / "ppo_1").exists()
+    result = rlte("train", "agent=ppo", "env.reward=foo", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path,
+                  env_extra=cache)
+    assert result.returncode == 2 and not (tmp_path / "refused").exists()
     result = rlte("train", "backend=mininet", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: training runs in the twin" in result.stderr and not (tmp_path / "refused").exists()
