@@ -20,3 +20,14 @@ def ecmp_fan() -> Topology:
     edges = [("s", "a"), ("s", "b"), ("a", "x"), ("b", "x"), ("b", "y"), ("x", "t"), ("y", "t")]
     return Topology("fan", tuple(Node(n) for n in "sabxyt"),
                     tuple(bidirectional_links([(u, v, 1e9, 1e-3, 1.0) for u, v in edges])))
+
+
+def square_with_spur(a_d_capacity: float = 10e6) -> Topology:
+    """The square a-b-c-d-a (10 Mb/s; a-d ``a_d_capacity``) with a 1 Mb/s spur a-e.
+
+    a→c has two 2-hop paths, a-b-c and a-d-c; a→e has only a-e, so a demand there fixes the
+    MLU and leaves a→c's split free wherever it stays under it.
+    """
+    edges = [("a", "b", 10e6, 1e-3, 1.0), ("b", "c", 10e6, 1e-3, 1.0), ("c", "d", 10e6, 1e-3, 1.0),
+             ("a", "d", a_d_capacity, 1e-3, 1.0), ("a", "e", 1e6, 1e-3, 1.0)]
+    return Topology("square_with_spur", tuple(Node(n) for n in "abcde"), tuple(bidirectional_links(edges)))

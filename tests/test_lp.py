@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agents.lp import mcf_optimum, optimal_mlu, path_lp, scale_to_optimal_mlu, scaled_with_optimum
 from topologies import Link, Topology, k_shortest_paths, load_topology, load_traffic, waxman
 
-from .networks import triangle
+from .networks import square_with_spur, triangle
 
 
 def test_hand_computed_split_on_the_triangle():
@@ -98,6 +98,50 @@ def test_tie_breaks_keep_the_optimum_and_do_what_they_say():
     u = lambda s: s.link_loads / topo.capacities  # noqa: E731
     # the balanced routing has fewer links near the maximum utilization
     assert (u(balanced) > 0.9 * plain.mlu).sum() <= (u(plain) > 0.9 * plain.mlu).sum()
+
+
+def _split_of_a_to_c(topo, tie_break: str) -> np.ndarray:
+    """a→c's split when a→e (0.9 Mb/s on its 1 Mb/s spur) fixes the MLU at 0.9 and a→c sends 4 Mb/s."""
+    ps = k_shortest_paths(topo, 2)
+    names = [node.name for node in topo.nodes]
+    tm = np.zeros((5, 5))
+    tm[names.index("a"), names.index("e")] = 0.9e6
+    tm[names.index("a"), names.index("c")] = 4e6
+    solution = path_lp(ps, tm, tie_break=tie_break)
+    assert solution.mlu == pytest.approx(0.9, rel=2e-6)
+    pair = ps.pair_index[(names.index("a"), names.index("c"))]
+    paths = [[topo.links[e].dst for e in ps.paths[pair][k]] for k in range(2)]
+    # order the split as (via b, via d)
+    return solution.ratios[pair] if "b" in paths[0] else solution.ratios[pair][::-1]
+
+
+def test_what_the_tie_breaks_leave_tied_is_split_evenly():
+    """Both a→c paths have 2 hops and stay far under the MLU: min_load and balanced (whose
+    Fortz–Thorup cost is linear there) are indifferent, and the split is even, not a vertex."""
+    topo = square_with_spur()
+    for tie_break in ("min_load", "balanced"):
+        np.testing.assert_allclose(_split_of_a_to_c(topo, tie_break), [0.5, 0.5], atol=1e-6, err_msg=tie_break)
+    # a-d at 1.5 Mb/s: via d carries at most 0.9 × 1.5 = 1.35 of the 4 Mb/s, so the evenest split
+    # within the MLU is 0.6625 / 0.3375
+    np.testing.assert_allclose(_split_of_a_to_c(square_with_spur(1.5e6), "min_load"), [0.6625, 0.3375], atol=1e-5)
+
+
+def test_tie_broken_routings_do_not_depend_on_the_vertex_the_solver_returns(monkeypatch):
+    """Interior point with crossover lands on another optimal vertex than the default
+    simplex; the tie-broken routings (not ``none``'s) come out the same."""
+    import functools
+
+    import agents.lp
+
+    topo = load_topology("abilene")
+    ps = k_shortest_paths(topo, 4)
+    tm = load_traffic("abilene-train", topo).matrices[300]
+    default = {t: path_lp(ps, tm, tie_break=t).ratios for t in ("none", "min_load", "balanced")}
+    monkeypatch.setattr(agents.lp, "_solve", functools.partial(agents.lp._solve, solver="ipm"))
+    interior = {t: path_lp(ps, tm, tie_break=t).ratios for t in default}
+    assert np.abs(interior["none"] - default["none"]).max() > 0.1  # the LP itself has ties here
+    for t in ("min_load", "balanced"):
+        np.testing.assert_allclose(interior[t], default[t], atol=1e-5, err_msg=t)
 
 
 def test_scaling_to_a_target_optimal_mlu():
