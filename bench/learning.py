@@ -178,30 +178,30 @@ def previous_results(out: str | None) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--agents", default="gradient,gradient_gnn,ppo,ppo_gnn,dqn,dqn_gnn",
-                        help=f"agent configs, or variants: {', '.join(VARIANTS)}")
-    parser.add_argument("--out")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the runs of agents not trained now from the existing results file")
-    parser.add_argument("--keep-timing", action="store_true",
-                        help="keep the decision times of the existing results file instead of measuring them")
-    args = parser.parse_args()
-    from threadpoolctl import threadpool_limits
+def rescore_baselines(results: dict) -> None:
+    """Score the split-routing baselines again and put them in every run's final table: for
+    when a baseline changed and the learned policies did not (their scores are kept).
 
-    threadpool_limits(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    names = [name for name in args.agents.split(",") if name]
-    previous = previous_results(args.out) if args.merge or args.keep_timing else {}  # read before the first write
-    kept = [r for r in previous.get("abilene_runs", []) if r["agent"] not in names] if args.merge else []
-    results = {"benchmark": "learning", "machine": machine(), "seeds": seeds, "abilene_runs": kept}
-    if args.keep_timing and "decision_time" not in previous:
-        parser.error("--keep-timing: the results file has no decision times to keep")
-    results["decision_time"] = previous["decision_time"] if args.keep_timing else decision_times()
-    write("learning", results, args.out)
-    results["abilene_runs"] = kept + train_runs(names, seeds)
+    `rlte compare` on every 24th matrix of the test week scores the same matrices, from the
+    same history, as a training run's final evaluation.
+    """
+    from experiments.compare import CompareSettings, run_compare
+
+    report = run_compare(CompareSettings(topology="abilene", traffic="abilene-test", every=24))
+    fresh = {name: policy.summary for name, policy in report.policies.items()}
+    for run in results["abilene_runs"]:
+        if "lp_previous" not in run["final"]:
+            continue  # path selection: its own baselines
+        stale = set(run["final"]) - {run.get("policy", run["agent"])}
+        if stale != set(fresh):
+            raise SystemExit(f"{run['agent']} seed {run['seed']}: its baselines {sorted(stale)} "
+                             f"are not the ones rescored, {sorted(fresh)}")
+        run["final"].update(fresh)
+        run["baselines_rescored_on"] = machine()
+
+
+def summarize(results: dict) -> dict:
+    """Per agent, its seeds' final median / p90 / max and times; each environment's baselines."""
     summary = {}
     for agent in dict.fromkeys(r["agent"] for r in results["abilene_runs"]):
         runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
@@ -216,7 +216,44 @@ def main() -> None:
         source = next((r for r in results["abilene_runs"] if marker in r["final"]), None)
         if source:
             summary[key] = {k: v for k, v in source["final"].items() if k not in summary}
-    results["summary"] = summary
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--agents", default="gradient,gradient_gnn,ppo,ppo_gnn,dqn,dqn_gnn",
+                        help=f"agent configs, or variants: {', '.join(VARIANTS)}")
+    parser.add_argument("--out")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of agents not trained now from the existing results file")
+    parser.add_argument("--keep-timing", action="store_true",
+                        help="keep the decision times of the existing results file instead of measuring them")
+    parser.add_argument("--rescore-baselines", action="store_true",
+                        help="only score the split-routing baselines again, in the existing results file")
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if args.rescore_baselines:
+        results = previous_results(args.out)
+        if not results.get("abilene_runs"):
+            parser.error("--rescore-baselines: the results file has no runs to rescore")
+        rescore_baselines(results)
+        results["summary"] = summarize(results)
+        write("learning", results, args.out)
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = [name for name in args.agents.split(",") if name]
+    previous = previous_results(args.out) if args.merge or args.keep_timing else {}  # read before the first write
+    kept = [r for r in previous.get("abilene_runs", []) if r["agent"] not in names] if args.merge else []
+    results = {"benchmark": "learning", "machine": machine(), "seeds": seeds, "abilene_runs": kept}
+    if args.keep_timing and "decision_time" not in previous:
+        parser.error("--keep-timing: the results file has no decision times to keep")
+    results["decision_time"] = previous["decision_time"] if args.keep_timing else decision_times()
+    write("learning", results, args.out)
+    results["abilene_runs"] = kept + train_runs(names, seeds)
+    results["summary"] = summarize(results)
     write("learning", results, args.out)
 
 
