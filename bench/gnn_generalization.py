@@ -96,9 +96,11 @@ def main() -> None:
         evaluation[label] = (topology, paths, matrices, indices, cached_optimum(topology, matrices[indices]))
 
     results: dict = {**previous, "machine": machine(), "k": K, "history": HISTORY, "seeds": list(SEEDS),
-                     "settings": vars(GNNSettings()), "baselines": {}}
+                     "baselines": {}}
+    if "gnn" in parts or "settings" not in results:  # merged gnn results keep the settings they ran with
+        results["settings"] = vars(GNNSettings())
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
-        baselines = [shortest_path(topology), ecmp(topology), LPPolicy("lp_previous", paths)]
+        baselines = [shortest_path(topology), ecmp(topology), LPPolicy("lp_previous", paths, tie_break="min_load")]
         _, scores = evaluate_policies(baselines, matrices, indices, optimal=optimum)
         results["baselines"][label] = {name: s.summary() for name, s in scores.items()}
         print(label, {name: round(s.summary()["median"], 3) for name, s in scores.items()}, flush=True)
