@@ -140,8 +140,8 @@ def test_tie_broken_routings_do_not_depend_on_the_vertex_the_solver_returns(monk
     monkeypatch.setattr(agents.lp, "_solve", functools.partial(agents.lp._solve, solver="ipm"))
     interior = {t: path_lp(ps, tm, tie_break=t).ratios for t in default}
     assert np.abs(interior["none"] - default["none"]).max() > 0.1  # the LP itself has ties here
-    for t in ("min_load", "balanced"):
-        np.testing.assert_allclose(interior[t], default[t], atol=1e-5, err_msg=t)
+    for t in ("min_load", "balanced"):  # as sharp as the QP's tolerance (see agents.lp._tie_break)
+        np.testing.assert_allclose(interior[t], default[t], atol=1e-3, err_msg=t)
 
 
 def test_scaling_to_a_target_optimal_mlu():
