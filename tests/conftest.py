@@ -14,6 +14,15 @@ from .networks import triangle
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_stay_in_pytest_tmp(tmp_path_factory):
+    """A model trained without a TensorBoard folder makes SB3 create an empty
+    /tmp/SB3-<time> folder per run, unless SB3_LOGDIR names one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+        yield
+
+
 @pytest.fixture
 def tri() -> Topology:
     return triangle()
