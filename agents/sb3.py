@@ -380,11 +380,13 @@ class SB3SplitPolicy:
     clairvoyant = False
 
     def __init__(self, model: BaseAlgorithm, pathset: PathSet, history: int, action_scale: float,
-                 name: str = "ppo") -> None:
+                 name: str = "ppo", *, link_costs: bool = False) -> None:
         self.model, self.pathset, self.history, self.name = model, pathset, history, name
         self.action_scale = action_scale
         self.encoder = SplitRoutingObservation(pathset, history)
         self.backend = TwinBackend(pathset)
+        # a model trained under envs.graph.LinkCostActions answers with one cost per link
+        self.link_costs = LinkCosts(pathset) if link_costs else None
         self.reset()
 
     def reset(self) -> None:
@@ -399,7 +401,7 @@ class SB3SplitPolicy:
     def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
         """The split-routing action (one logit per slot) for this demand window and utilization."""
         action, _ = self.model.predict(self.encoder.encode(demands, utilization), deterministic=True)
-        return action
+        return action if self.link_costs is None else self.link_costs.slot_logits(action)
 
 
 class SB3GraphSplitPolicy(SB3SplitPolicy):

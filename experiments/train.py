@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.evaluation import PolicyScores, evaluate_policies
 from agents.policy import baseline_policies
 from envs.backend import BACKENDS, Backend, make_backend
-from envs.graph import graph_wrapped
+from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
 from topologies import PathSet, union_pathsets
@@ -64,6 +64,11 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"agent {algorithm!r} learns in env={AGENT_ENV[algorithm]}, not env={kind}")
     if agent_policy(cfg) not in ("mlp", "graph"):
         raise ValueError(f"agent.policy must be mlp or graph, got {agent_policy(cfg)!r}")
+    if agent_actions(cfg) not in ACTIONS:
+        raise ValueError(f"agent.actions must be one of {', '.join(ACTIONS)}, got {agent_actions(cfg)!r}")
+    if agent_actions(cfg) == "link_costs" and (algorithm != "ppo" or agent_policy(cfg) != "mlp"):
+        raise ValueError("agent.actions=link_costs is for PPO's MLP policy (the graph policy acts with link "
+                         f"costs already), not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
     for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
         value = OmegaConf.select(cfg, key)
         if value is None and not required:
@@ -88,6 +93,16 @@ def agent_policy(cfg: DictConfig) -> str:
     """``mlp`` (flat observation, one logit per path) or ``graph`` (envs.graph view, GNN policy;
     for the gradient learner, agents.gnn.LinkGNN)."""
     return str(cfg.agent.get("policy", "mlp"))
+
+
+ACTIONS = ("slots", "link_costs")
+
+
+def agent_actions(cfg: DictConfig) -> str:
+    """How PPO's MLP acts in split routing: ``slots`` (one logit per pair and path) or
+    ``link_costs`` (one cost per link, envs.graph.LinkCostActions: 30 numbers on Abilene
+    instead of 528)."""
+    return str(cfg.agent.get("actions", "slots"))
 
 
 def policy_options(cfg: DictConfig) -> dict[str, Any]:
@@ -122,6 +137,8 @@ def make_vec_env(cfg: DictConfig, data: RunData):
     # a refining graph policy routes inside itself, so it observes the candidate paths too
     refines = int(policy_options(cfg).get("rounds", 0)) > 0
     wrapper = functools.partial(graph_wrapped, paths=refines) if agent_policy(cfg) == "graph" else None
+    if agent_actions(cfg) == "link_costs":
+        wrapper = LinkCostActions
     return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed), wrapper_class=wrapper,
                             vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
 
@@ -139,8 +156,11 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
         return GradientPolicy(data.pathset, model, name=cfg.agent.name)
     from agents.sb3 import SB3GraphSplitPolicy, SB3SplitPolicy
 
-    adapter = SB3GraphSplitPolicy if agent_policy(cfg) == "graph" else SB3SplitPolicy
-    return adapter(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale), name=cfg.agent.name)
+    if agent_policy(cfg) == "graph":
+        return SB3GraphSplitPolicy(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale),
+                                   name=cfg.agent.name)
+    return SB3SplitPolicy(model, data.pathset, int(cfg.env.history), float(cfg.env.action_scale),
+                          name=cfg.agent.name, link_costs=agent_actions(cfg) == "link_costs")
 
 
 @contextmanager

@@ -108,6 +108,25 @@ def test_sb3_adapter_sees_what_the_environment_shows(triangle_traffic):
         np.testing.assert_allclose(ratios, env.ratios(model.predict(seen[-1], deterministic=True)[0]))
 
 
+def test_sb3_adapter_with_link_cost_actions_routes_as_the_environment_does(triangle_traffic):
+    """A model trained under LinkCostActions answers with one cost per link; the adapter
+    decodes it into the same split the wrapped environment applies."""
+    from envs.graph import LinkCostActions
+
+    topology, traffic, _ = triangle_traffic
+    env = LinkCostActions(SplitRoutingEnv(topology, traffic, k=2, history=2, random_start=False, episode_length=None))
+    model = PPO("MlpPolicy", env, seed=0, n_steps=64, batch_size=64)
+    assert model.action_space.shape == (topology.num_links,)
+    policy = SB3SplitPolicy(model, env.unwrapped.pathset, history=2, action_scale=env.unwrapped.action_scale,
+                            link_costs=True)
+    observation, _ = env.reset(seed=0)
+    for t in range(2, 6):
+        ratios = policy.route(traffic.matrices[t - 2:t])
+        action = model.predict(observation, deterministic=True)[0]
+        np.testing.assert_allclose(ratios, env.unwrapped.ratios(env.action(action)))
+        observation, *_ = env.step(action)
+
+
 # ---------------------------------------------------------------------------- Hydra
 def test_config_groups_compose():
     from hydra import compose, initialize_config_dir
@@ -126,6 +145,8 @@ def test_config_groups_compose():
         assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("ppo", "graph", "split_routing")
         graph = compose("train", overrides=["agent=dqn_gnn"])
         assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("dqn", "graph", "path_selection")
+        costs = compose("train", overrides=["agent=ppo_costs"])
+        assert (costs.agent.algorithm, costs.agent.policy, costs.agent.actions) == ("ppo", "mlp", "link_costs")
 
 
 def test_mismatched_agent_and_environment_is_a_clear_error():
@@ -143,6 +164,10 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
         check_config(cfg)
     cfg.agent.policy = "mlp"
+    with pytest.raises(ValueError, match="agent.actions must be one of slots, link_costs, got 'paths'"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"actions": "paths"}}))
+    with pytest.raises(ValueError, match="agent.actions=link_costs is for PPO's MLP policy"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"actions": "link_costs"}}))  # the gradient learner
     for key, value in (("every", 0), ("periodic_every", -5), ("periodic_matrices", "abc"), ("every", 2.5)):
         with pytest.raises(ValueError, match=f"eval.{key} must be a whole number >= 1, got {value!r}"):
             check_config(OmegaConf.merge(cfg, {"eval": {key: value}}))
@@ -194,6 +219,26 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
         best = min(metrics["curve"], key=lambda point: point["validation_median"])
         assert metrics["selected_checkpoint"]["step"] == best["step"]
         assert (tmp_path / "run" / "last_model.zip").is_file()
+
+
+def test_ppo_with_link_cost_actions_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
+    from experiments.data import prepare
+    from experiments.train import learned_policy, load_trained, run_training, score
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train("agent=ppo_costs", "agent.total_timesteps=512", "agent.hyperparameters.n_steps=64",
+                        "agent.hyperparameters.batch_size=64", "agent.net_arch=[16]", "topology=b4",
+                        "traffic=b4-real", "eval.every=3", "eval.periodic_every=256", "eval.with_baselines=false")
+    run_training(cfg, tmp_path / "run")
+    data = prepare(cfg)
+    model = load_trained(cfg, data, tmp_path / "run")
+    assert model.action_space.shape == (data.topology.num_links,)  # one cost per link, not per path
+    assert learned_policy(cfg, data, model).link_costs is not None
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    rescored = score(cfg, data, model, data.test, data.test.indices(3), baselines=False)
+    assert report["policies"]["ppo_costs"]["normalized_mlu"] == pytest.approx(
+        rescored["ppo_costs"].normalized_mlu.tolist())
+    assert min(report["policies"]["ppo_costs"]["normalized_mlu"]) >= 1.0 - 1e-9
 
 
 def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
