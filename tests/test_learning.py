@@ -135,8 +135,8 @@ def test_config_groups_compose():
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         default = compose("train")
-        assert (default.agent.algorithm, default.env.kind, default.topology.name, default.backend.name) == \
-            ("ppo", "split_routing", "abilene", "twin")
+        assert (default.agent.name, default.env.kind, default.topology.name, default.backend.name) == \
+            ("ppo_costs", "split_routing", "abilene", "twin")
         dqn = compose("train", overrides=["agent=dqn", "seed=3"])
         assert dqn.env.kind == "path_selection" and dqn.seed == 3  # the agent brings its environment
         b4 = compose("train", overrides=["topology=b4", "traffic=b4-real", "agent=gradient", "env.history=5"])
