@@ -85,7 +85,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
     from agents.sb3 import GraphActorCriticPolicy, SB3GraphSplitPolicy, SB3SplitPolicy
     from bench.twin_throughput import build
     from envs import SplitRoutingEnv
-    from envs.graph import graph_wrapped
+    from envs.graph import LinkCostActions, graph_wrapped
     from topologies import load_traffic
 
     torch.set_num_threads(1)
@@ -102,6 +102,8 @@ def decision_times(repeats: int = 20) -> list[dict]:
         env = SplitRoutingEnv(topology, tms, pathset=pathset, history=3, episode_length=1)
         ppo = SB3SplitPolicy(PPO("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, device="cpu"),
                              pathset, 3, 3.0)
+        ppo_costs = SB3SplitPolicy(PPO("MlpPolicy", LinkCostActions(env), policy_kwargs={"net_arch": [256, 256]},
+                                       device="cpu"), pathset, 3, 3.0, link_costs=True)
         graph_env, refine_env = graph_wrapped(env), graph_wrapped(env, paths=True)
         ppo_gnn = SB3GraphSplitPolicy(GraphActorCriticPolicy(graph_env.observation_space, graph_env.action_space,
                                                              lambda _: 0.0), pathset, 3, 3.0)
@@ -124,6 +126,7 @@ def decision_times(repeats: int = 20) -> list[dict]:
             "gradient_mlp_batched_256": timed(lambda: gradient.route_batch(windows), 3) / 256,
             "gradient_gnn": timed(lambda: gradient_gnn.route(tms[:3]), repeats),
             "ppo_mlp": timed(lambda: ppo.route(tms[:3]), repeats),
+            "ppo_costs": timed(lambda: ppo_costs.route(tms[:3]), repeats),
             "ppo_gnn": timed(lambda: ppo_gnn.route(tms[:3]), repeats),
             "ppo_gnn_refine": timed(lambda: ppo_gnn_refine.route(tms[:3]), repeats),
             "path_lp": timed(lambda: path_lp(pathset, tms[3]), lp_repeats),
