@@ -181,15 +181,14 @@ def _tie_break_program(problem: _PathProblem, x: np.ndarray, tie_break: str) -> 
     """
     n, num_links = problem.size, len(problem.capacities)
     relative = sparse.diags(1.0 / (problem.capacities * problem.utilization(x).max())) @ problem.load
-    identity, ones, zeros = sparse.identity(num_links), problem.split_bounds(), np.zeros(num_links)
-    u_bound = np.full(num_links, 1 + _OPTIMUM_SLACK)
+    ones, u_bound = problem.split_bounds(), np.full(num_links, 1 + _OPTIMUM_SLACK)
     if tie_break == "min_load":  # least traffic × hops
         return _Program(np.asarray(problem.load.sum(axis=0)).ravel() / problem.load.max(),
                         sparse.vstack([relative, problem.splits], format="csc"),
                         np.r_[np.full(num_links, -np.inf), ones], np.r_[u_bound, ones], np.zeros(n), np.ones(n))
     # Fortz–Thorup: min Σ_e φ_e with φ_e ≥ slope·u_e − intercept for every piece
     pieces = [(slope, slope * start - phi_start) for slope, start, phi_start in _FORTZ_THORUP]
-    empty = sparse.csc_matrix((num_links, num_links))
+    identity, empty, zeros = sparse.identity(num_links), sparse.csc_matrix((num_links, num_links)), np.zeros(num_links)
     model = sparse.vstack([sparse.hstack([relative, -identity, empty])]
                           + [sparse.hstack([sparse.csc_matrix((num_links, n)), -slope * identity, identity])
                              for slope, _ in pieces]
@@ -218,13 +217,14 @@ def _tie_break(problem: _PathProblem, x: np.ndarray, tie_break: str,
     n = problem.size
     program = _tie_break_program(problem, x, tie_break)
     preferred, elapsed = _solve(*program, time_limit_s=time_limit_s)
+    # the tie-break's objective divided by its optimum (positive: some pair has demand, and both
+    # objectives grow with every loaded link) becomes one more row, bounded by 1 + slack
     best = float(program.cost @ preferred)
-    # the tie-break's objective, divided by its optimum, becomes one more row bounded by 1 + slack
-    scale, limit = (best, 1 + _OPTIMUM_SLACK) if best > 0 else (1.0, _OPTIMUM_SLACK)
     evenest, more = _least_squares(_Program(np.zeros(len(program.cost)),
-                                            sparse.vstack([program.matrix, sparse.csr_matrix(program.cost / scale)],
+                                            sparse.vstack([program.matrix, sparse.csr_matrix(program.cost / best)],
                                                           format="csc"),
-                                            np.r_[program.row_lower, -np.inf], np.r_[program.row_upper, limit],
+                                            np.r_[program.row_lower, -np.inf],
+                                            np.r_[program.row_upper, 1 + _OPTIMUM_SLACK],
                                             program.col_lower, program.col_upper), n, time_limit_s)
     return evenest[:n], elapsed + more
 

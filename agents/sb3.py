@@ -398,9 +398,13 @@ class SB3SplitPolicy:
         self._last = ratios_from_action(self._slot_action(demands, utilization), self.pathset.mask, self.action_scale)
         return self._last
 
+    def _observation(self, demands: np.ndarray, utilization: np.ndarray):
+        """What the model was trained to observe, for this demand window and utilization."""
+        return self.encoder.encode(demands, utilization)
+
     def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
         """The split-routing action (one logit per slot) for this demand window and utilization."""
-        action, _ = self.model.predict(self.encoder.encode(demands, utilization), deterministic=True)
+        action, _ = self.model.predict(self._observation(demands, utilization), deterministic=True)
         return action if self.link_costs is None else self.link_costs.slot_logits(action)
 
 
@@ -415,16 +419,15 @@ class SB3GraphSplitPolicy(SB3SplitPolicy):
             raise ValueError(f"this policy refines its actions for action_scale={network.action_scale}, "
                              f"not {action_scale}")
         self.graph = LinkGraphObservation(pathset, history, paths=network.rounds > 0)
-        self.costs = LinkCosts(pathset)
-        super().__init__(network.on(self.graph.space, self.costs.space), pathset, history, action_scale, name)
+        super().__init__(network, pathset, history, action_scale, name, link_costs=True)
+        self.model = network.on(self.graph.space, self.link_costs.space)
 
     def on(self, pathset: PathSet, name: str | None = None) -> "SB3GraphSplitPolicy":
         """The same weights routing another topology's path set."""
         return SB3GraphSplitPolicy(self.model, pathset, self.history, self.action_scale, name or self.name)
 
-    def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
-        action, _ = self.model.predict(self.graph.encode(demands, utilization), deterministic=True)
-        return self.costs.slot_logits(action)
+    def _observation(self, demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
+        return self.graph.encode(demands, utilization)
 
 
 class SB3GraphPathChooser:

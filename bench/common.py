@@ -53,8 +53,9 @@ def machine() -> dict:
             info["cpu"] = next(l.split(":", 1)[1].strip() for l in handle if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    # the LP baselines without a tie-break pick whichever optimum the solver returns, so the
-    # solver's version moves them (LP-previous on Abilene: median 1.068 with highspy 1.15, 1.058 with 1.16)
+    # a plain path LP returns whichever of its tied optima the solver picks, and the solver's
+    # version moves that (LP-previous on Abilene was 1.068 with highspy 1.15, 1.058 with 1.16,
+    # before agents.lp made the tie-breaks unique)
     for module in ("scipy", "highspy", "torch", "stable_baselines3"):
         try:
             info[module] = version(module)

@@ -2,8 +2,8 @@
 
 - the Abilene table: train on the real training week, score on the test week (routing
   each next matrix from its history), for the gradient learner (MLP and refining graph
-  network), PPO (MLP acting per path or per link, and graph policy; ``--agents ppo_gnn_refine`` adds the refining graph
-  policy, not a default: ~9 min per seed) and DQN (on its own
+  network), PPO (MLP acting per path or per link, and graph policy; ``--agents
+  ppo_gnn_refine`` adds the refining graph policy, not a default: ~9 min per seed) and DQN (on its own
   environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection

@@ -41,6 +41,7 @@ from .plotting import cdf_figure, topology_figure
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
 SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last_<name> is the last one
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
+ACTIONS = ("slots", "link_costs")  # agent.actions: see agent_actions
 
 
 # Whole-number settings: (smallest value, whether every config has it). A wrong one is refused
@@ -93,9 +94,6 @@ def agent_policy(cfg: DictConfig) -> str:
     """``mlp`` (flat observation, one logit per path) or ``graph`` (envs.graph view, GNN policy;
     for the gradient learner, agents.gnn.LinkGNN)."""
     return str(cfg.agent.get("policy", "mlp"))
-
-
-ACTIONS = ("slots", "link_costs")
 
 
 def agent_actions(cfg: DictConfig) -> str:
