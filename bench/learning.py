@@ -195,12 +195,49 @@ def rescore_baselines(results: dict) -> None:
     for run in results["abilene_runs"]:
         if "lp_previous" not in run["final"]:
             continue  # path selection: its own baselines
-        stale = set(run["final"]) - {run.get("policy", run["agent"])}
+        stale = set(run["final"]) - {run.get("policy", run["agent"]), guarded_name(run)}
         if stale != set(fresh):
             raise SystemExit(f"{run['agent']} seed {run['seed']}: its baselines {sorted(stale)} "
                              f"are not the ones rescored, {sorted(fresh)}")
         run["final"].update(fresh)
         run["baselines_rescored_on"] = machine()
+
+
+def guarded_name(run: dict) -> str:
+    """The final table's row of the run's agent guarded by LP-previous (agents.guard)."""
+    return f"{run.get('policy', run['agent'])}_guarded"
+
+
+def rescore_guarded(results: dict) -> None:
+    """Score the drift-guarded row of every split-routing run that lacks one, from the model its
+    run directory kept (the guarded policy runs the agent in shadow on every matrix, so the row
+    is what the run's own final table would hold)."""
+    from omegaconf import OmegaConf
+
+    from agents.evaluation import evaluate_policies
+    from experiments.data import prepare
+    from experiments.train import guarded_policy, load_trained, model_file
+
+    for run in results["abilene_runs"]:
+        if "lp_previous" not in run["final"] or guarded_name(run) in run["final"]:
+            continue
+        directory = ROOT / run["run_dir"]
+        cfg = OmegaConf.load(directory / "config.yaml") if (directory / "config.yaml").exists() else None
+        if cfg is None or not (directory / model_file(cfg)).exists():
+            print(f"{run['agent']} seed {run['seed']}: no model in {run['run_dir']}; train it again for its "
+                  f"guarded row", flush=True)
+            continue
+        OmegaConf.update(cfg, "eval.guard", True, force_add=True)
+        data = prepare(cfg)
+        model = load_trained(cfg, data, directory)
+        indices = data.test.indices(int(cfg.eval.every))
+        policy = guarded_policy(cfg, data, model)
+        _, scores = evaluate_policies([policy], data.test.matrices, indices, optimal=data.test.optimum_at(indices),
+                                      with_drops=True)
+        run["final"][policy.name] = scores[policy.name].summary()
+        run["guard_rescored_on"] = machine()
+        print(f"{run['agent']} seed {run['seed']}: guarded median {run['final'][policy.name]['median']:.3f} "
+              f"p90 {run['final'][policy.name]['p90']:.3f}", flush=True)
 
 
 def summarize(results: dict) -> dict:
@@ -210,6 +247,9 @@ def summarize(results: dict) -> dict:
         runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
         finals = [r["final"][r.get("policy", agent)] for r in runs]
         summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
+        guarded = [r["final"].get(guarded_name(r)) for r in runs]
+        if all(guarded):  # split routing: the agent guarded by LP-previous while the traffic drifted
+            summary[agent]["guarded"] = {key: [g[key] for g in guarded] for key in ("median", "p90", "max")}
         summary[agent]["train_seconds"] = [r["train_seconds"] for r in runs]
         summary[agent]["seconds_to_heldout_median_1.10"] = [r["seconds_to_heldout_median_1.10"] for r in runs]
         if any(r.get("selected_checkpoint") for r in runs):  # runs that kept their best on validation
@@ -218,7 +258,7 @@ def summarize(results: dict) -> dict:
     for key, marker in (("baselines", "lp_previous"), ("path_selection_baselines", "least_loaded")):
         source = next((r for r in results["abilene_runs"] if marker in r["final"]), None)
         if source:
-            summary[key] = {k: v for k, v in source["final"].items() if k not in summary}
+            summary[key] = {k: v for k, v in source["final"].items() if k not in summary and k != guarded_name(source)}
     return summary
 
 
@@ -234,15 +274,21 @@ def main() -> None:
                         help="keep the decision times of the existing results file instead of measuring them")
     parser.add_argument("--rescore-baselines", action="store_true",
                         help="only score the split-routing baselines again, in the existing results file")
+    parser.add_argument("--rescore-guarded", action="store_true",
+                        help="only score the drift-guarded rows missing from the existing results file's "
+                             "split-routing runs, from the models in their run directories")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    if args.rescore_baselines:
+    if args.rescore_baselines or args.rescore_guarded:
         results = previous_results(args.out)
         if not results.get("abilene_runs"):
-            parser.error("--rescore-baselines: the results file has no runs to rescore")
-        rescore_baselines(results)
+            parser.error("--rescore-*: the results file has no runs to rescore")
+        if args.rescore_baselines:
+            rescore_baselines(results)
+        if args.rescore_guarded:
+            rescore_guarded(results)
         results["summary"] = summarize(results)
         write("learning", results, args.out)
         return

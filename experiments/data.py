@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from agents.lp import optimal_mlu
-from topologies import PathSet, Topology, TrafficError, TrafficSequence, k_shortest_paths, load_topology, load_traffic
+from topologies import PathSet, Topology, TrafficEnvelope, TrafficError, TrafficSequence, k_shortest_paths, load_topology, load_traffic
 from topologies.traffic import MODELS, REAL_DATASETS, check_dataset_topology, training_and_held_out
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
@@ -79,6 +80,8 @@ class RunData:
     train_optimum: np.ndarray
     test: ScoredSequence                      # held out: the final table and the TensorBoard curves
     validation: ScoredSequence | None = None  # cut from the end of the training sequence: picks the checkpoint
+    envelope: TrafficEnvelope | None = None   # the training traffic's, for the drift-guarded row (eval.guard)
+    guard_skipped: str = ""                   # why there is no guarded row although eval.guard asked for one
 
 
 def _with_history(before: TrafficSequence, scored: TrafficSequence, optimum: np.ndarray,
@@ -153,4 +156,12 @@ def prepare(cfg: DictConfig) -> RunData:
     test = _with_history(train, held_out, held_out_optimum, contiguous)
     train, train_optimum, validation = split_validation(train, train_optimum, int(cfg.eval.get("validation", 0)),
                                                         contiguous)
-    return RunData(topology, pathset, train, train_optimum, test, validation)
+    envelope, guard_skipped = None, ""
+    if cfg.env.kind == "split_routing" and cfg.eval.get("guard", False):
+        try:  # fitted on what the policy trains on
+            envelope = TrafficEnvelope.fit(train, window=int(cfg.env.history),
+                                           blocks=int(cfg.eval.get("guard_blocks", 7)))
+        except TrafficError as exc:  # an optional row: too little traffic to calibrate it must not stop the run
+            guard_skipped = f"no drift-guarded row: {exc}"
+            warnings.warn(guard_skipped, stacklevel=2)
+    return RunData(topology, pathset, train, train_optimum, test, validation, envelope, guard_skipped)

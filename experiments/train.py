@@ -27,7 +27,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores, evaluate_policies
-from agents.policy import baseline_policies
+from agents.guard import DriftGuard
+from agents.policy import LPPolicy, baseline_policies
 from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
@@ -48,7 +49,7 @@ ACTIONS = ("slots", "link_costs")  # agent.actions: see agent_actions
 # naming its key, where int() would say only "invalid literal" or the run would fail later.
 WHOLE_NUMBERS: dict[str, tuple[int, bool]] = {
     "eval.every": (1, True), "eval.periodic_matrices": (1, True), "eval.periodic_every": (1, True),
-    "eval.validation": (0, False), "seed": (0, False), "paths": (1, False), "threads": (1, False),
+    "eval.validation": (0, False), "eval.guard_blocks": (2, False), "seed": (0, False), "paths": (1, False), "threads": (1, False),
     "env.history": (1, False), "env.episode_length": (1, False), "env.n_envs": (1, False),
     "env.flows_per_pair": (1, False), "agent.total_timesteps": (1, False), "agent.epochs": (1, False),
     "agent.batch_size": (1, False),
@@ -161,6 +162,12 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
                           name=cfg.agent.name, link_costs=agent_actions(cfg) == "link_costs")
 
 
+def guarded_policy(cfg: DictConfig, data: RunData, model) -> DriftGuard:
+    """The trained model guarded by LP-previous within the training traffic's envelope."""
+    fallback = LPPolicy("lp_previous", data.pathset, tie_break="min_load")
+    return DriftGuard(learned_policy(cfg, data, model), fallback, data.envelope)
+
+
 @contextmanager
 def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
     """The config's live backend carrying ``pathset``, started and torn down around the block."""
@@ -191,6 +198,8 @@ def measuring(cfg: DictConfig, runs: int) -> Iterator[Callable[[str, int], None]
 def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
                         baselines: bool, with_drops: bool = True, live: bool = False) -> dict[str, PolicyScores]:
     policies = [learned_policy(cfg, data, model)]
+    if data.envelope is not None:  # a second instance: the guard keeps its policy's state its own
+        policies.append(guarded_policy(cfg, data, model))
     if baselines:
         policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
     evaluate = functools.partial(evaluate_policies, policies, sequence.matrices, indices,
@@ -463,10 +472,18 @@ def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[
             row |= {"twin_normalized_mlu": s.twin_normalized_mlu.tolist(), "drop_fraction": s.drop_fraction.tolist()}
         return row
 
-    return {"topology": data.topology.name, "traffic": data.test.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
-            "backend": cfg.backend.name, "tm_index": [int(i) - data.test.pad for i in indices],
-            "optimal_mlu": data.test.optimum_at(indices).tolist(),
-            "policies": {name: scores(s) for name, s in table.items()}}
+    report = {"topology": data.topology.name, "traffic": data.test.name, "agent": cfg.agent.name,
+              "seed": int(cfg.seed), "backend": cfg.backend.name, "tm_index": [int(i) - data.test.pad for i in indices],
+              "optimal_mlu": data.test.optimum_at(indices).tolist(),
+              "policies": {name: scores(s) for name, s in table.items()}}
+    if data.envelope is not None:  # when the guarded row fell back, and why
+        envelope, matrices = data.envelope, data.test.matrices
+        drift = [envelope.score(matrices[: int(i)]) for i in indices]
+        report["guard"] = {"fallback": "lp_previous", "window": envelope.window, "threshold": envelope.threshold,
+                           "drift_score": drift, "fell_back": [d > envelope.threshold for d in drift]}
+    elif data.guard_skipped:
+        report["guard"] = {"skipped": data.guard_skipped}
+    return report
 
 
 def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,

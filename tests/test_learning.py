@@ -174,7 +174,8 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     with pytest.raises(ValueError, match=r"eval.every must be a whole number >= 1, got None"):
         check_config(OmegaConf.merge(cfg, {"eval": {"every": None}}))
     for key, value, minimum in (("seed", "abc", 0), ("seed", -1, 0), ("env.episode_length", 0, 1),
-                                ("agent.total_timesteps", 1e5, 1), ("threads", True, 1), ("eval.validation", -1, 0)):
+                                ("agent.total_timesteps", 1e5, 1), ("threads", True, 1), ("eval.validation", -1, 0),
+                                ("eval.guard_blocks", 1, 2)):
         with pytest.raises(ValueError, match=rf"{key} must be a whole number >= {minimum}, got {value!r}"):
             check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
     check_config(OmegaConf.merge(cfg, {"seed": 0, "eval": {"validation": 0}}))  # the smallest allowed
@@ -213,7 +214,9 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
         assert model.policy.rounds == (2 if agent == "ppo_gnn_refine" else 0)
         assert model.policy.action_scale == cfg.env.action_scale
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert list(report["policies"]) == [agent] and len(report["tm_index"]) == 4  # last 12 held out, every 3rd
+    # split routing also scores the agent guarded by LP-previous (tests/test_guard.py)
+    assert list(report["policies"]) == [agent] + ([f"{agent}_guarded"] if agent.startswith("ppo") else [])
+    assert len(report["tm_index"]) == 4  # last 12 held out, every 3rd
     assert all(value >= 1.0 - 1e-9 for value in report["policies"][agent]["normalized_mlu"])  # the optimum bounds it
     if cfg.eval.validation:  # the kept SB3 checkpoint is the best on validation, the last one is kept beside it
         best = min(metrics["curve"], key=lambda point: point["validation_median"])
@@ -239,6 +242,12 @@ def test_ppo_with_link_cost_actions_trains_and_is_evaluated_through_the_hydra_ru
     assert report["policies"]["ppo_costs"]["normalized_mlu"] == pytest.approx(
         rescored["ppo_costs"].normalized_mlu.tolist())
     assert min(report["policies"]["ppo_costs"]["normalized_mlu"]) >= 1.0 - 1e-9
+    # the guarded row is the agent's wherever the traffic stayed inside the training envelope
+    guard, guarded = report["guard"], report["policies"]["ppo_costs_guarded"]["normalized_mlu"]
+    assert guard["threshold"] == pytest.approx(data.envelope.threshold) and guard["window"] == cfg.env.history
+    assert len(guard["fell_back"]) == len(guarded) == 4
+    for own, kept, fell_back in zip(report["policies"]["ppo_costs"]["normalized_mlu"], guarded, guard["fell_back"]):
+        assert fell_back or kept == pytest.approx(own)
 
 
 def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
@@ -279,7 +288,10 @@ def test_validation_is_cut_from_the_end_of_training(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     b4 = ["agent=gradient", "topology=b4", "traffic=b4-real"]
-    whole, cut = prepare(compose_train(*b4)), prepare(compose_train(*b4, "eval.validation=6"))
+    whole = prepare(compose_train(*b4))
+    with pytest.warns(UserWarning, match="no drift-guarded row: traffic 'b4' has 18 matrices; 7 blocks of at least"):
+        cut = prepare(compose_train(*b4, "eval.validation=6"))  # too short to calibrate the guard: no row, no refusal
+    assert whole.envelope is not None and cut.envelope is None and "need 21" in cut.guard_skipped
     assert whole.validation is None and len(whole.train) == 24  # B4: 36 matrices, the first 24 train
     assert np.array_equal(cut.train.matrices, whole.train.matrices[:18])
     assert np.array_equal(cut.train_optimum, whole.train_optimum[:18])
@@ -302,7 +314,8 @@ def test_validation_picks_the_kept_gradient_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     cfg = compose_train("agent=gradient", "agent.epochs=6", "agent.hidden=[16]", "topology=b4", "traffic=b4-real",
-                        "eval.validation=6", "eval.every=1", "eval.periodic_every=1000", "eval.with_baselines=false")
+                        "eval.validation=6", "eval.every=1", "eval.periodic_every=1000", "eval.with_baselines=false",
+                        "eval.guard=false")
     metrics = run_training(cfg, tmp_path / "run")
     curve = metrics["curve"]
     assert [point["step"] for point in curve] == list(range(7))

@@ -10,11 +10,11 @@ from .paths import (PATH_METRICS, PathSet, default_pairs, equal_cost_paths, k_sh
                     pathset_from_dict, pathset_to_dict, union_pathsets)
 from .readers import read_abilene, read_graphml, read_node_link, read_sndlib, read_sndlib_demands, read_topology
 from .routing import Routing, RoutingError, check_ratios, per_hop_ecmp_ratios
-from .traffic import TrafficError, TrafficSequence, load_traffic
+from .traffic import TrafficEnvelope, TrafficError, TrafficSequence, load_traffic
 
 __all__ = [
     "PATH_METRICS", "TRANSIT_ROLES", "Link", "Node", "PathSet", "Routing", "RoutingError", "Topology",
-    "TopologyError", "TrafficError", "TrafficSequence", "bidirectional_links", "check_ratios", "default_pairs", "endpoint_mask",
+    "TopologyError", "TrafficEnvelope", "TrafficError", "TrafficSequence", "bidirectional_links", "check_ratios", "default_pairs", "endpoint_mask",
     "equal_cost_paths", "fat_tree", "k_shortest_paths", "lift_ratios", "pathset_from_dict", "pathset_to_dict",
     "union_pathsets", "leaf_spine", "list_topologies", "load_topology",
     "load_traffic", "load_zoo", "per_hop_ecmp_ratios", "read_abilene", "read_graphml", "read_node_link",

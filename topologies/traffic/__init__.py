@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..model import Topology
 from .datasets import DATASET_PRECEDED_BY, DATASET_TOPOLOGY, DATASET_TRAINING, REAL_DATASETS, abilene, b4, read_flat_matrices
+from .envelope import TrafficEnvelope
 from .generators import MODELS, bimodal, diurnal, gravity, hotspot, uniform
 from .model import TrafficError, TrafficSequence
 
 __all__ = ["DATASET_PRECEDED_BY", "DATASET_TOPOLOGY", "DATASET_TRAINING", "MODELS", "REAL_DATASETS", "TrafficError",
-           "TrafficSequence", "abilene", "b4", "bimodal", "diurnal", "gravity", "hotspot",
+           "TrafficEnvelope", "TrafficSequence", "abilene", "b4", "bimodal", "diurnal", "gravity", "hotspot",
            "check_dataset_topology", "load_traffic", "read_flat_matrices", "training_and_held_out", "uniform"]
 
 

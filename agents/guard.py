@@ -1,0 +1,68 @@
+"""A learned policy guarded by a classic one: route with the fallback while the traffic has
+drifted out of the envelope the policy was trained in (:class:`topologies.TrafficEnvelope`).
+
+A policy that maps demands to routings has only ever seen its training traffic; when pairs
+carry far more of the total than they ever did there, it extrapolates, where an LP on the
+latest matrix adapts. The guard is a :class:`~agents.policy.RoutingPolicy` like any other, so
+evaluation scores it alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from topologies import PathSet, TrafficEnvelope, TrafficSequence
+
+from .policy import LPPolicy, RoutingPolicy
+
+
+def _same_paths(a: PathSet, b: PathSet) -> bool:
+    return a is b or (a.topology.fingerprint() == b.topology.fingerprint() and a.k == b.k
+                      and np.array_equal(a.mask, b.mask) and np.array_equal(a.link_table, b.link_table))
+
+
+class DriftGuard:
+    """``policy`` on traffic inside ``envelope``, ``fallback`` while it has drifted out.
+
+    The guarded policy decides every matrix, also while its answer is not used (shadow mode),
+    so a stateful policy's own state stays what it would be without the guard. ``fell_back``
+    records, per decision since the last :meth:`reset`, whether the fallback's routing was
+    returned.
+    """
+
+    def __init__(self, policy: RoutingPolicy, fallback: RoutingPolicy, envelope: TrafficEnvelope,
+                 name: str | None = None) -> None:
+        if policy.clairvoyant or fallback.clairvoyant:
+            raise ValueError("a drift guard routes from history: neither policy may see the matrix it routes")
+        if not _same_paths(policy.pathset, fallback.pathset):
+            raise ValueError(f"policy {policy.name!r} and fallback {fallback.name!r} route different path sets")
+        if envelope.num_nodes != policy.pathset.topology.num_nodes:
+            raise ValueError(f"the envelope covers {envelope.num_nodes} nodes, topology "
+                             f"{policy.pathset.topology.name!r} has {policy.pathset.topology.num_nodes}")
+        self.policy, self.fallback, self.envelope = policy, fallback, envelope
+        self.name = name or f"{policy.name}_guarded"
+        self.pathset = policy.pathset
+        self.history = max(policy.history, fallback.history, envelope.window)
+        self.clairvoyant = False
+        self.fell_back: list[bool] = []
+
+    def reset(self) -> None:
+        for inner in (self.policy, self.fallback):
+            if hasattr(inner, "reset"):
+                inner.reset()
+        self.fell_back = []
+
+    def route(self, history: np.ndarray) -> np.ndarray:
+        own = self.policy.route(history[len(history) - max(self.policy.history, 1):])
+        drifted = self.envelope.drifted(history)
+        self.fell_back.append(drifted)
+        if not drifted:
+            return own
+        return self.fallback.route(history[len(history) - max(self.fallback.history, 1):])
+
+
+def lp_guard(policy: RoutingPolicy, training: np.ndarray, *, window: int = 3, blocks: int = 7) -> DriftGuard:
+    """``policy`` guarded by LP-previous (``min_load`` tie-break), the envelope fitted on its
+    ``training`` matrices (T, N, N)."""
+    envelope = TrafficEnvelope.fit(TrafficSequence("training", training), window=window, blocks=blocks)
+    return DriftGuard(policy, LPPolicy("lp_previous", policy.pathset, tie_break="min_load"), envelope)
