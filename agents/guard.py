@@ -53,6 +53,8 @@ class DriftGuard:
         self.fell_back = []
 
     def route(self, history: np.ndarray) -> np.ndarray:
+        if len(history) < self.history:
+            raise ValueError(f"{self.name} routes from the last {self.history} matrices, got {len(history)}")
         own = self.policy.route(history[len(history) - max(self.policy.history, 1):])
         drifted = self.envelope.drifted(history)
         self.fell_back.append(drifted)

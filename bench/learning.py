@@ -212,6 +212,8 @@ def rescore_guarded(results: dict) -> None:
     """Score the drift-guarded row of every split-routing run that lacks one, from the model its
     run directory kept (the guarded policy runs the agent in shadow on every matrix, so the row
     is what the run's own final table would hold)."""
+    import json
+
     from omegaconf import OmegaConf
 
     from agents.evaluation import evaluate_policies
@@ -226,6 +228,11 @@ def rescore_guarded(results: dict) -> None:
         if cfg is None or not (directory / model_file(cfg)).exists():
             print(f"{run['agent']} seed {run['seed']}: no model in {run['run_dir']}; train it again for its "
                   f"guarded row", flush=True)
+            continue
+        own = json.loads((directory / "metrics.json").read_text())["final"].get(run.get("policy", run["agent"]))
+        if own != run["final"][run.get("policy", run["agent"])]:  # e.g. a later scratch run in the same directory
+            print(f"{run['agent']} seed {run['seed']}: {run['run_dir']} holds another run than the results "
+                  f"file's; train it again for its guarded row", flush=True)
             continue
         OmegaConf.update(cfg, "eval.guard", True, force_add=True)
         data = prepare(cfg)

@@ -132,6 +132,8 @@ def test_guard_routes_with_the_fallback_only_while_the_traffic_has_drifted():
     assert (learned.calls, fallback.calls) == (3, 1)
     guard.reset()
     assert guard.fell_back == [] and (learned.resets, fallback.resets) == (1, 1)
+    with pytest.raises(ValueError, match="learned_guarded routes from the last 2 matrices, got 1"):
+        guard.route(np.stack([inside]))
 
 
 def test_guarded_scores_are_the_policy_s_inside_and_the_fallback_s_outside():
