@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from topologies import PathSet, TrafficEnvelope, TrafficSequence
+from topologies import PathSet, TrafficEnvelope
 
 from .policy import LPPolicy, RoutingPolicy
 
@@ -63,8 +63,7 @@ class DriftGuard:
         return self.fallback.route(history[len(history) - max(self.fallback.history, 1):])
 
 
-def lp_guard(policy: RoutingPolicy, training: np.ndarray, *, window: int = 3, blocks: int = 7) -> DriftGuard:
-    """``policy`` guarded by LP-previous (``min_load`` tie-break), the envelope fitted on its
-    ``training`` matrices (T, N, N)."""
-    envelope = TrafficEnvelope.fit(TrafficSequence("training", training), window=window, blocks=blocks)
+def lp_guard(policy: RoutingPolicy, envelope: TrafficEnvelope) -> DriftGuard:
+    """``policy`` guarded by LP-previous (the ``min_load`` tie-break, as the baseline) within
+    ``envelope`` (e.g. ``TrafficEnvelope.fit`` of its training traffic)."""
     return DriftGuard(policy, LPPolicy("lp_previous", policy.pathset, tie_break="min_load"), envelope)

@@ -27,8 +27,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores, evaluate_policies
-from agents.guard import DriftGuard
-from agents.policy import LPPolicy, baseline_policies
+from agents.guard import DriftGuard, lp_guard
+from agents.policy import baseline_policies
 from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
@@ -164,8 +164,7 @@ def learned_policy(cfg: DictConfig, data: RunData, model):
 
 def guarded_policy(cfg: DictConfig, data: RunData, model) -> DriftGuard:
     """The trained model guarded by LP-previous within the training traffic's envelope."""
-    fallback = LPPolicy("lp_previous", data.pathset, tie_break="min_load")
-    return DriftGuard(learned_policy(cfg, data, model), fallback, data.envelope)
+    return lp_guard(learned_policy(cfg, data, model), data.envelope)
 
 
 @contextmanager

@@ -146,7 +146,7 @@ def test_guarded_scores_are_the_policy_s_inside_and_the_fallback_s_outside():
     shifted = matrices.copy()
     shifted[15:, 0, 1] *= 40.0  # from matrix 15 on, one pair carries far more of the total
     learned = StaticPolicy("shortest", Routing.first_path(pathset))
-    guard = lp_guard(learned, matrices[:14], window=2, blocks=7)
+    guard = lp_guard(learned, TrafficEnvelope.fit(TrafficSequence("first 14", matrices[:14]), window=2, blocks=7))
     indices = np.arange(3, 30)
     _, scores = evaluate_policies([learned, guard, LPPolicy("lp_previous", pathset, tie_break="min_load")],
                                   shifted, indices)
