@@ -16,7 +16,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from agents.lp import optimal_mlu
-from topologies import PathSet, Topology, TrafficEnvelope, TrafficError, TrafficSequence, k_shortest_paths, load_topology, load_traffic
+from topologies import (PathSet, Topology, TrafficEnvelope, TrafficError, TrafficSequence, k_shortest_paths,
+                        load_topology, load_traffic)
 from topologies.traffic import MODELS, REAL_DATASETS, check_dataset_topology, training_and_held_out
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it

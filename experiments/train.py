@@ -49,7 +49,8 @@ ACTIONS = ("slots", "link_costs")  # agent.actions: see agent_actions
 # naming its key, where int() would say only "invalid literal" or the run would fail later.
 WHOLE_NUMBERS: dict[str, tuple[int, bool]] = {
     "eval.every": (1, True), "eval.periodic_matrices": (1, True), "eval.periodic_every": (1, True),
-    "eval.validation": (0, False), "eval.guard_blocks": (2, False), "seed": (0, False), "paths": (1, False), "threads": (1, False),
+    "eval.validation": (0, False), "eval.guard_blocks": (2, False), "seed": (0, False), "paths": (1, False),
+    "threads": (1, False),
     "env.history": (1, False), "env.episode_length": (1, False), "env.n_envs": (1, False),
     "env.flows_per_pair": (1, False), "agent.total_timesteps": (1, False), "agent.epochs": (1, False),
     "agent.batch_size": (1, False),
