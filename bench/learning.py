@@ -8,7 +8,9 @@
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
   agents decide per flow, so theirs is also given per flow;
-- training wall time until the held-out median normalized MLU first reaches 1.10.
+- training wall time until the held-out median normalized MLU first reaches 1.10;
+- each split-routing agent guarded by LP-previous while the traffic lies outside its training
+  envelope (``<agent>_guarded`` in every run's table, ``summary.<agent>.guarded``).
 
 Besides the agents' own configs, VARIANTS are runs of an agent with other settings, named
 in ``--agents`` like an agent: ``*_validated`` keep the checkpoint with the best median on
