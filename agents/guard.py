@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from topologies import PathSet, TrafficEnvelope
+from topologies import TrafficEnvelope
 
 from .policy import LPPolicy, RoutingPolicy
-
-
-def _same_paths(a: PathSet, b: PathSet) -> bool:
-    return a is b or (a.topology.fingerprint() == b.topology.fingerprint() and a.k == b.k
-                      and np.array_equal(a.mask, b.mask) and np.array_equal(a.link_table, b.link_table))
 
 
 class DriftGuard:
@@ -34,7 +29,7 @@ class DriftGuard:
                  name: str | None = None) -> None:
         if policy.clairvoyant or fallback.clairvoyant:
             raise ValueError("a drift guard routes from history: neither policy may see the matrix it routes")
-        if not _same_paths(policy.pathset, fallback.pathset):
+        if not policy.pathset.same_paths(fallback.pathset):
             raise ValueError(f"policy {policy.name!r} and fallback {fallback.name!r} route different path sets")
         if envelope.num_nodes != policy.pathset.topology.num_nodes:
             raise ValueError(f"the envelope covers {envelope.num_nodes} nodes, topology "

@@ -478,9 +478,9 @@ def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[
               "policies": {name: scores(s) for name, s in table.items()}}
     if data.envelope is not None:  # when the guarded row fell back, and why
         envelope, matrices = data.envelope, data.test.matrices
-        drift = [envelope.score(matrices[: int(i)]) for i in indices]
         report["guard"] = {"fallback": "lp_previous", "window": envelope.window, "threshold": envelope.threshold,
-                           "drift_score": drift, "fell_back": [d > envelope.threshold for d in drift]}
+                           "drift_score": [envelope.score(matrices[: int(i)]) for i in indices],
+                           "fell_back": [envelope.drifted(matrices[: int(i)]) for i in indices]}
     elif data.guard_skipped:
         report["guard"] = {"skipped": data.guard_skipped}
     return report

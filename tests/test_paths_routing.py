@@ -102,6 +102,13 @@ def test_equal_cost_path_limit():
         equal_cost_paths(ecmp_fan(), max_paths=2)
 
 
+def test_same_paths_is_equality_of_the_candidates_not_of_the_objects(tri):
+    built, again = k_shortest_paths(tri, 2), k_shortest_paths(tri, 2)
+    assert built is not again and built.same_paths(again) and again.same_paths(built)
+    assert not built.same_paths(k_shortest_paths(tri, 1))
+    assert not built.same_paths(k_shortest_paths(tri, 2, "latency"))  # another metric orders other paths first
+
+
 def test_bad_path_requests(tri):
     with pytest.raises(TopologyError, match="positive integer"):
         k_shortest_paths(tri, 0)

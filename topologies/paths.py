@@ -104,6 +104,12 @@ class PathSet:
         names = self.topology.node_names
         return f"{names[o]} -> {names[d]}"
 
+    def same_paths(self, other: "PathSet") -> bool:
+        """The same candidate paths for the same pairs of the same topology (a path set built
+        twice is two objects; its routings mean the same on either)."""
+        return other is self or (other.topology.fingerprint() == self.topology.fingerprint()
+                                 and np.array_equal(other.pairs, self.pairs) and other.paths == self.paths)
+
     # ------------------------------------------------------------------ shape
     @property
     def num_pairs(self) -> int:

@@ -37,6 +37,11 @@ def _excess(top_share: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return np.maximum(shares - top_share, 0.0).sum(axis=1)
 
 
+def _check_window(window: int) -> None:
+    if int(window) != window or window < 1:
+        raise TrafficError(f"envelope window must be a whole number >= 1, got {window}")
+
+
 def _window_scores(excess: np.ndarray, window: int) -> np.ndarray:
     """Median excess of every full window of ``window`` consecutive matrices."""
     windows = np.lib.stride_tricks.sliding_window_view(excess, window)
@@ -63,8 +68,7 @@ class TrafficEnvelope:
             raise TrafficError("an envelope's top shares must lie in [0, 1]")
         if not (np.isfinite(self.threshold) and 0 <= self.threshold <= 1):
             raise TrafficError(f"drift threshold must be a share in [0, 1], got {self.threshold}")
-        if int(self.window) != self.window or self.window < 1:
-            raise TrafficError(f"envelope window must be a whole number >= 1, got {self.window}")
+        _check_window(self.window)
         top.setflags(write=False)
         object.__setattr__(self, "top_share", top)
         object.__setattr__(self, "threshold", float(self.threshold))
@@ -76,8 +80,7 @@ class TrafficEnvelope:
         ``blocks`` contiguous blocks against the envelope of the others (7: a week's days)."""
         if int(blocks) != blocks or blocks < 2:
             raise TrafficError(f"drift calibration needs at least 2 blocks, got {blocks}")
-        if int(window) != window or window < 1:
-            raise TrafficError(f"envelope window must be a whole number >= 1, got {window}")
+        _check_window(window)  # before the window scores use it
         if len(reference) < blocks * window:
             raise TrafficError(f"traffic {reference.name!r} has {len(reference)} matrices; {blocks} blocks of "
                                f"at least window={window} matrices need {blocks * window}")
