@@ -197,7 +197,7 @@ def rescore_baselines(results: dict) -> None:
     for run in results["abilene_runs"]:
         if "lp_previous" not in run["final"]:
             continue  # path selection: its own baselines
-        stale = set(run["final"]) - {run.get("policy", run["agent"]), guarded_name(run)}
+        stale = set(run["final"]) - {run_policy(run), guarded_name(run)}
         if stale != set(fresh):
             raise SystemExit(f"{run['agent']} seed {run['seed']}: its baselines {sorted(stale)} "
                              f"are not the ones rescored, {sorted(fresh)}")
@@ -205,22 +205,25 @@ def rescore_baselines(results: dict) -> None:
         run["baselines_rescored_on"] = machine()
 
 
+def run_policy(run: dict) -> str:
+    """The run's agent's row in its final table (a variant's row is its agent config's)."""
+    return run.get("policy", run["agent"])
+
+
 def guarded_name(run: dict) -> str:
     """The final table's row of the run's agent guarded by LP-previous (agents.guard)."""
-    return f"{run.get('policy', run['agent'])}_guarded"
+    return f"{run_policy(run)}_guarded"
 
 
 def rescore_guarded(results: dict) -> None:
     """Score the drift-guarded row of every split-routing run that lacks one, from the model its
     run directory kept (the guarded policy runs the agent in shadow on every matrix, so the row
-    is what the run's own final table would hold)."""
-    import json
-
+    is what the run's own final table would hold). A directory whose model does not score the
+    run's own row again (a later run written over it) is left out."""
     from omegaconf import OmegaConf
 
-    from agents.evaluation import evaluate_policies
     from experiments.data import prepare
-    from experiments.train import guarded_policy, load_trained, model_file
+    from experiments.train import load_trained, model_file, score
 
     for run in results["abilene_runs"]:
         if "lp_previous" not in run["final"] or guarded_name(run) in run["final"]:
@@ -231,22 +234,20 @@ def rescore_guarded(results: dict) -> None:
             print(f"{run['agent']} seed {run['seed']}: no model in {run['run_dir']}; train it again for its "
                   f"guarded row", flush=True)
             continue
-        own = json.loads((directory / "metrics.json").read_text())["final"].get(run.get("policy", run["agent"]))
-        if own != run["final"][run.get("policy", run["agent"])]:  # e.g. a later scratch run in the same directory
-            print(f"{run['agent']} seed {run['seed']}: {run['run_dir']} holds another run than the results "
-                  f"file's; train it again for its guarded row", flush=True)
-            continue
         OmegaConf.update(cfg, "eval.guard", True, force_add=True)
         data = prepare(cfg)
         model = load_trained(cfg, data, directory)
-        indices = data.test.indices(int(cfg.eval.every))
-        policy = guarded_policy(cfg, data, model)
-        _, scores = evaluate_policies([policy], data.test.matrices, indices, optimal=data.test.optimum_at(indices),
-                                      with_drops=True)
-        run["final"][policy.name] = scores[policy.name].summary()
+        table = score(cfg, data, model, data.test, data.test.indices(int(cfg.eval.every)), baselines=False)
+        own, recorded = table[run_policy(run)].summary(), run["final"][run_policy(run)]
+        if any(not np.isclose(own[key], recorded[key], rtol=1e-9) for key in ("median", "p90", "max")):
+            print(f"{run['agent']} seed {run['seed']}: {run['run_dir']} holds another run than the results "
+                  f"file's; train it again for its guarded row", flush=True)
+            continue
+        guarded = table[guarded_name(run)].summary()
+        run["final"][guarded_name(run)] = guarded
         run["guard_rescored_on"] = machine()
-        print(f"{run['agent']} seed {run['seed']}: guarded median {run['final'][policy.name]['median']:.3f} "
-              f"p90 {run['final'][policy.name]['p90']:.3f}", flush=True)
+        print(f"{run['agent']} seed {run['seed']}: guarded median {guarded['median']:.3f} "
+              f"p90 {guarded['p90']:.3f}", flush=True)
 
 
 def summarize(results: dict) -> dict:
@@ -254,7 +255,7 @@ def summarize(results: dict) -> dict:
     summary = {}
     for agent in dict.fromkeys(r["agent"] for r in results["abilene_runs"]):
         runs = [r for r in results["abilene_runs"] if r["agent"] == agent]
-        finals = [r["final"][r.get("policy", agent)] for r in runs]
+        finals = [r["final"][run_policy(r)] for r in runs]
         summary[agent] = {key: [f[key] for f in finals] for key in ("median", "p90", "max")}
         guarded = [r["final"].get(guarded_name(r)) for r in runs]
         if all(guarded):  # split routing: the agent guarded by LP-previous while the traffic drifted
