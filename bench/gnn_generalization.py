@@ -7,7 +7,9 @@ shortest path, ECMP and the LP on the previous matrix:
 
 - the gradient-trained :class:`agents.gnn.LinkGNN`, one per setting and seed: trained on
   Abilene's real training week only (with its cost-refinement rounds, and as one pass
-  without them, side by side), or on Abilene plus synthetic gravity traffic on NSFNET;
+  without them, side by side), on Abilene plus synthetic gravity traffic on NSFNET, or on
+  Abilene plus the four synthetic networks of ``agent=gradient_gnn_mixed`` (its
+  ``also_train_on``, read from that config);
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
@@ -46,6 +48,7 @@ from experiments.train import SB3_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
+MIXED_AGENT = ROOT / "experiments" / "conf" / "agent" / "gradient_gnn_mixed.yaml"  # its also_train_on
 SEEDS = (0, 1, 2)
 K = 4
 HISTORY = 3
@@ -71,7 +74,7 @@ def main() -> None:
     from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
     from agents.policy import LPPolicy, ecmp, shortest_path
     from agents.sb3 import SB3GraphSplitPolicy, load_model
-    from experiments.data import cached_optimum
+    from experiments.data import cached_optimum, extra_training
     from topologies import k_shortest_paths, load_topology, load_traffic
 
     torch.set_num_threads(1)
@@ -110,10 +113,13 @@ def main() -> None:
         abilene_set = TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))
         nsfnet_set = TrainingSet(nsfnet_paths, nsfnet_train, cached_optimum(nsfnet_paths.topology, nsfnet_train))
         # setting -> (training sets, cost-refinement rounds); "one pass" is the network without refinement
+        mixed = [TrainingSet(extra.pathset, extra.matrices, extra.optimum)
+                 for extra in extra_training(OmegaConf.load(MIXED_AGENT).also_train_on, K, HISTORY)]
         training = {
             "abilene": ([abilene_set], GNNSettings.rounds),
             "abilene, one pass": ([abilene_set], 0),
             "abilene+nsfnet": ([abilene_set, nsfnet_set], GNNSettings.rounds),
+            "abilene+mixed": ([abilene_set, *mixed], GNNSettings.rounds),
         }
         results["gnn"] = {}
         for setting, (sets, rounds) in training.items():

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from agents.lp import optimal_mlu
-from topologies import (PathSet, Topology, TrafficEnvelope, TrafficError, TrafficSequence, k_shortest_paths,
-                        load_topology, load_traffic)
+from topologies import (PathSet, Topology, TopologyError, TrafficEnvelope, TrafficError, TrafficSequence,
+                        k_shortest_paths, load_topology, load_traffic)
 from topologies.traffic import MODELS, REAL_DATASETS, check_dataset_topology, training_and_held_out
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
@@ -83,6 +84,57 @@ class RunData:
     validation: ScoredSequence | None = None  # cut from the end of the training sequence: picks the checkpoint
     envelope: TrafficEnvelope | None = None   # the training traffic's, for the drift-guarded row (eval.guard)
     guard_skipped: str = ""                   # why there is no guarded row although eval.guard asked for one
+
+
+@dataclass(frozen=True)
+class ExtraTraining:
+    """One more topology and its traffic for a network whose weights fit any topology: its
+    candidate paths, the matrices in order and each one's optimal MLU."""
+
+    name: str
+    pathset: PathSet
+    matrices: np.ndarray
+    optimum: np.ndarray
+
+
+EXTRA_TRAINING_KEYS = {"topology", "traffic", "count", "seed"}
+
+
+def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0
+                   ) -> tuple[ExtraTraining, ...]:
+    """The topologies of ``agent.also_train_on``: each entry names a topology (catalog name,
+    generator spec or file) and its traffic: a synthetic model, ``count`` matrices (default
+    200) drawn with ``seed`` (default ``default_seed``), or a real dataset of that topology.
+    Each needs more than ``history`` matrices. Errors name the entry."""
+    sets = []
+    for i, spec in enumerate(specs):
+        where = f"agent.also_train_on[{i}]"
+        if OmegaConf.is_config(spec):
+            spec = OmegaConf.to_container(spec)
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where} must be a mapping with topology and traffic, got {spec!r}")
+        unknown, missing = set(spec) - EXTRA_TRAINING_KEYS, {"topology", "traffic"} - set(spec)
+        problems = ([f"unknown keys {sorted(unknown)}"] if unknown else []) + ([f"missing {sorted(missing)}"]
+                                                                              if missing else [])
+        if problems:
+            raise ValueError(f"{where}: {'; '.join(problems)} (an entry has topology, traffic and optionally "
+                             f"count, seed)")
+        count, seed = spec.get("count", 200), spec.get("seed", default_seed)
+        for key, value, minimum in (("count", count, history + 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{where}.{key} must be a whole number >= {minimum}, got {value!r}")
+        try:
+            topology = load_topology(str(spec["topology"]))
+            traffic = load_traffic(str(spec["traffic"]), topology, count=count, seed=seed)
+        except (TopologyError, TrafficError) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        if len(traffic) <= history:
+            raise TrafficError(f"{where}: {traffic.name!r} has {len(traffic)} matrices; training on it needs "
+                               f"more than env.history={history}")
+        matrices = np.asarray(traffic.matrices, dtype=np.float64)
+        sets.append(ExtraTraining(f"{topology.name} ({traffic.name})", k_shortest_paths(topology, paths), matrices,
+                                  cached_optimum(topology, matrices)))
+    return tuple(sets)
 
 
 def _with_history(before: TrafficSequence, scored: TrafficSequence, optimum: np.ndarray,

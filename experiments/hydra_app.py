@@ -61,37 +61,44 @@ def run_train(args: list[str]) -> None:
     train_main()
 
 
-def backend_config(name: str) -> DictConfig:
-    """The ``backend`` config group's option ``name`` (what `backend=NAME` selects in `rlte train`)."""
-    path = Path(CONFIG_DIR) / "backend" / f"{name}.yaml"
+EVAL_GROUPS = ("backend", "topology", "traffic")  # config groups `rlte eval` picks by name, as `rlte train` does
+
+
+def group_config(group: str, name: str) -> DictConfig:
+    """The config group ``group``'s option ``name`` (what `group=NAME` selects in `rlte train`)."""
+    path = Path(CONFIG_DIR) / group / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(known)}")
+        raise ValueError(f"unknown {group} {name!r}; choose one of {', '.join(known)}")
     return OmegaConf.load(path)
 
 
 EVAL_USAGE = """\
-usage: rlte eval run=DIR [backend=mininet] [eval.every=24] [eval.with_baselines=false] [out=FILE] [key=value ...]
+usage: rlte eval run=DIR [backend=mininet] [topology=NAME traffic=NAME] [eval.every=24]
+                 [eval.with_baselines=false] [out=FILE] [key=value ...]
 
 Re-scores a finished run (its config.yaml and kept model) on its held-out traffic next to
 every baseline, prints the table and writes DIR/eval.json (or FILE). Any dotted key of the
 run's config may be overridden. backend=mininet measures every routing on the emulated
 network instead (root, Mininet, Open vSwitch; ~5 s per matrix and policy), beside the
 twin's prediction; backend.window_s, backend.warmup_s, backend.flows_per_pair and
-backend.capacity_scale set the replay."""
+backend.capacity_scale set the replay. topology= and traffic= score the same weights on
+another network or traffic (graph policies fit any topology; the others only their own);
+the table then goes to DIR/eval_<topology>_<traffic>.json, beside the run's own, without the
+drift-guarded row (eval.guard=true fits its envelope on that traffic's training part)."""
 
 
 def run_eval(args: list[str]) -> None:
     """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
-    from .data import prepare
-    from .train import check_config, evaluate_run, load_trained
+    from .data import load_run_topology, prepare
+    from .train import check_config, check_same_topology, evaluate_run, load_trained
 
     if {"--help", "-h"} & set(args):
         print(EVAL_USAGE)
         return
 
-    # backend=NAME picks a config group option, as in `rlte train`; the rest are dotted overrides
-    groups = [arg for arg in args if arg.startswith("backend=")]
+    # backend=NAME (topology=, traffic=) picks a config group option, as in `rlte train`; the rest are dotted overrides
+    groups = [arg for arg in args if arg.partition("=")[0] in EVAL_GROUPS]
     overrides = OmegaConf.from_dotlist([arg for arg in args if arg not in groups])
     if "run" not in overrides:
         raise ValueError("say which run to evaluate: rlte eval run=runs/<run directory> [eval.every=24] [out=FILE]")
@@ -99,12 +106,21 @@ def run_eval(args: list[str]) -> None:
     out = overrides.pop("out", None)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml); runs are under runs/")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    for group in groups:
-        cfg.backend = backend_config(group.split("=", 1)[1])
+    trained = OmegaConf.load(run_dir / "config.yaml")
+    cfg = trained.copy()
+    for group, _, name in (arg.partition("=") for arg in groups):
+        cfg[group] = group_config(group, name)
+    elsewhere = cfg.topology != trained.topology or cfg.traffic != trained.traffic
+    if elsewhere:
+        if out is None:  # keep the run's own table: a score elsewhere goes beside it
+            out = run_dir / f"eval_{cfg.topology.name}_{cfg.traffic.name}.json"
+        # the drift guard asks whether the traffic left what the policy trained on, which other
+        # traffic did from the start: no guarded row there unless asked for (eval.guard=true)
+        cfg.eval.guard = False
     cfg = OmegaConf.merge(cfg, overrides)
     check_config(cfg, training=False)
     data = prepare(cfg)
+    check_same_topology(cfg, load_run_topology(trained), data.topology)
     model = load_trained(cfg, data, run_dir)
     report, _ = evaluate_run(cfg, data, model, run_dir, Path(out) if out else None)
     where = "" if cfg.backend.name == "twin" else f", measured on {cfg.backend.name}"

@@ -33,10 +33,10 @@ from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
 from envs.split_routing import SplitRoutingEnv
-from topologies import PathSet, union_pathsets
+from topologies import PathSet, Topology, union_pathsets
 
 from .compare import write_json_atomically
-from .data import RunData, ScoredSequence, prepare
+from .data import RunData, ScoredSequence, extra_training, prepare
 from .plotting import cdf_figure, topology_figure
 
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
@@ -72,6 +72,12 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if agent_actions(cfg) == "link_costs" and (algorithm != "ppo" or agent_policy(cfg) != "mlp"):
         raise ValueError("agent.actions=link_costs is for PPO's MLP policy (the graph policy acts with link "
                          f"costs already), not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    also = cfg.agent.get("also_train_on")
+    if also and (algorithm != "gradient" or agent_policy(cfg) != "graph"):
+        raise ValueError("agent.also_train_on is for the graph gradient learner (agent=gradient_gnn), whose weights "
+                         f"fit any topology; not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    if also is not None and not OmegaConf.is_list(also):
+        raise ValueError(f"agent.also_train_on must be a list of {{topology, traffic, count, seed}}, got {also!r}")
     for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
         value = OmegaConf.select(cfg, key)
         if value is None and not required:
@@ -85,6 +91,15 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
                          f"would take weeks; train in the twin, then score the run there: "
                          f"rlte eval run=<run directory> backend={backend}")
+
+
+def check_same_topology(cfg: DictConfig, trained_on: Topology, scored_on: Topology) -> None:
+    """Refuse to score weights that fit only the topology they were trained on on another one
+    (graph policies have no weight whose shape depends on the topology)."""
+    if agent_policy(cfg) != "graph" and trained_on.fingerprint() != scored_on.fingerprint():
+        raise ValueError(f"agent {cfg.agent.name} (agent.policy={agent_policy(cfg)}) has weights for "
+                         f"{trained_on.name} only, not {scored_on.name}: only graph policies (agent.policy=graph: "
+                         "gradient_gnn, ppo_gnn, dqn_gnn) route topologies they were not trained on")
 
 
 def model_file(cfg: DictConfig) -> str:
@@ -419,9 +434,12 @@ def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
                                max_grad_norm=float(agent.max_grad_norm))
         untrained = LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds)
 
+        sets = [TrainingSet(data.pathset, data.train.matrices, data.train_optimum)]
+        sets += [TrainingSet(extra.pathset, extra.matrices, extra.optimum) for extra in
+                 extra_training(agent.get("also_train_on") or (), int(cfg.paths), settings.history, seed)]
+
         def fit(on_epoch):
-            return train_gnn([TrainingSet(data.pathset, data.train.matrices, data.train_optimum)], settings,
-                             on_epoch=on_epoch)[0]
+            return train_gnn(sets, settings, on_epoch=on_epoch)[0]
     else:
         from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
 

@@ -273,6 +273,115 @@ def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, mo
     assert min(rescored.normalized_mlu) >= 1.0 - 1e-9  # the optimum bounds it
 
 
+def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeypatch):
+    """agent.also_train_on: each entry's topology, traffic and optima reach train_gnn after the
+    run's own; the mixed config's entries all load."""
+    import agents.gnn
+    from experiments.data import extra_training, prepare
+    from experiments.train import run_training
+    from topologies import load_topology
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    seen = []
+    real_train_gnn = agents.gnn.train_gnn
+
+    def recording(sets, settings, **kwargs):
+        seen.extend(sets)
+        return real_train_gnn(sets, settings, **kwargs)
+
+    monkeypatch.setattr(agents.gnn, "train_gnn", recording)
+    cfg = compose_train("agent=gradient_gnn", "agent.epochs=1", "agent.hidden=8", "agent.layers=1", "agent.rounds=1",
+                        "topology=b4", "traffic=b4-real", "eval.every=6", "eval.periodic_every=1000",
+                        "eval.with_baselines=false", "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, "
+                        "count: 6, seed: 1}, {topology: 'waxman:8,seed=2', traffic: bimodal, count: 5}]", "seed=3")
+    run_training(cfg, tmp_path / "run")
+    own = prepare(cfg)
+    assert [s.pathset.topology.name for s in seen] == ["b4", "nsfnet", "waxman_n8_s2"]
+    assert np.array_equal(seen[0].matrices, own.train.matrices)
+    nsfnet, waxman = load_topology("nsfnet"), load_topology("waxman:8,seed=2")
+    expected = [load_traffic("gravity", nsfnet, count=6, seed=1).matrices,
+                load_traffic("bimodal", waxman, count=5, seed=3).matrices]  # no seed: the run's
+    for extra, topology, matrices in zip(seen[1:], (nsfnet, waxman), expected):
+        assert np.array_equal(extra.matrices, matrices)
+        assert extra.pathset.same_paths(k_shortest_paths(topology, cfg.paths))
+        assert extra.optimal_mlu == pytest.approx(optimal_mlu(topology, matrices))
+
+    mixed = compose_train("agent=gradient_gnn_mixed").agent.also_train_on
+    assert len(mixed) == 4
+    loaded = extra_training([{**entry, "count": 4} for entry in mixed], 4, 3)  # every entry names what exists
+    assert [len(extra.matrices) for extra in loaded] == [4, 4, 4, 4]
+
+
+def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
+    from experiments.data import extra_training
+    from experiments.train import check_config
+    from topologies import TopologyError, TrafficError
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    entry = "{topology: nsfnet, traffic: gravity}"
+    with pytest.raises(ValueError, match="agent.also_train_on is for the graph gradient learner .* not "
+                                         "agent.algorithm=gradient agent.policy=mlp"):
+        check_config(compose_train("agent=gradient", f"+agent.also_train_on=[{entry}]"))
+    with pytest.raises(ValueError, match="not agent.algorithm=ppo agent.policy=graph"):
+        check_config(compose_train("agent=ppo_gnn", f"+agent.also_train_on=[{entry}]"))
+    with pytest.raises(ValueError, match="agent.also_train_on must be a list"):
+        check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=nsfnet"))
+    check_config(compose_train("agent=gradient_gnn_mixed"))
+    for spec, error, message in (
+            ("nsfnet", ValueError, r"agent.also_train_on\[0\] must be a mapping with topology and traffic"),
+            ({"topology": "nsfnet"}, ValueError, r"agent.also_train_on\[0\]: missing \['traffic'\]"),
+            ({"topology": "nsfnet", "traffic": "gravity", "seeds": 2}, ValueError, r"unknown keys \['seeds'\]"),
+            ({"topology": "nsfnet", "traffic": "gravity", "count": 3}, ValueError,
+             r"agent.also_train_on\[0\].count must be a whole number >= 4, got 3"),
+            ({"topology": "nsfnet", "traffic": "gravity", "seed": -1}, ValueError, r"seed must be a whole number >= 0"),
+            ({"topology": "nowhere", "traffic": "gravity"}, TopologyError, r"agent.also_train_on\[0\]: .*'nowhere'"),
+            ({"topology": "nsfnet", "traffic": "nope"}, TrafficError, r"agent.also_train_on\[0\]: .*'nope'"),
+            ({"topology": "nsfnet", "traffic": "b4"}, TopologyError,
+             r"agent.also_train_on\[0\]: traffic 'b4' is 12x12 but topology 'nsfnet' has 13 nodes"),
+    ):
+        with pytest.raises(error, match=message):
+            extra_training([spec], 4, 3)
+
+
+def test_eval_scores_a_graph_run_on_another_topology_beside_its_own_table(tmp_path, monkeypatch):
+    """`rlte eval run=DIR topology=... traffic=...`: the same weights on another network, in a
+    table of its own; weights tied to their topology are refused, and nothing is written."""
+    from agents.evaluation import evaluate_policies
+    from agents.gnn import GNNPolicy
+    from experiments.data import prepare
+    from experiments.hydra_app import run_eval
+    from experiments.train import load_trained, run_training
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    common = ["topology=b4", "traffic=b4-real", "eval.every=6", "eval.periodic_every=1000", "eval.with_baselines=false"]
+    graph = compose_train("agent=gradient_gnn", "agent.epochs=1", "agent.hidden=8", "agent.layers=1",
+                          "agent.rounds=1", *common)
+    run_training(graph, tmp_path / "graph")
+    own = (tmp_path / "graph" / "eval.json").read_bytes()
+    elsewhere = ["topology=nsfnet", "traffic=gravity", "traffic.count=8", "eval.every=2"]
+    run_eval([f"run={tmp_path / 'graph'}", *elsewhere])
+    assert (tmp_path / "graph" / "eval.json").read_bytes() == own  # the run's own table is kept
+    report = json.loads((tmp_path / "graph" / "eval_nsfnet_gravity.json").read_text())
+    assert report["topology"] == "nsfnet" and list(report["policies"]) == ["gradient_gnn"]  # no guarded row there
+    data = prepare(compose_train("agent=gradient_gnn", "topology=nsfnet", "traffic=gravity", "traffic.count=8",
+                                 "eval.guard=false"))
+    net = load_trained(graph, data, tmp_path / "graph")
+    indices = data.test.indices(2)
+    _, expected = evaluate_policies([GNNPolicy(data.pathset, net, "gnn")], data.test.matrices, indices,
+                                    optimal=data.test.optimum_at(indices))
+    assert report["policies"]["gradient_gnn"]["normalized_mlu"] == pytest.approx(
+        expected["gnn"].normalized_mlu.tolist())
+
+    mlp = compose_train("agent=gradient", "agent.epochs=1", "agent.hidden=[8]", *common)
+    run_training(mlp, tmp_path / "mlp")
+    before = sorted(p.name for p in (tmp_path / "mlp").iterdir())
+    with pytest.raises(ValueError, match="agent gradient .agent.policy=mlp. has weights for b4 only, not nsfnet"):
+        run_eval([f"run={tmp_path / 'mlp'}", *elsewhere])
+    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == before
+    run_eval([f"run={tmp_path / 'mlp'}", "traffic.split=30", "out=" + str(tmp_path / "later.json")])  # own topology
+    assert json.loads((tmp_path / "later.json").read_text())["topology"] == "b4"
+
+
 def compose_train(*overrides: str):
     from hydra import compose, initialize_config_dir
 
