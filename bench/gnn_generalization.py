@@ -10,6 +10,10 @@ shortest path, ECMP and the LP on the previous matrix:
   without them, side by side), on Abilene plus synthetic gravity traffic on NSFNET, or on
   Abilene plus the four synthetic networks of ``agent=gradient_gnn_mixed`` (its
   ``also_train_on``, read from that config);
+- the same network as ``rlte train agent=gradient_gnn`` and ``agent=gradient_gnn_mixed`` train
+  it (60 epochs on the whole training week; the mixed one also on its four synthetic networks):
+  the runs of ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the
+  same way;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
@@ -19,7 +23,7 @@ the same way) plays path selection on the same sets (each matrix's flows, one pe
 random order, each put on one path), against greedy least-loaded, shortest path and the LP's
 split of the same matrix rounded to whole flows.
 
-``--parts`` picks what to run (default all: gnn, ppo_gnn, dqn_gnn); with ``--merge`` the
+``--parts`` picks what to run (default all: gnn, gnn_runs, ppo_gnn, dqn_gnn); with ``--merge`` the
 other parts are kept from the existing results file.
 
 Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
@@ -44,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write  # noqa: E402
-from experiments.train import SB3_MODEL  # noqa: E402
+from experiments.train import GRADIENT_MODEL, SB3_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +58,7 @@ K = 4
 HISTORY = 3
 
 
-PARTS = ("gnn", "ppo_gnn", "dqn_gnn")
+PARTS = ("gnn", "gnn_runs", "ppo_gnn", "dqn_gnn")
 
 
 def main() -> None:
@@ -71,7 +75,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from agents.evaluation import evaluate_policies
-    from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
+    from agents.gnn import GNNPolicy, GNNSettings, LinkGNN, TrainingSet, train_gnn
     from agents.policy import LPPolicy, ecmp, shortest_path
     from agents.sb3 import SB3GraphSplitPolicy, load_model
     from experiments.data import cached_optimum, extra_training
@@ -138,6 +142,21 @@ def main() -> None:
             results["gnn"][setting] = {"rounds": rounds, "train_seconds_mean": statistics.mean(train_seconds),
                                        "evaluation": summarized(per_set)}
 
+    if "gnn_runs" in parts:
+        results["gnn_runs"] = {}
+        for agent in ("gradient_gnn", "gradient_gnn_mixed"):
+            per_set = {label: [] for label in evaluation}
+            for seed in SEEDS:
+                run_dir = trained_run(agent, seed, GRADIENT_MODEL)
+                net = LinkGNN.load(run_dir / GRADIENT_MODEL)
+                for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+                    policy = GNNPolicy(paths, net, f"{agent}[run]")
+                    _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+                    per_set[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
+                                           **scores[policy.name].summary()})
+                    report(f"{agent} seed {seed}", label, per_set[label][-1])
+            results["gnn_runs"][agent] = {"evaluation": summarized(per_set)}
+
     if "ppo_gnn" in parts:
         ppo_runs: dict[str, list[dict]] = {label: [] for label in evaluation}
         for seed in SEEDS:
@@ -158,11 +177,11 @@ def main() -> None:
     write("gnn_generalization", results)
 
 
-def trained_run(agent: str, seed: int) -> Path:
+def trained_run(agent: str, seed: int, model: str = SB3_MODEL) -> Path:
     """The run directory of ``bench/learning.py``'s run of ``agent`` and ``seed``, trained now if missing."""
     from bench.learning import run_dir, train_runs
 
-    if not (run_dir(agent, seed) / SB3_MODEL).exists():
+    if not (run_dir(agent, seed) / model).exists():
         train_runs([agent], [seed])
     return run_dir(agent, seed)
 

@@ -2,9 +2,10 @@
 
 - the Abilene table: train on the real training week, score on the test week (routing
   each next matrix from its history), for the gradient learner (MLP and refining graph
-  network), PPO (MLP acting per path or per link, and graph policy; ``--agents
-  ppo_gnn_refine`` adds the refining graph policy, not a default: ~9 min per seed) and DQN (on its own
-  environment, against greedy least-loaded and shortest path), over several seeds;
+  network, the latter also trained on four synthetic networks besides Abilene:
+  ``gradient_gnn_mixed``), PPO (MLP acting per path or per link, and graph policy; ``--agents
+  ppo_gnn_refine`` adds the refining graph policy, not a default: ~9 min per seed) and DQN (on
+  its own environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
   agents decide per flow, so theirs is also given per flow;
@@ -275,7 +276,8 @@ def summarize(results: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--agents", default="gradient,gradient_gnn,ppo,ppo_costs,ppo_gnn,dqn,dqn_gnn",
+    parser.add_argument("--agents",
+                        default="gradient,gradient_gnn,gradient_gnn_mixed,ppo,ppo_costs,ppo_gnn,dqn,dqn_gnn",
                         help=f"agent configs, or variants: {', '.join(VARIANTS)}")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",
