@@ -110,14 +110,14 @@ def run_eval(args: list[str]) -> None:
     cfg = trained.copy()
     for group, _, name in (arg.partition("=") for arg in groups):
         cfg[group] = group_config(group, name)
-    elsewhere = cfg.topology != trained.topology or cfg.traffic != trained.traffic
-    if elsewhere:
+    cfg = OmegaConf.merge(cfg, overrides)
+    if cfg.topology != trained.topology or cfg.traffic != trained.traffic:
         if out is None:  # keep the run's own table: a score elsewhere goes beside it
             out = run_dir / f"eval_{cfg.topology.name}_{cfg.traffic.name}.json"
         # the drift guard asks whether the traffic left what the policy trained on, which other
         # traffic did from the start: no guarded row there unless asked for (eval.guard=true)
-        cfg.eval.guard = False
-    cfg = OmegaConf.merge(cfg, overrides)
+        if OmegaConf.select(overrides, "eval.guard") is None:
+            cfg.eval.guard = False
     check_config(cfg, training=False)
     data = prepare(cfg)
     check_same_topology(cfg, load_run_topology(trained), data.topology)

@@ -378,8 +378,13 @@ def test_eval_scores_a_graph_run_on_another_topology_beside_its_own_table(tmp_pa
     with pytest.raises(ValueError, match="agent gradient .agent.policy=mlp. has weights for b4 only, not nsfnet"):
         run_eval([f"run={tmp_path / 'mlp'}", *elsewhere])
     assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == before
-    run_eval([f"run={tmp_path / 'mlp'}", "traffic.split=30", "out=" + str(tmp_path / "later.json")])  # own topology
-    assert json.loads((tmp_path / "later.json").read_text())["topology"] == "b4"
+    run_eval([f"run={tmp_path / 'mlp'}", "traffic.split=30"])  # its own topology, other held-out matrices
+    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == sorted([*before, "eval_b4_b4-real.json"])
+    report = json.loads((tmp_path / "mlp" / "eval_b4_b4-real.json").read_text())
+    assert report["topology"] == "b4" and len(report["tm_index"]) == 1  # the last 6, every 6th
+    run_eval([f"run={tmp_path / 'graph'}", *elsewhere, "eval.guard=true", "eval.guard_blocks=2",
+              f"out={tmp_path / 'guarded.json'}"])
+    assert "gradient_gnn_guarded" in json.loads((tmp_path / "guarded.json").read_text())["policies"]
 
 
 def compose_train(*overrides: str):
