@@ -191,7 +191,8 @@ def train(ctx: typer.Context) -> None:
 def evaluate(ctx: typer.Context) -> None:
     """Compare a trained run with every baseline on held-out traffic:
     rlte eval run=runs/<dir> \\[eval.every=24] \\[out=FILE.json];
-    measured on the emulated network (root): add backend=mininet."""
+    measured on the emulated network (root): add backend=mininet;
+    a graph policy on another network: add topology=NAME traffic=NAME."""
     from .hydra_app import run_eval
 
     run_eval(list(ctx.args))

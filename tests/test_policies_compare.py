@@ -185,6 +185,6 @@ def test_eval_usage_and_errors_print_their_brackets():
     missing = runner.invoke(app, ["eval"])
     assert missing.exit_code == 2 and "rlte eval run=runs/<run directory> [eval.every=24] [out=FILE]" in missing.output
     usage = runner.invoke(app, ["eval", "--help"])
-    assert usage.exit_code == 0 and "[backend=mininet] [eval.every=24]" in usage.output
+    assert usage.exit_code == 0 and "[backend=mininet] [topology=NAME traffic=NAME] [eval.every=24]" in usage.output
     listing = runner.invoke(app, ["--help"])
     assert "[eval.every=24] [out=FILE.json]" in listing.output
