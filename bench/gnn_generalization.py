@@ -11,9 +11,10 @@ shortest path, ECMP and the LP on the previous matrix:
   Abilene plus the four synthetic networks of ``agent=gradient_gnn_mixed`` (its
   ``also_train_on``, read from that config);
 - the same network as ``rlte train agent=gradient_gnn`` and ``agent=gradient_gnn_mixed`` train
-  it (60 epochs on the whole training week; the mixed one also on its four synthetic networks):
-  the runs of ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the
-  same way;
+  it (the whole training week; the mixed one also on its four synthetic networks): the runs of
+  ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the same way;
+  scored on three more unseen backbones of the Topology Zoo too (ZOO_UNSEEN), beside ECMP and
+  LP-previous;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
@@ -54,6 +55,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MIXED_AGENT = ROOT / "experiments" / "conf" / "agent" / "gradient_gnn_mixed.yaml"  # its also_train_on
 SEEDS = (0, 1, 2)
+ZOO_UNSEEN = {  # label -> (topology, synthetic traffic model), for the `rlte train` runs (part gnn_runs)
+    "janetbackbone hotspot (unseen zoo backbone, 29 nodes)": ("zoo:Janetbackbone", "hotspot"),
+    "arnes bimodal (unseen zoo backbone, 34 nodes)": ("zoo:Arnes", "bimodal"),
+    "surfnet hotspot (unseen zoo backbone, 50 nodes)": ("zoo:Surfnet", "hotspot"),
+}
 K = 4
 HISTORY = 3
 
@@ -143,13 +149,25 @@ def main() -> None:
                                        "evaluation": summarized(per_set)}
 
     if "gnn_runs" in parts:
-        results["gnn_runs"] = {}
+        # more unseen networks for these runs: Topology Zoo backbones under other traffic models,
+        # 21 matrices each (GEANT 2012 and CESNET under gravity or diurnal traffic were left out:
+        # every routing, ECMP included, is optimal there)
+        zoo = {}
+        for label, (name, traffic) in ZOO_UNSEEN.items():
+            topology, paths, matrices = sequence(name, traffic, count=24, seed=5)
+            indices = np.arange(HISTORY, len(matrices))
+            zoo[label] = (topology, paths, matrices, indices, cached_optimum(topology, matrices[indices]))
+        results["gnn_runs"] = {"zoo_baselines": {}}
+        for label, (topology, paths, matrices, indices, optimum) in zoo.items():
+            baselines = [ecmp(topology), LPPolicy("lp_previous", paths, tie_break="min_load")]
+            _, scores = evaluate_policies(baselines, matrices, indices, optimal=optimum)
+            results["gnn_runs"]["zoo_baselines"][label] = {name: s.summary() for name, s in scores.items()}
         for agent in ("gradient_gnn", "gradient_gnn_mixed"):
-            per_set = {label: [] for label in evaluation}
+            per_set = {label: [] for label in {**evaluation, **zoo}}
             for seed in SEEDS:
                 run_dir = trained_run(agent, seed, GRADIENT_MODEL)
                 net = LinkGNN.load(run_dir / GRADIENT_MODEL)
-                for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+                for label, (topology, paths, matrices, indices, optimum) in {**evaluation, **zoo}.items():
                     policy = GNNPolicy(paths, net, f"{agent}[run]")
                     _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
                     per_set[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
