@@ -13,8 +13,8 @@ shortest path, ECMP and the LP on the previous matrix:
 - the same network as ``rlte train agent=gradient_gnn`` and ``agent=gradient_gnn_mixed`` train
   it (the whole training week; the mixed one also on its four synthetic networks): the runs of
   ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the same way;
-  scored on three more unseen backbones of the Topology Zoo too (ZOO_UNSEEN), beside ECMP and
-  LP-previous;
+  scored on three more unseen backbones of the Topology Zoo too (ZOO_UNSEEN, as PPO's graph
+  policy is), beside ECMP and LP-previous;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
   they exist, else trained here the same way.
@@ -148,20 +148,23 @@ def main() -> None:
             results["gnn"][setting] = {"rounds": rounds, "train_seconds_mean": statistics.mean(train_seconds),
                                        "evaluation": summarized(per_set)}
 
-    if "gnn_runs" in parts:
-        # more unseen networks for these runs: Topology Zoo backbones under other traffic models,
-        # 21 matrices each (GEANT 2012 and CESNET under gravity or diurnal traffic were left out:
-        # every routing, ECMP included, is optimal there)
-        zoo = {}
+    zoo = {}
+    if "gnn_runs" in parts or "ppo_gnn" in parts:
+        # more unseen networks for the `rlte train` runs: Topology Zoo backbones under other
+        # traffic models, 21 matrices each (GEANT 2012 and CESNET under gravity or diurnal
+        # traffic were left out: every routing, ECMP included, is optimal there)
         for label, (name, traffic) in ZOO_UNSEEN.items():
             topology, paths, matrices = sequence(name, traffic, count=24, seed=5)
             indices = np.arange(HISTORY, len(matrices))
             zoo[label] = (topology, paths, matrices, indices, cached_optimum(topology, matrices[indices]))
-        results["gnn_runs"] = {"zoo_baselines": {}}
+        results["zoo_baselines"] = {}
         for label, (topology, paths, matrices, indices, optimum) in zoo.items():
             baselines = [ecmp(topology), LPPolicy("lp_previous", paths, tie_break="min_load")]
             _, scores = evaluate_policies(baselines, matrices, indices, optimal=optimum)
-            results["gnn_runs"]["zoo_baselines"][label] = {name: s.summary() for name, s in scores.items()}
+            results["zoo_baselines"][label] = {name: s.summary() for name, s in scores.items()}
+
+    if "gnn_runs" in parts:
+        results["gnn_runs"] = {}
         for agent in ("gradient_gnn", "gradient_gnn_mixed"):
             per_set = {label: [] for label in {**evaluation, **zoo}}
             for seed in SEEDS:
@@ -176,13 +179,13 @@ def main() -> None:
             results["gnn_runs"][agent] = {"evaluation": summarized(per_set)}
 
     if "ppo_gnn" in parts:
-        ppo_runs: dict[str, list[dict]] = {label: [] for label in evaluation}
+        ppo_runs: dict[str, list[dict]] = {label: [] for label in {**evaluation, **zoo}}
         for seed in SEEDS:
             run_dir = trained_run("ppo_gnn", seed)
             env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
             trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / SB3_MODEL)), abilene_paths,
                                           int(env.history), float(env.action_scale))
-            for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
+            for label, (topology, paths, matrices, indices, optimum) in {**evaluation, **zoo}.items():
                 policy = trained.on(paths, "ppo_gnn[abilene]")
                 _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
                 ppo_runs[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
