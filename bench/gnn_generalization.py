@@ -123,8 +123,7 @@ def main() -> None:
         abilene_set = TrainingSet(abilene_paths, abilene_train, cached_optimum(abilene, abilene_train))
         nsfnet_set = TrainingSet(nsfnet_paths, nsfnet_train, cached_optimum(nsfnet_paths.topology, nsfnet_train))
         # setting -> (training sets, cost-refinement rounds); "one pass" is the network without refinement
-        mixed = [TrainingSet(extra.pathset, extra.matrices, extra.optimum)
-                 for extra in extra_training(OmegaConf.load(MIXED_AGENT).also_train_on, K, HISTORY)]
+        mixed = extra_training(OmegaConf.load(MIXED_AGENT).also_train_on, K, HISTORY)
         training = {
             "abilene": ([abilene_set], GNNSettings.rounds),
             "abilene, one pass": ([abilene_set], 0),
@@ -139,12 +138,8 @@ def main() -> None:
                 started = time.perf_counter()
                 net, losses = train_gnn(sets, GNNSettings(history=HISTORY, rounds=rounds, seed=seed))
                 train_seconds.append(time.perf_counter() - started)
-                for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
-                    policy = GNNPolicy(paths, net, f"gnn[{setting}]")
-                    _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
-                    per_set[label].append({"seed": seed, "final_training_loss": losses[-1],
-                                           **scores[policy.name].summary()})
-                    report(f"{setting} seed {seed}", label, per_set[label][-1])
+                score_everywhere(lambda paths: GNNPolicy(paths, net, f"gnn[{setting}]"), evaluation, per_set,
+                                 f"{setting} seed {seed}", seed=seed, final_training_loss=losses[-1])
             results["gnn"][setting] = {"rounds": rounds, "train_seconds_mean": statistics.mean(train_seconds),
                                        "evaluation": summarized(per_set)}
 
@@ -170,12 +165,8 @@ def main() -> None:
             for seed in SEEDS:
                 run_dir = trained_run(agent, seed, GRADIENT_MODEL)
                 net = LinkGNN.load(run_dir / GRADIENT_MODEL)
-                for label, (topology, paths, matrices, indices, optimum) in {**evaluation, **zoo}.items():
-                    policy = GNNPolicy(paths, net, f"{agent}[run]")
-                    _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
-                    per_set[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
-                                           **scores[policy.name].summary()})
-                    report(f"{agent} seed {seed}", label, per_set[label][-1])
+                score_everywhere(lambda paths: GNNPolicy(paths, net, f"{agent}[run]"), {**evaluation, **zoo}, per_set,
+                                 f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
             results["gnn_runs"][agent] = {"evaluation": summarized(per_set)}
 
     if "ppo_gnn" in parts:
@@ -185,12 +176,8 @@ def main() -> None:
             env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
             trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / SB3_MODEL)), abilene_paths,
                                           int(env.history), float(env.action_scale))
-            for label, (topology, paths, matrices, indices, optimum) in {**evaluation, **zoo}.items():
-                policy = trained.on(paths, "ppo_gnn[abilene]")
-                _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
-                ppo_runs[label].append({"seed": seed, "run_dir": str(run_dir.relative_to(ROOT)),
-                                        **scores[policy.name].summary()})
-                report(f"ppo_gnn seed {seed}", label, ppo_runs[label][-1])
+            score_everywhere(lambda paths: trained.on(paths, "ppo_gnn[abilene]"), {**evaluation, **zoo}, ppo_runs,
+                             f"ppo_gnn seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
         results["ppo_gnn"] = {"abilene": {"evaluation": summarized(ppo_runs)}}
 
     if "dqn_gnn" in parts:
@@ -229,6 +216,18 @@ def path_selection_part(evaluation: dict, training_paths) -> dict:
                                     score_choosers(env, baseline_choosers(), indices, optimum).items()}
         print(label, {name: round(s["median"], 3) for name, s in part["baselines"][label].items()}, flush=True)
     return part
+
+
+def score_everywhere(route_on, sets: dict, per_set: dict[str, list[dict]], tag: str, **row) -> None:
+    """Score the same weights on every set (``route_on(paths)``: the policy on that set's path
+    set) and append its summary, after ``row``, to the set's runs in ``per_set``."""
+    from agents.evaluation import evaluate_policies
+
+    for label, (_, paths, matrices, indices, optimum) in sets.items():
+        policy = route_on(paths)
+        _, scores = evaluate_policies([policy], matrices, indices, optimal=optimum)
+        per_set[label].append({**row, **scores[policy.name].summary()})
+        report(tag, label, per_set[label][-1])
 
 
 def summarized(per_set: dict[str, list[dict]]) -> dict:

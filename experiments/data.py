@@ -86,26 +86,23 @@ class RunData:
     guard_skipped: str = ""                   # why there is no guarded row although eval.guard asked for one
 
 
-@dataclass(frozen=True)
-class ExtraTraining:
-    """One more topology and its traffic for a network whose weights fit any topology: its
-    candidate paths, the matrices in order and each one's optimal MLU."""
-
-    name: str
-    pathset: PathSet
-    matrices: np.ndarray
-    optimum: np.ndarray
+def check_whole_number(key: str, value: object, minimum: int) -> None:
+    """Refuse a setting that is not a whole number >= ``minimum``, naming its key (where int()
+    would say only "invalid literal", or the run would fail later)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
 
 
 EXTRA_TRAINING_KEYS = {"topology", "traffic", "count", "seed"}
 
 
-def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0
-                   ) -> tuple[ExtraTraining, ...]:
-    """The topologies of ``agent.also_train_on``: each entry names a topology (catalog name,
-    generator spec or file) and its traffic: a synthetic model, ``count`` matrices (default
-    200) drawn with ``seed`` (default ``default_seed``), or a real dataset of that topology.
-    Each needs more than ``history`` matrices. Errors name the entry."""
+def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list:
+    """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on``: a topology
+    (catalog name, generator spec or file) and its traffic: a synthetic model, ``count``
+    matrices (default 200) drawn with ``seed`` (default ``default_seed``), or a real dataset of
+    that topology. Each needs more than ``history`` matrices. Errors name the entry."""
+    from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
+
     sets = []
     for i, spec in enumerate(specs):
         where = f"agent.also_train_on[{i}]"
@@ -113,16 +110,14 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
             spec = OmegaConf.to_container(spec)
         if not isinstance(spec, Mapping):
             raise ValueError(f"{where} must be a mapping with topology and traffic, got {spec!r}")
-        unknown, missing = set(spec) - EXTRA_TRAINING_KEYS, {"topology", "traffic"} - set(spec)
-        problems = ([f"unknown keys {sorted(unknown)}"] if unknown else []) + ([f"missing {sorted(missing)}"]
-                                                                              if missing else [])
-        if problems:
-            raise ValueError(f"{where}: {'; '.join(problems)} (an entry has topology, traffic and optionally "
-                             f"count, seed)")
+        entry = "an entry has topology, traffic and optionally count, seed"
+        if missing := {"topology", "traffic"} - set(spec):
+            raise ValueError(f"{where}: missing {sorted(missing)} ({entry})")
+        if unknown := set(spec) - EXTRA_TRAINING_KEYS:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} ({entry})")
         count, seed = spec.get("count", 200), spec.get("seed", default_seed)
-        for key, value, minimum in (("count", count, history + 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{where}.{key} must be a whole number >= {minimum}, got {value!r}")
+        check_whole_number(f"{where}.count", count, history + 1)
+        check_whole_number(f"{where}.seed", seed, 0)
         try:
             topology = load_topology(str(spec["topology"]))
             traffic = load_traffic(str(spec["traffic"]), topology, count=count, seed=seed)
@@ -132,9 +127,8 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
             raise TrafficError(f"{where}: {traffic.name!r} has {len(traffic)} matrices; training on it needs "
                                f"more than env.history={history}")
         matrices = np.asarray(traffic.matrices, dtype=np.float64)
-        sets.append(ExtraTraining(f"{topology.name} ({traffic.name})", k_shortest_paths(topology, paths), matrices,
-                                  cached_optimum(topology, matrices)))
-    return tuple(sets)
+        sets.append(TrainingSet(k_shortest_paths(topology, paths), matrices, cached_optimum(topology, matrices)))
+    return sets
 
 
 def _with_history(before: TrafficSequence, scored: TrafficSequence, optimum: np.ndarray,

@@ -36,7 +36,7 @@ from envs.split_routing import SplitRoutingEnv
 from topologies import PathSet, Topology, union_pathsets
 
 from .compare import write_json_atomically
-from .data import RunData, ScoredSequence, extra_training, prepare
+from .data import RunData, ScoredSequence, check_whole_number, extra_training, prepare
 from .plotting import cdf_figure, topology_figure
 
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
@@ -80,10 +80,8 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"agent.also_train_on must be a list of {{topology, traffic, count, seed}}, got {also!r}")
     for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
         value = OmegaConf.select(cfg, key)
-        if value is None and not required:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+        if value is not None or required:
+            check_whole_number(key, value, minimum)
     backend = cfg.backend.name
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -434,9 +432,8 @@ def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
                                max_grad_norm=float(agent.max_grad_norm))
         untrained = LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds)
 
-        sets = [TrainingSet(data.pathset, data.train.matrices, data.train_optimum)]
-        sets += [TrainingSet(extra.pathset, extra.matrices, extra.optimum) for extra in
-                 extra_training(agent.get("also_train_on") or (), int(cfg.paths), settings.history, seed)]
+        sets = [TrainingSet(data.pathset, data.train.matrices, data.train_optimum),
+                *extra_training(agent.get("also_train_on") or (), int(cfg.paths), settings.history, seed)]
 
         def fit(on_epoch):
             return train_gnn(sets, settings, on_epoch=on_epoch)[0]
