@@ -29,8 +29,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
@@ -322,6 +324,46 @@ class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
 
 GRAPH_POLICIES: dict[str, type] = {"ppo": GraphActorCriticPolicy, "dqn": GraphQPolicy}
 POLICIES = ("mlp", "graph")
+# ---------------------------------------------------------------------------- n-step replay
+class DictNStepReplayBuffer(DictReplayBuffer):
+    """SB3's :class:`~stable_baselines3.common.buffers.NStepReplayBuffer` for dict observations
+    (the graph view), which SB3 does not offer: each sample's reward is the discounted sum of
+    up to ``n_steps`` rewards, cut at the episode's end, and its next observation and target
+    discount (γ^steps taken) are those of the last step summed."""
+
+    def __init__(self, *args, n_steps: int = 3, gamma: float = 0.99, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be at least 1, got {n_steps}")
+        self.n_steps, self.gamma = n_steps, gamma
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> DictReplayBufferSamples:  # type: ignore[override]
+        env_indices = np.random.randint(0, self.n_envs, size=batch_inds.shape)
+        # the newest transition is followed by the oldest one in the ring: treat it as a cut
+        newest = self.pos - 1
+        saved = self.timeouts[newest].copy()
+        self.timeouts[newest] = np.logical_or(saved, np.logical_not(self.dones[newest]))
+        steps = (batch_inds[:, None] + np.arange(self.n_steps)) % self.buffer_size
+        rewards = self._normalize_reward(self.rewards[steps, env_indices[:, None]], env)
+        ends = np.logical_or(self.dones[steps, env_indices[:, None]], self.timeouts[steps, env_indices[:, None]])
+        last_step = np.where(ends.any(axis=1), ends.argmax(axis=1), self.n_steps - 1)
+        taken = np.arange(self.n_steps) <= last_step[:, None]
+        returns = (rewards * self.gamma ** np.arange(self.n_steps) * taken).sum(axis=1, keepdims=True)
+        last = (batch_inds + last_step) % self.buffer_size
+        done = self.dones[last, env_indices] * (1 - self.timeouts[last, env_indices])
+        self.timeouts[newest] = saved
+        observations = self._normalize_obs({key: obs[batch_inds, env_indices] for key, obs in self.observations.items()}, env)
+        next_observations = self._normalize_obs({key: obs[last, env_indices] for key, obs in self.next_observations.items()}, env)
+        return DictReplayBufferSamples(
+            observations={key: self.to_torch(obs) for key, obs in observations.items()},
+            actions=self.to_torch(self.actions[batch_inds, env_indices]),
+            next_observations={key: self.to_torch(obs) for key, obs in next_observations.items()},
+            dones=self.to_torch(done.reshape(-1, 1)),
+            rewards=self.to_torch(returns.astype(np.float32)),
+            discounts=self.to_torch((self.gamma ** taken.sum(axis=1, keepdims=True)).astype(np.float32)),
+        )
+
+
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # hyperparameters SB3 accepts as schedules
 
 
@@ -360,9 +402,17 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     if policy == "mlp" or algorithm == "dqn":
         policy_kwargs["net_arch"] = list(net_arch or [])
     policy_class = GRAPH_POLICIES[algorithm] if policy == "graph" else "MlpPolicy"
+    resolved = with_schedules(hyperparameters)
+    n_steps = resolved.get("n_steps", 1)
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+        raise ValueError(f"n_steps must be a whole number >= 1, got {n_steps!r}")
+    if algorithm == "dqn" and n_steps > 1 and isinstance(env.observation_space, spaces.Dict):
+        # SB3 sets up n-step returns only for flat observations
+        resolved.pop("n_steps")
+        resolved["replay_buffer_class"] = DictNStepReplayBuffer
+        resolved["replay_buffer_kwargs"] = {"n_steps": n_steps, "gamma": resolved.get("gamma", 0.99)}
     return ALGORITHMS[algorithm](policy_class, env, seed=seed, verbose=0, device=device,
-                                tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
-                                **with_schedules(hyperparameters))
+                                tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)
 
 
 def load_model(algorithm: str, path: str) -> BaseAlgorithm:

@@ -17,8 +17,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from agents.gnn import LinkGraph, link_features, table_link_loads
 from agents.flows import least_loaded, play
-from agents.sb3 import (GraphActorCriticPolicy, GraphQPolicy, SB3GraphPathChooser, SB3GraphSplitPolicy,
-                        link_cost_ratios, make_model)
+from agents.sb3 import (DictNStepReplayBuffer, GraphActorCriticPolicy, GraphQPolicy, SB3GraphPathChooser,
+                        SB3GraphSplitPolicy, link_cost_ratios, make_model)
 from envs import PathSelectionEnv, SplitRoutingEnv
 from envs.graph import (COST_SPAN, FlowGraphView, GraphObservation, LinkCostActions, LinkCosts, graph_wrapped,
                         link_graph_edges)
@@ -340,3 +340,52 @@ def test_graph_pieces_refuse_what_they_cannot_serve():
         chooser(abilene, observation)
     with pytest.raises(ValueError, match="unknown policy 'cnn'"):
         make_model("ppo", flat, {}, seed=0, policy="cnn")
+
+
+def _filled(buffer, rewards, done_at):
+    """Transitions t = 0.. with observation t, next observation t + 1, action t % 3."""
+    for t, reward in enumerate(rewards):
+        observation = {"a": np.full((1, 2), t, np.float32)} if isinstance(buffer.observations, dict) \
+            else np.full((1, 2), t, np.float32)
+        following = {"a": observation["a"] + 1} if isinstance(observation, dict) else observation + 1
+        buffer.add(observation, following, np.array([[t % 3]]), np.array([reward]), np.array([t == done_at]), [{}])
+    return buffer
+
+
+def test_dict_n_step_buffer_sums_rewards_up_to_the_episode_end_as_sb3_does_for_flat_observations():
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+
+    box, action = spaces.Box(-10, 10, (2,)), spaces.Discrete(3)
+    rewards, done_at = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 2
+    ours = _filled(DictNStepReplayBuffer(10, spaces.Dict({"a": box}), action, "cpu", n_steps=3, gamma=0.5),
+                   rewards, done_at)
+    batch = ours._get_samples(np.arange(7))
+    # by hand, γ = 0.5: the episode ends at t = 2, and t = 6 is the newest transition (a cut, not an end)
+    np.testing.assert_allclose(batch.rewards.numpy().ravel(), [1 + 1 + 0.75, 2 + 1.5, 3, 4 + 2.5 + 1.5,
+                                                               5 + 3 + 1.75, 6 + 3.5, 7])
+    np.testing.assert_allclose(batch.discounts.numpy().ravel(), [0.125, 0.25, 0.5, 0.125, 0.125, 0.25, 0.5])
+    np.testing.assert_array_equal(batch.dones.numpy().ravel(), [1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch.next_observations["a"].numpy()[:, 0], [3, 3, 3, 6, 7, 7, 7])
+    np.testing.assert_array_equal(batch.observations["a"].numpy()[:, 0], np.arange(7))
+    np.testing.assert_array_equal(batch.actions.numpy().ravel(), np.arange(7) % 3)
+    flat = _filled(NStepReplayBuffer(10, box, action, "cpu", n_steps=3, gamma=0.5), rewards, done_at)
+    reference = flat._get_samples(np.arange(7))
+    for field in ("rewards", "discounts", "dones", "actions"):
+        np.testing.assert_allclose(getattr(batch, field).numpy(), getattr(reference, field).numpy(), err_msg=field)
+    np.testing.assert_array_equal(batch.next_observations["a"].numpy(), reference.next_observations.numpy())
+    with pytest.raises(ValueError, match="n_steps must be at least 1, got 0"):
+        DictNStepReplayBuffer(10, spaces.Dict({"a": box}), action, "cpu", n_steps=0)
+
+
+def test_graph_dqn_takes_n_step_returns_from_its_hyperparameters():
+    flows = graph_wrapped(PathSelectionEnv(triangle(), "gravity", k=2, traffic_options={"count": 4, "seed": 1}))
+    model = make_model("dqn", flows, {"n_steps": 4, "gamma": 0.8, "learning_starts": 8}, seed=0, policy="graph")
+    assert isinstance(model.replay_buffer, DictNStepReplayBuffer)
+    assert (model.replay_buffer.n_steps, model.replay_buffer.gamma, model.n_steps) == (4, 0.8, 1)
+    model.learn(40)  # samples and trains through it
+    assert model.replay_buffer.size() == 40
+    plain = make_model("dqn", flows, {}, seed=0, policy="graph")
+    assert type(plain.replay_buffer).__name__ == "DictReplayBuffer"
+    for bad in (0, 2.5, "3"):
+        with pytest.raises(ValueError, match=f"n_steps must be a whole number >= 1, got {bad!r}"):
+            make_model("dqn", flows, {"n_steps": bad}, seed=0, policy="graph")
