@@ -85,6 +85,24 @@ class TestDiamondUnderTheController:
         assert live.last_update["confirmed"] and live.last_update["switches_updated"] >= 1
 
 
+    def test_the_hashing_model_says_which_path_each_flow_takes(self, live):
+        # OVS hashes each flow's addresses onto the group's slots: with these 128 flows a 25/75
+        # split sends 32% down A-B-D and an even one 42%, which the model predicts exactly
+        from envs.ovs_hashing import hashed_ratios
+
+        pair = pair_of(live, "A", "D")
+        assert [live.pathset.node_path(pair, k)[1] for k in range(2)] == ["B", "C"]
+        for via_b, predicted in ((0.25, 41 / 128), (0.5, 54 / 128)):
+            ratios = first_path_ratios(live)
+            ratios[pair] = via_b, 1 - via_b
+            shares, untabled = hashed_ratios(live.plan, ratios, live.replay.flows_per_pair)
+            assert shares[pair, 0] == pytest.approx(predicted) and not untabled.any()
+            measured = live.run(only(live, pair, 6e9), ratios)
+            ab, ac = measured.utilization[link(live, "A", "B")], measured.utilization[link(live, "A", "C")]
+            assert ab / (ab + ac) == pytest.approx(predicted, abs=0.03)  # ~6 packets a flow in the window
+            assert abs(ab / (ab + ac) - via_b) > 0.04  # and not the split ratio itself
+
+
     def test_bad_requests_are_refused_and_change_nothing(self, live):
         before = live.client.get("/routing")
         with pytest.raises(ControllerError) as refused:
