@@ -29,6 +29,7 @@ from topologies import PathSet, check_ratios, lift_ratios, pathset_to_dict, unio
 
 from .backend import Measurement
 from .emulation import EmulatedNetwork, EmulationSettings
+from .ovs_hashing import even_sources
 
 LOG = logging.getLogger("rlte.mininet")
 AGENT = Path(__file__).with_name("traffic_agent.py")
@@ -43,6 +44,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+FLOW_ADDRESSES = ("even", "sequential")
+
+
 @dataclass
 class ReplaySettings:
     """How a traffic matrix becomes packets."""
@@ -53,10 +57,17 @@ class ReplaySettings:
     window_s: float = 2.0          # measurement window
     start_delay_s: float = 0.8     # time for every host's sender to start before the common start
     min_rate_bps: float = 1e3      # emulated flows slower than this are not sent (below one packet per window)
+    # Which source address each of a pair's flows comes from. OVS hashes a flow by its addresses,
+    # so "sequential" (flow f from address f) makes a pair's flows one fixed draw over the select
+    # group's slots; "even" picks addresses whose hashes cover the slots evenly, as a large
+    # aggregate of flows would (envs.ovs_hashing.even_sources)
+    flow_addresses: str = "even"
 
     def __post_init__(self) -> None:
         if not 1 <= self.flows_per_pair <= MAX_SOURCE_ADDRESSES:
             raise ValueError(f"flows_per_pair must be within 1..{MAX_SOURCE_ADDRESSES} (one source address each)")
+        if self.flow_addresses not in FLOW_ADDRESSES:
+            raise ValueError(f"flow_addresses must be one of {', '.join(FLOW_ADDRESSES)}, got {self.flow_addresses!r}")
         if not 16 <= self.payload_bytes <= 1472:
             raise ValueError("payload_bytes must be within 16..1472 (one Ethernet frame)")
         if self.window_s <= 0 or self.warmup_s < 0:
@@ -84,6 +95,7 @@ class MininetBackend:
         self.network: EmulatedNetwork | None = None
         self.client: ControllerClient | None = None
         self._installed: np.ndarray | None = None
+        self._sources: tuple | None = None
         self.last_update: dict | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,7 +122,7 @@ class MininetBackend:
         try:
             self._wait_listening(api_port)
             self.network = EmulatedNetwork(self.plan, of_port, self.emulation_settings).start()
-            self.network.add_source_addresses(self.replay.flows_per_pair)
+            self.network.add_source_addresses(MAX_SOURCE_ADDRESSES)  # either choice of flow_addresses fits
             self.client.wait_ready(timeout_s=60)
         except BaseException:
             self.close()
@@ -213,17 +225,29 @@ class MininetBackend:
         return merged, lifted
 
     # ------------------------------------------------------------------ traffic replay
+    def flow_sources(self) -> np.ndarray:
+        """The source address index of each pair's replayed flows (P, flows_per_pair), as
+        ``replay.flow_addresses`` picks them (computed once per setting)."""
+        key = (self.replay.flows_per_pair, self.replay.flow_addresses)
+        if self._sources is None or self._sources[0] != key:
+            flows = self.replay.flows_per_pair
+            sources = (even_sources(self.pathset, flows) if self.replay.flow_addresses == "even"
+                       else np.tile(np.arange(flows), (self.pathset.num_pairs, 1)))
+            self._sources = (key, sources)
+        return self._sources[1]
+
     def flow_specs(self, demands: np.ndarray) -> dict[int, list[dict]]:
         """Per origin node: the UDP flows that replay its demands at emulated scale."""
         replay = self.replay
         flows: dict[int, list[dict]] = {}
         per_flow = demands * self.capacity_scale / replay.flows_per_pair
+        sources = self.flow_sources()
         for p, (origin, destination) in enumerate(self.pathset.pairs.tolist()):
             if per_flow[p] * replay.flows_per_pair < replay.min_rate_bps:
                 continue
             for f in range(replay.flows_per_pair):
                 flows.setdefault(origin, []).append({
-                    "src": source_ip(origin, f), "dst": host_ip(destination), "dport": SINK_PORT,
+                    "src": source_ip(origin, int(sources[p, f])), "dst": host_ip(destination), "dport": SINK_PORT,
                     "sport": FIRST_SOURCE_PORT + p * replay.flows_per_pair + f, "rate_bps": float(per_flow[p])})
         return flows
 

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from controllers.fabric import FabricPlan, host_ip, source_ip
+from controllers.fabric import MAX_SOURCE_ADDRESSES, FabricPlan, host_ip, source_ip
+from topologies import PathSet
 
 MAX_HASH_SLOTS = 256  # OVS's MAX_SELECT_GROUP_HASH_VALUES: a group needing more falls back to another method
 UDP = 17
@@ -95,11 +96,51 @@ def dp_hash_table(weights: Sequence[int]) -> np.ndarray | None:
     return table
 
 
-def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int) -> tuple[np.ndarray, np.ndarray]:
+def pair_hashes(pathset: PathSet, sources: np.ndarray) -> np.ndarray:
+    """The flow hash of source address ``sources[p, f]`` (an index of
+    :func:`controllers.fabric.source_ip`) of each pair ``p``'s origin to its destination (P, F)."""
+    sources = np.asarray(sources)
+    hashes = np.empty(sources.shape, dtype=np.uint64)
+    for pair, (origin, destination) in enumerate(pathset.pairs.tolist()):
+        hashes[pair] = symmetric_l3l4_hash([source_ip(origin, int(i)) for i in sources[pair]],
+                                           [host_ip(destination)] * sources.shape[1])
+    return hashes
+
+
+def even_sources(pathset: PathSet, flows_per_pair: int, pool: int = MAX_SOURCE_ADDRESSES) -> np.ndarray:
+    """For each pair, ``flows_per_pair`` of the ``pool`` source addresses whose hashes cover
+    the low bits evenly (P, F): each pick is the address whose hash falls in the emptiest class
+    of the last bit, then of the last two bits, and so on to eight (a select group's slot is
+    the hash's last 4–8 bits). A table of 2^b slots with 2^b dividing the flow count then gets
+    the same number of flows in every slot, as a large aggregate of flows would, instead of
+    one draw of a few. Which addresses a pair gets depends on its addresses only, not on the
+    routing."""
+    if not 1 <= flows_per_pair <= pool <= MAX_SOURCE_ADDRESSES:
+        raise ValueError(f"need 1 <= flows_per_pair ({flows_per_pair}) <= pool ({pool}) <= {MAX_SOURCE_ADDRESSES}")
+    candidates = pair_hashes(pathset, np.tile(np.arange(pool), (pathset.num_pairs, 1)))
+    bits = np.arange(1, 9)
+    base = flows_per_pair + 1  # counts never exceed the flow count: one digit each, coarsest first
+    weight = base ** (len(bits) - bits).astype(np.int64)
+    chosen = np.empty((pathset.num_pairs, flows_per_pair), dtype=np.int64)
+    for pair in range(pathset.num_pairs):
+        classes = (candidates[pair][:, None] & ((np.uint64(1) << bits.astype(np.uint64)) - np.uint64(1))).astype(np.int64)
+        counts = np.zeros((len(bits), 256), dtype=np.int64)
+        free = np.ones(pool, dtype=bool)
+        for flow in range(flows_per_pair):
+            key = (counts[np.arange(len(bits)), classes] * weight).sum(axis=1)
+            pick = int(np.argmin(np.where(free, key, np.iinfo(np.int64).max)))
+            chosen[pair, flow], free[pick] = pick, False
+            counts[np.arange(len(bits)), classes[pick]] += 1
+    return chosen
+
+
+def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int,
+                  sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per pair, the share of its ``flows_per_pair`` replayed flows that OVS's select group
     sends down each path of ``plan.pathset`` (P, K), for the split ``ratios`` (P, K) the
     controller installs; and which pairs keep their ratios because OVS would not table their
-    group (P,) bool (a weight below 1/256 of the group's total, see :func:`dp_hash_table`)."""
+    group (P,) bool (a weight below 1/256 of the group's total, see :func:`dp_hash_table`).
+    ``sources`` (P, F): each flow's source address index (default: flow f from address f)."""
     pathset = plan.pathset
     ratios = np.asarray(ratios, dtype=np.float64)
     if ratios.shape != (pathset.num_pairs, pathset.k):
@@ -107,21 +148,26 @@ def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int) -> 
                          f"({pathset.num_pairs} pairs × {pathset.k} paths)")
     if flows_per_pair < 1:
         raise ValueError(f"flows_per_pair must be at least 1, got {flows_per_pair}")
+    if sources is None:
+        sources = np.tile(np.arange(flows_per_pair), (pathset.num_pairs, 1))
+    elif np.shape(sources) != (pathset.num_pairs, flows_per_pair):
+        raise ValueError(f"sources of shape {np.shape(sources)} do not fit {pathset.num_pairs} pairs × "
+                         f"{flows_per_pair} flows")
+    all_hashes = pair_hashes(pathset, sources)
     shares = np.zeros_like(ratios)
     untabled = np.zeros(pathset.num_pairs, dtype=bool)
-    flows = range(flows_per_pair)
-    for pair, (origin, destination) in enumerate(pathset.pairs.tolist()):
+    for pair in range(pathset.num_pairs):
         buckets = plan.buckets(pair, ratios[pair])
         table = dp_hash_table([bucket.weight for bucket in buckets])
         if table is None:
             shares[pair], untabled[pair] = ratios[pair], True
             continue
-        hashes = symmetric_l3l4_hash([source_ip(origin, f) for f in flows], [host_ip(destination)] * flows_per_pair)
+        hashes = all_hashes[pair]
         chosen = table[(hashes & np.uint64(len(table) - 1)).astype(np.int64)]
         slots = np.array([bucket.tag for bucket in buckets]) - plan.tag(pair, 0)
         np.add.at(shares[pair], slots[chosen], 1.0 / flows_per_pair)
     return shares, untabled
 
 
-__all__ = ["MAX_HASH_SLOTS", "address_word", "dp_hash_table", "hashed_ratios",
+__all__ = ["MAX_HASH_SLOTS", "address_word", "dp_hash_table", "even_sources", "hashed_ratios", "pair_hashes",
            "symmetric_l3l4_hash"]

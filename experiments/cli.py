@@ -209,6 +209,8 @@ def fidelity(
     k: int = typer.Option(4, help="Candidate paths per pair for the LP routing."),
     peak_mlu: float = typer.Option(0.9, help="Scale each matrix so the worst routing's twin MLU is this."),
     flows_per_pair: int = typer.Option(32, help="UDP flows per pair (select groups hash flows onto paths)."),
+    flow_addresses: str = typer.Option("even", help="Source addresses of a pair's flows: even (their hashes cover "
+                                                    "the select groups' slots evenly) or sequential."),
     window: float = typer.Option(2.0, help="Measurement window per run, seconds."),
     capacity_scale: float = typer.Option(1e-3, help="Emulated capacity = capacity × this (10 Gb/s -> 10 Mb/s)."),
     out: Optional[Path] = typer.Option(None, help="Write the report (JSON) here."),
@@ -233,7 +235,7 @@ def fidelity(
         load_traffic(traffic, topo, count=count * every, seed=0)
     indices = list(range(0, len(sequence), every))[:count]
     pathset = fidelity_pathset(topo, k)
-    replay = ReplaySettings(flows_per_pair=flows_per_pair, window_s=window)
+    replay = ReplaySettings(flows_per_pair=flows_per_pair, window_s=window, flow_addresses=flow_addresses)
     bar = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors)
     with MininetBackend(pathset, capacity_scale=capacity_scale, replay=replay) as emulated, bar:
         task = bar.add_task("", total=len(indices) * len(settings.routings))

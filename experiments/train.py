@@ -190,7 +190,7 @@ def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
     require_emulation()  # not root, no Mininet, OVS not running: one clear error before anything starts
     options = cfg.backend
     replay = ReplaySettings(flows_per_pair=int(options.flows_per_pair), warmup_s=float(options.warmup_s),
-                            window_s=float(options.window_s))
+                            window_s=float(options.window_s), flow_addresses=str(options.get("flow_addresses", "even")))
     with make_backend(options.name, pathset, capacity_scale=float(options.capacity_scale), replay=replay) as backend:
         yield backend
 
@@ -491,6 +491,8 @@ def table_json(cfg: DictConfig, data: RunData, indices: np.ndarray, table: dict[
               "seed": int(cfg.seed), "backend": cfg.backend.name, "tm_index": [int(i) - data.test.pad for i in indices],
               "optimal_mlu": data.test.optimum_at(indices).tolist(),
               "policies": {name: scores(s) for name, s in table.items()}}
+    if cfg.backend.name != "twin":  # how the matrices were replayed
+        report["backend_settings"] = OmegaConf.to_container(cfg.backend)
     if data.envelope is not None:  # when the guarded row fell back, and why
         envelope, matrices = data.envelope, data.test.matrices
         report["guard"] = {"fallback": "lp_previous", "window": envelope.window, "threshold": envelope.threshold,

@@ -86,21 +86,31 @@ class TestDiamondUnderTheController:
 
 
     def test_the_hashing_model_says_which_path_each_flow_takes(self, live):
-        # OVS hashes each flow's addresses onto the group's slots: with these 128 flows a 25/75
-        # split sends 32% down A-B-D and an even one 42%, which the model predicts exactly
+        # OVS hashes each flow's addresses onto the group's slots. From addresses 0..127 the 128
+        # flows of a 25/75 split send 41 down A-B-D and of an even split 54, as the model says;
+        # from the addresses the replay picks by default (flow_addresses=even) they send 32 and 64
+        from dataclasses import replace
+
         from envs.ovs_hashing import hashed_ratios
 
         pair = pair_of(live, "A", "D")
         assert [live.pathset.node_path(pair, k)[1] for k in range(2)] == ["B", "C"]
-        for via_b, predicted in ((0.25, 41 / 128), (0.5, 54 / 128)):
-            ratios = first_path_ratios(live)
-            ratios[pair] = via_b, 1 - via_b
-            shares, untabled = hashed_ratios(live.plan, ratios, live.replay.flows_per_pair)
-            assert shares[pair, 0] == pytest.approx(predicted) and not untabled.any()
-            measured = live.run(only(live, pair, 6e9), ratios)
-            ab, ac = measured.utilization[link(live, "A", "B")], measured.utilization[link(live, "A", "C")]
-            assert ab / (ab + ac) == pytest.approx(predicted, abs=0.03)  # ~6 packets a flow in the window
-            assert abs(ab / (ab + ac) - via_b) > 0.04  # and not the split ratio itself
+        default = live.replay
+        assert default.flow_addresses == "even"
+        cases = [(replace(default, flow_addresses="sequential"), 0.25, 41 / 128), (default, 0.25, 32 / 128),
+                 (replace(default, flow_addresses="sequential"), 0.5, 54 / 128), (default, 0.5, 64 / 128)]
+        try:
+            for replay, via_b, predicted in cases:
+                live.replay = replay
+                ratios = first_path_ratios(live)
+                ratios[pair] = via_b, 1 - via_b
+                shares, untabled = hashed_ratios(live.plan, ratios, replay.flows_per_pair, live.flow_sources())
+                assert shares[pair, 0] == pytest.approx(predicted) and not untabled.any()
+                measured = live.run(only(live, pair, 6e9), ratios)
+                ab, ac = measured.utilization[link(live, "A", "B")], measured.utilization[link(live, "A", "C")]
+                assert ab / (ab + ac) == pytest.approx(predicted, abs=0.03), replay  # ~6 packets a flow
+        finally:
+            live.replay = default
 
 
     def test_bad_requests_are_refused_and_change_nothing(self, live):

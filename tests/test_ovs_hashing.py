@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers.fabric import FabricPlan
-from envs.ovs_hashing import _hash_add, _hash_finish, address_word, dp_hash_table, hashed_ratios, symmetric_l3l4_hash
+from controllers.fabric import MAX_SOURCE_ADDRESSES, FabricPlan, host_ip, source_ip
+from envs.ovs_hashing import (_hash_add, _hash_finish, address_word, dp_hash_table, even_sources, hashed_ratios,
+                              pair_hashes, symmetric_l3l4_hash)
 from topologies import k_shortest_paths, load_topology
 
 
@@ -86,3 +87,49 @@ def test_hashed_ratios_keep_a_group_ovs_would_not_table_and_refuse_bad_input():
         hashed_ratios(plan, ratios[:3], 8)
     with pytest.raises(ValueError, match="flows_per_pair must be at least 1, got 0"):
         hashed_ratios(plan, ratios, 0)
+
+
+def test_even_sources_cover_the_slots_evenly_and_depend_on_the_addresses_only():
+    pathset = k_shortest_paths(load_topology("abilene"), 4)
+    chosen = even_sources(pathset, 32)
+    assert chosen.shape == (pathset.num_pairs, 32) and chosen.min() >= 0 and chosen.max() < MAX_SOURCE_ADDRESSES
+    assert all(len(set(row)) == 32 for row in chosen.tolist())  # distinct addresses
+    np.testing.assert_array_equal(chosen, even_sources(pathset, 32))
+    hashes = pair_hashes(pathset, chosen)
+    for bits in (1, 2, 3, 4):  # 2, 4, 8, 16 slots: exactly 32 / 2^bits flows in each, for every pair
+        counts = np.stack([np.bincount((h & np.uint64(2 ** bits - 1)).astype(int), minlength=2 ** bits) for h in hashes])
+        assert (counts == 32 // 2 ** bits).all(), bits
+    # 32 slots: one flow each where the 150 addresses cover every class, which is most pairs
+    full = [len(set((h & np.uint64(31)).tolist())) == 32 for h in hashes]
+    assert np.mean(full) > 0.5
+    sequential = pair_hashes(pathset, np.tile(np.arange(32), (pathset.num_pairs, 1)))
+    uneven = [np.bincount((h & np.uint64(15)).astype(int), minlength=16).max() for h in sequential]
+    assert np.median(uneven) >= 4  # flow f from address f: one draw, some slot gets twice its 2
+    # so a group's table shares come through, where the sequential addresses stray from them
+    plan = FabricPlan(pathset)
+    ratios = np.where(pathset.mask, 1.0, 0.0) / pathset.mask.sum(axis=1, keepdims=True)
+    even, _ = hashed_ratios(plan, ratios, 32, chosen)
+    drawn, _ = hashed_ratios(plan, ratios, 32)
+    assert np.abs(even - ratios).max() < 0.07 < np.abs(drawn - ratios).max()
+    with pytest.raises(ValueError, match=r"need 1 <= flows_per_pair \(151\) <= pool \(150\) <= 150"):
+        even_sources(pathset, 151)
+    with pytest.raises(ValueError, match=r"sources of shape \(132, 8\) do not fit 132 pairs × 32 flows"):
+        hashed_ratios(plan, ratios, 32, chosen[:, :8])
+
+
+def test_the_replay_sends_each_flow_from_the_address_its_setting_picks():
+    from envs.mininet_backend import MininetBackend, ReplaySettings
+
+    pathset = k_shortest_paths(load_topology("abilene"), 4)
+    demands = np.full(pathset.num_pairs, 1e9)
+    for choice, expected in (("even", even_sources(pathset, 8)), ("sequential", np.tile(np.arange(8), (132, 1)))):
+        backend = MininetBackend(pathset, replay=ReplaySettings(flows_per_pair=8, flow_addresses=choice))
+        np.testing.assert_array_equal(backend.flow_sources(), expected)
+        specs = backend.flow_specs(demands)
+        for pair in (0, 57, 131):
+            origin, destination = pathset.pairs[pair].tolist()
+            sent = [f["src"] for f in specs[origin] if f["dst"] == host_ip(destination)]
+            assert sent == [source_ip(origin, int(i)) for i in expected[pair]]
+        backend.close()
+    with pytest.raises(ValueError, match="flow_addresses must be one of even, sequential, got 'random'"):
+        ReplaySettings(flow_addresses="random")
