@@ -1,5 +1,6 @@
 """How well a model of Open vSwitch's select-group hashing (``envs.ovs_hashing``) predicts the
-split-routing scores measured on the emulated network, against the twin's prediction.
+split-routing scores measured on the emulated network, against the twin's prediction, for each
+choice of the replay's flow addresses.
 
 For every committed ``bench/results/live_eval_*.json`` of split routing, each policy in it
 decides the same matrices again (offline, from its run in ``bench/runs/``), and each routing
@@ -22,14 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, machine, write  # noqa: E402
 
 RUNS = Path(__file__).parent / "runs"
-# file stem -> (run directory it was measured from, topology override, eval.every, flows per pair)
+# file stem -> (run directory it was measured from, topology override, eval.every). Files
+# measured before eval.json recorded the replay's settings used flow_addresses=sequential and
+# 32 flows per pair (128 where the name says so); later ones say theirs (backend_settings).
 MEASURED = {
-    "live_eval_baselines": ("gradient_gnn_seed0", None, 288, 32),
-    **{f"live_eval_{agent}_seed{seed}": (f"{agent}_seed{seed}", None, 288, 32)
-       for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn") for seed in (0, 1, 2)},
-    **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}{suffix}": (f"gradient_gnn_mixed_seed{seed}", "b4", 2, flows)
-       for seed in (0, 1, 2) for suffix, flows in (("", 32), ("_128flows", 128))},
+    "live_eval_baselines": ("gradient_gnn_seed0", None, 288),
+    **{f"live_eval_{agent}_seed{seed}{even}": (f"{agent}_seed{seed}", None, 288)
+       for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn") for seed in (0, 1, 2) for even in ("", "_even")},
+    **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}{suffix}": (f"gradient_gnn_mixed_seed{seed}", "b4", 2)
+       for seed in (0, 1, 2) for suffix in ("", "_128flows", "_even")},
 }
+
+
+def replay_settings(stem: str, measured: dict) -> tuple[int, str]:
+    """(flows per pair, flow addresses) the file was measured with."""
+    settings = measured.get("backend_settings")
+    if settings is None:
+        return (128 if stem.endswith("_128flows") else 32), "sequential"
+    return int(settings["flows_per_pair"]), str(settings.get("flow_addresses", "sequential"))
 
 
 def score_file(stem: str) -> dict:
@@ -38,14 +49,15 @@ def score_file(stem: str) -> dict:
     from agents.evaluation import decide
     from agents.policy import baseline_policies
     from controllers.fabric import FabricPlan
-    from envs.ovs_hashing import hashed_ratios
+    from envs.ovs_hashing import even_sources, hashed_ratios
     from experiments.data import prepare
     from experiments.hydra_app import group_config
     from experiments.train import learned_policy, load_trained
     from topologies import lift_ratios, union_pathsets
 
-    run_name, topology, every, flows = MEASURED[stem]
+    run_name, topology, every = MEASURED[stem]
     measured = json.loads((RESULTS / f"{stem}.json").read_text())
+    flows, addresses = replay_settings(stem, measured)
     run = RUNS / run_name
     cfg = OmegaConf.load(run / "config.yaml")
     if topology is not None:
@@ -61,6 +73,7 @@ def score_file(stem: str) -> dict:
     # the emulated network carried the union of the file's policies' paths, in this order
     union = union_pathsets(data.pathset, *{id(p.pathset): p.pathset for p in policies}.values())
     plan = FabricPlan(union)
+    sources = even_sources(union, flows) if addresses == "even" else None
     rows = {}
     for policy in policies:
         ratios, _ = decide(policy, sequence.matrices, indices)
@@ -69,7 +82,7 @@ def score_file(stem: str) -> dict:
         for routing, t, best in zip(per_matrix, indices, optimum):
             lifted = lift_ratios(routing, policy.pathset, union)
             demands = union.demands(sequence.matrices[t])
-            shares, skipped = hashed_ratios(plan, lifted, flows)
+            shares, skipped = hashed_ratios(plan, lifted, flows, sources)
             untabled += int(skipped.sum())
             for target, r in ((twin, lifted), (hashed, shares)):
                 loads = union.incidence @ (r * demands[:, None]).ravel()
@@ -86,7 +99,8 @@ def score_file(stem: str) -> dict:
         print(f"{stem:50s} {policy.name:22s} measured {rows[policy.name]['median']['measured']:.3f}  "
               f"twin {rows[policy.name]['median']['twin']:.3f}  hashed {rows[policy.name]['median']['hashed']:.3f}",
               flush=True)
-    return {"run": run_name, "topology": data.topology.name, "flows_per_pair": flows, "tm_index": indices.tolist(),
+    return {"run": run_name, "topology": data.topology.name, "flows_per_pair": flows, "flow_addresses": addresses,
+            "tm_index": indices.tolist(),
             "policies": rows}
 
 
@@ -98,7 +112,8 @@ def summarize(files: dict) -> dict:
 
     groups: dict[str, dict[str, list[float]]] = {}
     for result in files.values():
-        group = groups.setdefault(f"{result['topology']}_{result['flows_per_pair']}flows",
+        group = groups.setdefault(f"{result['topology']}_{result['flows_per_pair']}flows_"
+                                  f"{result.get('flow_addresses', 'sequential')}",
                                   {"measured": [], "twin": [], "hashed": []})
         for row in result["policies"].values():
             # far above the optimum (shortest path) links run near or over capacity, and a port
@@ -124,9 +139,10 @@ def summarize(files: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out")
-    parser.add_argument("--files", default=",".join(MEASURED), help="comma-separated stems of bench/results files")
+    parser.add_argument("--files", help="comma-separated stems of bench/results files (default: every one there)")
     args = parser.parse_args()
-    files = {stem: score_file(stem) for stem in args.files.split(",")}
+    stems = args.files.split(",") if args.files else [s for s in MEASURED if (RESULTS / f"{s}.json").exists()]
+    files = {stem: score_file(stem) for stem in stems}
     report = {"benchmark": "ovs_hashing", "machine": machine(), "summary": summarize(files), "files": files}
     print(json.dumps(report["summary"], indent=1))
     write("ovs_hashing", report, args.out)
