@@ -15,9 +15,12 @@ sends every packet of a flow down the bucket its hash picks:
 So which path a flow takes is fixed by its addresses and the weights, not drawn anew per
 matrix, and with few flows per pair a routing's measured split can sit well away from its
 ratios on every matrix alike. :func:`hashed_ratios` gives, per pair, the share of the
-replay's flows (:meth:`envs.mininet_backend.MininetBackend.flow_specs`: flow ``f`` of a pair
-comes from source address ``f`` of its origin) that each path gets; routed through the twin
+replay's flows (:meth:`envs.mininet_backend.MininetBackend.flow_specs`: each flow of a pair
+comes from its own source address of the origin) that each path gets; routed through the twin
 it predicts what the emulation measures, less the headers (``bench/ovs_hashing.py``).
+:func:`even_sources` picks, per pair, source addresses whose hashes cover the slots evenly,
+so that a few flows split like a large aggregate (the replay's default,
+``ReplaySettings.flow_addresses="even"``).
 """
 
 from __future__ import annotations
