@@ -292,6 +292,8 @@ def test_a_trained_run_is_scored_on_the_emulated_network(agent, training, scored
     assert "measured on mininet" in result.stdout and "twin median" in result.stdout
     report = json.loads(out.read_text())
     assert report["backend"] == "mininet" and len(report["tm_index"]) == 1
+    settings = report["backend_settings"]  # how the matrices were replayed
+    assert (settings["flow_addresses"], settings["flows_per_pair"], settings["window_s"]) == ("even", 32, 1.5)
     assert set(report["policies"]) >= scored
     optimum = report["optimal_mlu"][0]
     for name, scores in report["policies"].items():
