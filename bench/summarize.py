@@ -85,9 +85,18 @@ def generalization(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+def hashing(data: dict) -> str:
+    def cell(entry: dict) -> str:
+        return f"{entry['mean_gap'] * 100:+.1f}% ± {entry['gap_spread'] * 100:.1f}% (max {entry['max_abs_gap_from_mean'] * 100:.1f}% off)"
+
+    return table(["measured on", "routings", "measured ÷ twin − 1", "measured ÷ hashing model − 1"],
+                 [[name, str(entry["routings"]), cell(entry["twin"]), cell(entry["hashed"])]
+                  for name, entry in data["summary"].items()])
+
+
 def main() -> None:
     for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning),
-                         ("gnn_generalization", generalization)):
+                         ("gnn_generalization", generalization), ("ovs_hashing", hashing)):
         path = RESULTS / f"{name}.json"
         if path.exists():
             sys.stdout.write(f"## {name}\n\n{render(json.loads(path.read_text()))}\n\n")
