@@ -258,9 +258,11 @@ def test_abilene_fidelity_smoke():
                               FidelitySettings())
     result = report.to_dict()
     assert result["errors"]["utilization_mae"] <= 0.03
-    # The LP leaves several links tied at its MLU; hashing noise on each lifts their maximum, by
-    # 4-13% in the committed fidelity runs and up to 17% seen here: a wrong routing is far beyond.
-    assert result["errors"]["mlu_relative_error_max"] <= 0.2
+    # The LP leaves several links tied at its MLU, and what lifts their measured maximum is mostly
+    # how a pair's flows hash onto the select group: with the replay's evenly hashing addresses
+    # 4.1-4.8% here (and 7.2% at most in the committed fidelity runs), with sequential ones 7.5%
+    # here and up to 20% there. A wrong routing, or addresses that hash as one draw, is beyond.
+    assert result["errors"]["mlu_relative_error_max"] <= 0.1
     assert result["same_ranking"]
     assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
 
