@@ -261,7 +261,7 @@ def test_abilene_fidelity_smoke():
     # The LP leaves several links tied at its MLU, and what lifts their measured maximum is mostly
     # how a pair's flows hash onto the select group: with the replay's evenly hashing addresses
     # 4.1-4.8% here (and 7.2% at most in the committed fidelity runs), with sequential ones 7.5%
-    # here and up to 20% there. A wrong routing, or addresses that hash as one draw, is beyond.
+    # here and up to 20% there. A wrong routing is far beyond.
     assert result["errors"]["mlu_relative_error_max"] <= 0.1
     assert result["same_ranking"]
     assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
