@@ -114,10 +114,11 @@ def even_sources(pathset: PathSet, flows_per_pair: int, pool: int = MAX_SOURCE_A
     """For each pair, ``flows_per_pair`` of the ``pool`` source addresses whose hashes cover
     the low bits evenly (P, F): each pick is the address whose hash falls in the emptiest class
     of the last bit, then of the last two bits, and so on to eight (a select group's slot is
-    the hash's last 4–8 bits). A table of 2^b slots with 2^b dividing the flow count then gets
-    the same number of flows in every slot, as a large aggregate of flows would, instead of
-    one draw of a few. Which addresses a pair gets depends on its addresses only, not on the
-    routing."""
+    the hash's last 4–8 bits). A table of 2^b slots then gets the same number of flows in every
+    slot, as a large aggregate of flows would, instead of one draw of a few, as far as the
+    pool allows: 32 flows of 150 addresses fill every 16-slot table evenly and most 32-slot
+    ones; 128 flows leave the pool too few to choose from. Which addresses a pair gets depends
+    on its addresses only, not on the routing."""
     if not 1 <= flows_per_pair <= pool <= MAX_SOURCE_ADDRESSES:
         raise ValueError(f"need 1 <= flows_per_pair ({flows_per_pair}) <= pool ({pool}) <= {MAX_SOURCE_ADDRESSES}")
     candidates = pair_hashes(pathset, np.tile(np.arange(pool), (pathset.num_pairs, 1)))
