@@ -32,6 +32,8 @@ MEASURED = {
        for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn") for seed in (0, 1, 2) for even in ("", "_even")},
     **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}{suffix}": (f"gradient_gnn_mixed_seed{seed}", "b4", 2)
        for seed in (0, 1, 2) for suffix in ("", "_128flows", "_even")},
+    **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}_even_all12": (f"gradient_gnn_mixed_seed{seed}", "b4", 1)
+       for seed in (0, 1, 2)},
 }
 
 
@@ -105,15 +107,15 @@ def score_file(stem: str) -> dict:
 
 
 def summarize(files: dict) -> dict:
-    """Per group of files (topology, flows per pair): how far measured medians sit above each
-    prediction, relative (mean and spread over the routings), and how well each prediction
-    orders them (Spearman)."""
+    """Per group of files (topology, flows per pair, flow addresses, matrices): how far the
+    measured medians sit above each prediction, relative (mean and spread over the routings),
+    and how well each prediction orders them (Spearman)."""
     from scipy.stats import spearmanr
 
     groups: dict[str, dict[str, list[float]]] = {}
     for result in files.values():
         group = groups.setdefault(f"{result['topology']}_{result['flows_per_pair']}flows_"
-                                  f"{result.get('flow_addresses', 'sequential')}",
+                                  f"{result.get('flow_addresses', 'sequential')}_{len(result['tm_index'])}matrices",
                                   {"measured": [], "twin": [], "hashed": []})
         for row in result["policies"].values():
             # far above the optimum (shortest path) links run near or over capacity, and a port
