@@ -324,6 +324,8 @@ class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
 
 GRAPH_POLICIES: dict[str, type] = {"ppo": GraphActorCriticPolicy, "dqn": GraphQPolicy}
 POLICIES = ("mlp", "graph")
+
+
 # ---------------------------------------------------------------------------- n-step replay
 class DictNStepReplayBuffer(DictReplayBuffer):
     """SB3's :class:`~stable_baselines3.common.buffers.NStepReplayBuffer` for dict observations

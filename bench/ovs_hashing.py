@@ -51,7 +51,8 @@ def score_file(stem: str) -> dict:
     from agents.evaluation import decide
     from agents.policy import baseline_policies
     from controllers.fabric import FabricPlan
-    from envs.ovs_hashing import even_sources, hashed_ratios
+    from envs.backend import TwinBackend
+    from envs.ovs_hashing import flow_sources, hashed_ratios
     from experiments.data import prepare
     from experiments.hydra_app import group_config
     from experiments.train import learned_policy, load_trained
@@ -75,7 +76,8 @@ def score_file(stem: str) -> dict:
     # the emulated network carried the union of the file's policies' paths, in this order
     union = union_pathsets(data.pathset, *{id(p.pathset): p.pathset for p in policies}.values())
     plan = FabricPlan(union)
-    sources = even_sources(union, flows) if addresses == "even" else None
+    sources = flow_sources(union, flows, addresses)
+    twin_backend = TwinBackend(union)
     rows = {}
     for policy in policies:
         ratios, _ = decide(policy, sequence.matrices, indices)
@@ -87,8 +89,7 @@ def score_file(stem: str) -> dict:
             shares, skipped = hashed_ratios(plan, lifted, flows, sources)
             untabled += int(skipped.sum())
             for target, r in ((twin, lifted), (hashed, shares)):
-                loads = union.incidence @ (r * demands[:, None]).ravel()
-                target.append(float((loads / union.topology.capacities).max() / best))
+                target.append(float(twin_backend.utilization(demands, r).max() / best))
         scores = measured["policies"][policy.name]
         recorded_twin = scores.get("twin_normalized_mlu")
         rows[policy.name] = {

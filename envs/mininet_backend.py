@@ -29,7 +29,7 @@ from topologies import PathSet, check_ratios, lift_ratios, pathset_to_dict, unio
 
 from .backend import Measurement
 from .emulation import EmulatedNetwork, EmulationSettings
-from .ovs_hashing import even_sources
+from .ovs_hashing import FLOW_ADDRESSES, flow_sources
 
 LOG = logging.getLogger("rlte.mininet")
 AGENT = Path(__file__).with_name("traffic_agent.py")
@@ -42,9 +42,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-FLOW_ADDRESSES = ("even", "sequential")
 
 
 @dataclass
@@ -230,10 +227,7 @@ class MininetBackend:
         ``replay.flow_addresses`` picks them (computed once per setting)."""
         key = (self.replay.flows_per_pair, self.replay.flow_addresses)
         if self._sources is None or self._sources[0] != key:
-            flows = self.replay.flows_per_pair
-            sources = (even_sources(self.pathset, flows) if self.replay.flow_addresses == "even"
-                       else np.tile(np.arange(flows), (self.pathset.num_pairs, 1)))
-            self._sources = (key, sources)
+            self._sources = (key, flow_sources(self.pathset, *key))
         return self._sources[1]
 
     def flow_specs(self, demands: np.ndarray) -> dict[int, list[dict]]:

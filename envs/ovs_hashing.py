@@ -138,6 +138,19 @@ def even_sources(pathset: PathSet, flows_per_pair: int, pool: int = MAX_SOURCE_A
     return chosen
 
 
+FLOW_ADDRESSES = ("even", "sequential")  # how the replay picks each flow's source address
+
+
+def flow_sources(pathset: PathSet, flows_per_pair: int, choice: str) -> np.ndarray:
+    """The source address index of each pair's flows (P, F): ``"even"`` by :func:`even_sources`,
+    ``"sequential"`` flow f from address f."""
+    if choice not in FLOW_ADDRESSES:
+        raise ValueError(f"flow_addresses must be one of {', '.join(FLOW_ADDRESSES)}, got {choice!r}")
+    if choice == "even":
+        return even_sources(pathset, flows_per_pair)
+    return np.tile(np.arange(flows_per_pair), (pathset.num_pairs, 1))
+
+
 def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int,
                   sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per pair, the share of its ``flows_per_pair`` replayed flows that OVS's select group
@@ -153,7 +166,7 @@ def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int,
     if flows_per_pair < 1:
         raise ValueError(f"flows_per_pair must be at least 1, got {flows_per_pair}")
     if sources is None:
-        sources = np.tile(np.arange(flows_per_pair), (pathset.num_pairs, 1))
+        sources = flow_sources(pathset, flows_per_pair, "sequential")
     elif np.shape(sources) != (pathset.num_pairs, flows_per_pair):
         raise ValueError(f"sources of shape {np.shape(sources)} do not fit {pathset.num_pairs} pairs × "
                          f"{flows_per_pair} flows")
@@ -173,5 +186,6 @@ def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int,
     return shares, untabled
 
 
-__all__ = ["MAX_HASH_SLOTS", "address_word", "dp_hash_table", "even_sources", "hashed_ratios", "pair_hashes",
+__all__ = ["FLOW_ADDRESSES", "MAX_HASH_SLOTS", "address_word", "dp_hash_table", "even_sources", "flow_sources",
+           "hashed_ratios", "pair_hashes",
            "symmetric_l3l4_hash"]

@@ -190,7 +190,7 @@ def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
     require_emulation()  # not root, no Mininet, OVS not running: one clear error before anything starts
     options = cfg.backend
     replay = ReplaySettings(flows_per_pair=int(options.flows_per_pair), warmup_s=float(options.warmup_s),
-                            window_s=float(options.window_s), flow_addresses=str(options.get("flow_addresses", "even")))
+                            window_s=float(options.window_s), flow_addresses=str(options.get("flow_addresses", ReplaySettings.flow_addresses)))
     with make_backend(options.name, pathset, capacity_scale=float(options.capacity_scale), replay=replay) as backend:
         yield backend
 
