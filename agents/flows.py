@@ -15,6 +15,7 @@ from envs.path_selection import PathSelectionEnv, norm_order
 
 from .evaluation import PolicyScores
 from .lp import path_lp
+from .policy import check_baseline_names
 
 Chooser = Callable[[PathSelectionEnv, np.ndarray], int]
 
@@ -102,10 +103,17 @@ def play_episodes(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[i
     return Episodes(final, measured, delivered, decided)
 
 
-def baseline_choosers() -> dict[str, Chooser]:
-    """The classic rules every path-selection agent is compared with."""
-    return {"least_loaded": least_loaded, "least_4norm": LeastNormIncrease(4.0), "lp_rounded": LPRounded(),
-            "shortest_path": first_path}
+BASELINE_CHOOSERS: dict[str, Callable[[], Chooser]] = {
+    "least_loaded": lambda: least_loaded, "least_4norm": lambda: LeastNormIncrease(4.0),
+    "lp_rounded": LPRounded, "shortest_path": lambda: first_path,
+}
+
+
+def baseline_choosers(names: Sequence[str] | None = None) -> dict[str, Chooser]:
+    """The classic rules every path-selection agent is compared with (``names``: only those, in
+    that order; default every one of :data:`BASELINE_CHOOSERS`)."""
+    names = list(BASELINE_CHOOSERS) if names is None else check_baseline_names(names, list(BASELINE_CHOOSERS))
+    return {name: BASELINE_CHOOSERS[name]() for name in names}
 
 
 def score_choosers(env: PathSelectionEnv, choosers: Mapping[str, Chooser], tm_indices: Sequence[int],

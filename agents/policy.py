@@ -9,6 +9,7 @@ Baselines, LPs and (later) learned agents all implement it, so evaluation treats
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -89,18 +90,39 @@ def lp_on_mean(pathset: PathSet, training: np.ndarray, *, tie_break: str = "min_
     return StaticPolicy(name, Routing(pathset, ratios, name))
 
 
-def baseline_policies(topology: Topology, training: np.ndarray, *, k: int = 4, metric: str = "hop") -> list:
-    """The standard comparison set: classic routings, the LP oracle and the two LP practices
-    a learned policy must beat (plus their load-balancing tie-break variants)."""
+# Every baseline by name, built from (topology, training matrices, K-shortest path set).
+BASELINES: dict[str, Callable[[Topology, np.ndarray, PathSet], RoutingPolicy]] = {
+    "shortest_path": lambda topology, training, paths: shortest_path(topology),
+    "shortest_path_latency": lambda topology, training, paths: shortest_path(topology, "latency"),
+    "ecmp": lambda topology, training, paths: ecmp(topology),
+    "ospf": lambda topology, training, paths: ospf(topology),
+    "lp_paths": lambda topology, training, paths: LPPolicy("lp_paths", paths, clairvoyant=True),
+    "lp_previous": lambda topology, training, paths: LPPolicy("lp_previous", paths, tie_break="min_load"),
+    "lp_mean": lambda topology, training, paths: lp_on_mean(paths, training, tie_break="min_load"),
+    "lp_previous_balanced": lambda topology, training, paths: LPPolicy("lp_previous_balanced", paths,
+                                                                       tie_break="balanced"),
+    "lp_mean_balanced": lambda topology, training, paths: lp_on_mean(paths, training, tie_break="balanced",
+                                                                     name="lp_mean_balanced"),
+}
+
+
+def check_baseline_names(names: Sequence[str], known: Sequence[str], what: str = "baseline") -> list[str]:
+    """``names`` as a list, refused (naming the first unknown one and every known one) unless
+    each is in ``known`` exactly once."""
+    names = list(names)
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"each {what} may be named once, got {names}")
+    return names
+
+
+def baseline_policies(topology: Topology, training: np.ndarray, *, k: int = 4, metric: str = "hop",
+                      names: Sequence[str] | None = None) -> list:
+    """The standard comparison set (``names``: only those, in that order; default every one of
+    :data:`BASELINES`): classic routings, the LP oracle and the two LP practices a learned
+    policy must beat (plus their load-balancing tie-break variants)."""
+    names = list(BASELINES) if names is None else check_baseline_names(names, list(BASELINES))
     paths = k_shortest_paths(topology, k, metric)
-    return [
-        shortest_path(topology),
-        shortest_path(topology, "latency"),
-        ecmp(topology),
-        ospf(topology),
-        LPPolicy("lp_paths", paths, clairvoyant=True),
-        LPPolicy("lp_previous", paths, tie_break="min_load"),
-        lp_on_mean(paths, training, tie_break="min_load"),
-        LPPolicy("lp_previous_balanced", paths, tie_break="balanced"),
-        lp_on_mean(paths, training, tie_break="balanced", name="lp_mean_balanced"),
-    ]
+    return [BASELINES[name](topology, training, paths) for name in names]

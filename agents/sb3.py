@@ -30,6 +30,7 @@ from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import DictReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
@@ -385,6 +386,39 @@ def with_schedules(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} must be a number or 'lin_<number>' (linear decay to 0), got {value!r}")
         resolved[key] = LinearSchedule(start, 0.0, 1.0)
     return resolved
+
+
+class ExplorationDecay(BaseCallback):
+    """PPO's exploration noise on a schedule instead of learned: every action's log standard
+    deviation falls linearly from ``start`` to ``end`` over training (set before each rollout,
+    and frozen, so the loss does not move it). Early steps explore widely; the last ones sample
+    close to the mean that is scored."""
+
+    def __init__(self, start: float, end: float) -> None:
+        super().__init__()
+        for name, value in (("start", start), ("end", end)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+                raise ValueError(f"ExplorationDecay {name} must be a finite number (a log standard deviation), "
+                                 f"got {value!r}")
+        self.start, self.end = float(start), float(end)
+
+    def log_std(self, progress_remaining: float) -> float:
+        """The scheduled log standard deviation when ``progress_remaining`` (1 -> 0) of training is left."""
+        return self.end + (self.start - self.end) * progress_remaining
+
+    def _on_training_start(self) -> None:
+        log_std = getattr(self.model.policy, "log_std", None)
+        if not isinstance(log_std, nn.Parameter):
+            raise TypeError(f"ExplorationDecay needs a Gaussian policy with a log_std parameter (PPO on a Box "
+                            f"action space, no gSDE), not {type(self.model.policy).__name__}")
+        log_std.requires_grad_(False)  # each rollout's start sets it
+
+    def _on_rollout_start(self) -> None:
+        self.model.policy.log_std.data.fill_(self.log_std(self.model._current_progress_remaining))
+        self.logger.record("train/log_std_scheduled", float(self.model.policy.log_std.data.mean()))
+
+    def _on_step(self) -> bool:
+        return True
 
 
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,

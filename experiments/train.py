@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores, evaluate_policies
 from agents.guard import DriftGuard, lp_guard
-from agents.policy import baseline_policies
+from agents.policy import baseline_policies, check_baseline_names
 from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
@@ -72,6 +72,8 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if agent_actions(cfg) == "link_costs" and (algorithm != "ppo" or agent_policy(cfg) != "mlp"):
         raise ValueError("agent.actions=link_costs is for PPO's MLP policy (the graph policy acts with link "
                          f"costs already), not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    if cfg.agent.get("log_std_final") is not None and algorithm != "ppo":
+        raise ValueError(f"agent.log_std_final schedules PPO's exploration noise; agent.algorithm={algorithm} has none")
     also = cfg.agent.get("also_train_on")
     if also and (algorithm != "gradient" or agent_policy(cfg) != "graph"):
         raise ValueError("agent.also_train_on is for the graph gradient learner (agent=gradient_gnn), whose weights "
@@ -82,6 +84,7 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None or required:
             check_whole_number(key, value, minimum)
+    baseline_names(cfg)
     backend = cfg.backend.name
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -89,6 +92,21 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
                          f"would take weeks; train in the twin, then score the run there: "
                          f"rlte eval run=<run directory> backend={backend}")
+
+
+def baseline_names(cfg: DictConfig) -> list[str] | None:
+    """``eval.baselines``: the baselines the table scores, by name (None: every one), refused
+    naming the unknown one and every known one (a live run's time grows with each)."""
+    names = cfg.eval.get("baselines")
+    if names is None:
+        return None
+    if not OmegaConf.is_list(names) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"eval.baselines must be a list of baseline names, got {names!r}")
+    if cfg.env.kind == "path_selection":
+        from agents.flows import BASELINE_CHOOSERS as known
+    else:
+        from agents.policy import BASELINES as known
+    return check_baseline_names(list(names), list(known), f"{cfg.env.kind} baseline (eval.baselines)")
 
 
 def check_same_topology(cfg: DictConfig, trained_on: Topology, scored_on: Topology) -> None:
@@ -214,7 +232,8 @@ def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredS
     if data.envelope is not None:  # a second instance: the guard keeps its policy's state its own
         policies.append(guarded_policy(cfg, data, model))
     if baselines:
-        policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
+        policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths),
+                                      names=baseline_names(cfg))
     evaluate = functools.partial(evaluate_policies, policies, sequence.matrices, indices,
                                  optimal=sequence.optimum_at(indices))
     if not live:
@@ -237,7 +256,7 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: Scored
     else:
         choosers = {cfg.agent.name: from_model(model)}
     if baselines:
-        choosers |= baseline_choosers()
+        choosers |= baseline_choosers(baseline_names(cfg))
 
     def scores(backend: Backend | str, **live_options) -> dict[str, PolicyScores]:
         env = PathSelectionEnv(data.topology, sequence.traffic, pathset=data.pathset,
@@ -371,6 +390,18 @@ class Progress:
 Trainer = Callable[[Progress], Any]  # trains, scoring checkpoints through Progress; returns the kept model
 
 
+def exploration_callbacks(cfg: DictConfig) -> list:
+    """``agent.log_std_final``: PPO's log standard deviation falls linearly from the policy's
+    ``log_std_init`` to it over training instead of being learned (agents.sb3.ExplorationDecay)."""
+    final = cfg.agent.get("log_std_final")
+    if final is None:
+        return []
+    from agents.sb3 import ExplorationDecay
+
+    start = policy_options(cfg).get("log_std_init", 0.0)  # SB3's default
+    return [ExplorationDecay(start, final)]
+
+
 def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     """The SB3 agent's training, with its environments and model built (so refused here, before
     the run writes anything)."""
@@ -378,6 +409,7 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
 
     from agents.sb3 import make_model
 
+    callbacks = exploration_callbacks(cfg)
     env = make_vec_env(cfg, data)
     try:
         model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
@@ -404,7 +436,8 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
         progress.checkpoint(0, model)
         with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
             warnings.filterwarnings("ignore", message="rich is experimental")
-            model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=Periodic(), progress_bar=True,
+            model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=[Periodic(), *callbacks],
+                        progress_bar=True,
                         tb_log_name=cfg.agent.name)
         if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
             progress.checkpoint(int(model.num_timesteps), model)

@@ -179,6 +179,17 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
         with pytest.raises(ValueError, match=rf"{key} must be a whole number >= {minimum}, got {value!r}"):
             check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
     check_config(OmegaConf.merge(cfg, {"seed": 0, "eval": {"validation": 0}}))  # the smallest allowed
+    with pytest.raises(ValueError, match="eval.baselines must be a list of baseline names, got 'ecmp'"):
+        check_config(OmegaConf.merge(cfg, {"eval": {"baselines": "ecmp"}}))
+    with pytest.raises(ValueError, match=r"each split_routing baseline \(eval.baselines\) may be named once"):
+        check_config(OmegaConf.merge(cfg, {"eval": {"baselines": ["ecmp", "ecmp"]}}))
+    with pytest.raises(ValueError, match=r"unknown path_selection baseline \(eval.baselines\) 'ecmp'; choose from "
+                                         "least_loaded, least_4norm, lp_rounded, shortest_path"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"},
+                                           "eval": {"baselines": ["ecmp"]}}))
+    with pytest.raises(ValueError, match="agent.log_std_final schedules PPO's exploration noise; "
+                                         "agent.algorithm=gradient has none"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"log_std_final": -3.0}}))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
@@ -481,6 +492,21 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     again = json.loads(out.read_text())
     assert again["policies"]["gradient"]["normalized_mlu"] == pytest.approx(first["policies"]["gradient"]["normalized_mlu"])
 
+    picked = tmp_path / "picked.json"  # eval.baselines: only those rows, in that order, the same scores
+    result = rlte("eval", f"run={runs[0]}", f"out={picked}", "eval.baselines=[lp_previous,ecmp]", cwd=tmp_path,
+                  env_extra=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    picked_report = json.loads(picked.read_text())
+    assert list(picked_report["policies"]) == ["gradient", "gradient_guarded", "lp_previous", "ecmp"]
+    for name in ("lp_previous", "ecmp"):
+        assert picked_report["policies"][name]["normalized_mlu"] == pytest.approx(
+            first["policies"][name]["normalized_mlu"])
+    result = rlte("eval", f"run={runs[0]}", f"out={picked}", "eval.baselines=[lp_previous,lp_magic]", cwd=tmp_path,
+                  env_extra=cache)
+    assert result.returncode == 2 and ("unknown split_routing baseline (eval.baselines) 'lp_magic'; choose from "
+                                       "shortest_path, shortest_path_latency, ecmp") in result.stderr, result.stderr
+    assert json.loads(picked.read_text()) == picked_report  # a refused eval leaves the table as it was
+
     result = rlte("eval", f"run={tmp_path / 'nowhere'}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "not a run directory" in result.stderr
     result = rlte("eval", f"run={runs[0]}", "backend=ns3", f"out={out}", cwd=tmp_path, env_extra=cache)
@@ -593,3 +619,31 @@ def test_lin_hyperparameters_decay_linearly_to_zero_and_survive_save_and_load(tr
     for bad in ("0.001", "exp_0.1", "lin_fast"):
         with pytest.raises(ValueError, match=f"learning_rate must be a number or 'lin_<number>'.*{bad!r}"):
             make_model("ppo", env, {"learning_rate": bad}, seed=0)
+
+
+def test_exploration_decay_sets_the_log_std_on_its_schedule_and_freezes_it(triangle_traffic):
+    from agents.sb3 import ExplorationDecay, make_model
+
+    topology, traffic, optimum = triangle_traffic
+    env = SplitRoutingEnv(topology, traffic, k=2, history=1, optimal_mlu=optimum)
+    model = make_model("ppo", env, {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "learning_rate": 1e-2},
+                       seed=0, policy_options={"log_std_init": -1.0})
+    seen = []
+
+    class Watch(ExplorationDecay):
+        def _on_rollout_start(self) -> None:
+            super()._on_rollout_start()
+            seen.append(model.policy.log_std.detach().clone())
+
+    model.learn(256, callback=Watch(-1.0, -3.0))  # 4 rollouts, starting at progress 0, 1/4, 2/4, 3/4 of training
+    for log_std, expected in zip(seen, (-1.0, -1.5, -2.0, -2.5), strict=True):
+        np.testing.assert_allclose(log_std.numpy(), expected, rtol=1e-6)
+    # the updates after the last rollout did not move it (a learned log std would have moved at lr 1e-2)
+    np.testing.assert_allclose(model.policy.log_std.detach().numpy(), -2.5, rtol=1e-6)
+    assert ExplorationDecay(-1.0, -3.0).log_std(0.0) == -3.0
+    with pytest.raises(ValueError, match="ExplorationDecay end must be a finite number .* got 'low'"):
+        ExplorationDecay(-1.0, "low")
+    dqn = DQN("MlpPolicy", PathSelectionEnv(topology, traffic, k=2, flows_per_pair=2, optimal_mlu=optimum),
+              learning_starts=8, seed=0)
+    with pytest.raises(TypeError, match="ExplorationDecay needs a Gaussian policy with a log_std parameter"):
+        dqn.learn(16, callback=ExplorationDecay(-1.0, -3.0))
