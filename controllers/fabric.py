@@ -26,8 +26,25 @@ HOST_PORT = 1
 MAX_TAG = 4094          # VLAN ids 1..4094 name paths
 # Bucket weight for a split ratio of 1. OVS realizes select groups with a table of at most
 # 256 dp_hash slots and silently falls back to a biased per-bucket score when the smallest
-# weight needs more (a share below 1/256): weights out of 256 keep every group on the table.
+# weight needs more (total ÷ smallest > 256): weights summing to exactly 256 keep every group
+# on the table. (Rounding each share on its own could sum to 257, and then a weight of 1
+# needed 512 slots: a quarter of the PPO policies' groups fell back, and lost packets.)
 WEIGHT_RESOLUTION = 256
+
+
+def apportion(shares: np.ndarray, total: int) -> np.ndarray:
+    """Whole numbers summing to ``total`` in proportion to the non-negative ``shares``
+    (largest remainders: each within 1 of its exact quota; the first on ties)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    if shares.ndim != 1 or len(shares) == 0 or not np.isfinite(shares).all() or (shares < 0).any():
+        raise ValueError(f"shares must be finite, non-negative numbers, got {shares.tolist()}")
+    if shares.sum() <= 0:
+        raise ValueError("shares must not all be zero")
+    quotas = shares / shares.sum() * total
+    whole = np.floor(quotas).astype(np.int64)
+    short = total - int(whole.sum())
+    whole[np.argsort(-(quotas - whole), kind="stable")[:short]] += 1
+    return whole
 
 
 class FabricError(ValueError):
@@ -180,9 +197,8 @@ class FabricPlan:
 
         With ``backup``, ``ratios`` has one more entry: the share of the backup path.
         """
-        weights = np.rint(np.asarray(ratios, dtype=np.float64) * WEIGHT_RESOLUTION).astype(np.int64)
-        if weights.sum() == 0:  # every share rounds to zero: keep the largest
-            weights[int(np.argmax(ratios))] = 1
+        ratios = np.asarray(ratios, dtype=np.float64)
+        weights = apportion(ratios, WEIGHT_RESOLUTION) if ratios.sum() > 0 else np.eye(len(ratios), dtype=np.int64)[0]
         out = []
         for k, links in enumerate(self.pathset.paths[pair]):
             if weights[k] > 0:

@@ -156,7 +156,8 @@ def hashed_ratios(plan: FabricPlan, ratios: np.ndarray, flows_per_pair: int,
     """Per pair, the share of its ``flows_per_pair`` replayed flows that OVS's select group
     sends down each path of ``plan.pathset`` (P, K), for the split ``ratios`` (P, K) the
     controller installs; and which pairs keep their ratios because OVS would not table their
-    group (P,) bool (a weight below 1/256 of the group's total, see :func:`dp_hash_table`).
+    group (P,) bool (a weight below 1/256 of the group's total, see :func:`dp_hash_table`;
+    none since the controller apportions every group's weights to sum to 256).
     ``sources`` (P, F): each flow's source address index (default: flow f from address f)."""
     pathset = plan.pathset
     ratios = np.asarray(ratios, dtype=np.float64)

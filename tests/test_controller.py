@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controllers.api import OPENAPI, Api
 from controllers.decision import EqualSplit, FirstPath
@@ -79,6 +81,41 @@ def test_bucket_weights_follow_ratios_and_drop_what_ovs_cannot_realize():
     assert [b.weight for b in plan.buckets(pair, np.array([0.25, 0.75]))] == [64, 192]
     only = plan.buckets(pair, np.array([0.001, 0.999]))  # below 1/512: OVS's 256-slot table cannot hold it
     assert [b.weight for b in only] == [256] and only[0].tag == plan.tag(pair, 1)
+
+
+def test_bucket_weights_sum_to_256_so_ovs_always_tables_the_group():
+    """Each share rounded on its own gave [1, 128, 128] here: 257 in all, and a weight of 1 then
+    needs 512 slots, so OVS left its dp_hash table for another method."""
+    from envs.ovs_hashing import dp_hash_table
+
+    edges = [("s", m, 10e6, 0.001, None) for m in "abc"] + [(m, "t", 10e6, 0.001, None) for m in "abc"]
+    topology = Topology("three_ways", [Node(n) for n in "sabct"], bidirectional_links(edges))
+    plan = FabricPlan(k_shortest_paths(topology, 3))
+    pair = plan.pathset.pair_index[(0, 4)]
+    weights = [b.weight for b in plan.buckets(pair, np.array([0.003, 0.4985, 0.4985]))]
+    assert weights == [1, 128, 127] and dp_hash_table(weights) is not None
+    assert [b.weight for b in plan.buckets(pair, np.zeros(3))] == [1]  # nothing to split: the first path
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6).filter(lambda xs: sum(xs) > 1e-9),
+       st.integers(1, 1000))
+def test_apportioned_weights_stay_within_one_of_their_quota(shares, total):
+    from controllers.fabric import apportion
+
+    weights = apportion(np.array(shares), total)
+    quotas = np.array(shares) / sum(shares) * total
+    assert weights.sum() == total and (weights >= 0).all()
+    assert np.all(np.abs(weights - quotas) < 1.0 + 1e-9)
+
+
+def test_apportion_refuses_what_has_no_proportion():
+    from controllers.fabric import apportion
+
+    for bad, message in (([0.0, 0.0], "must not all be zero"), ([0.5, -0.1], "non-negative"),
+                         ([np.nan, 1.0], "finite"), ([], "finite")):
+        with pytest.raises(ValueError, match=message):
+            apportion(np.array(bad), 256)
 
 
 def test_too_many_paths_for_vlan_tags_is_refused():

@@ -73,16 +73,18 @@ def test_hashed_ratios_give_each_pair_whole_flows_on_its_weighted_paths():
     assert np.abs(shares - ratios).mean() > 1.5 * np.abs(many - ratios).mean()
 
 
-def test_hashed_ratios_keep_a_group_ovs_would_not_table_and_refuse_bad_input():
+def test_the_controller_weights_always_fit_the_hash_table_and_bad_input_is_refused():
     pathset = k_shortest_paths(load_topology("abilene"), 4)
     plan = FabricPlan(pathset)
     ratios = np.zeros((pathset.num_pairs, 4))
     ratios[:, 0] = 1.0
     pair = int(np.argmax(pathset.mask.all(axis=1)))  # one with 4 candidate paths
-    ratios[pair] = np.array([250.6, 2.6, 1.6, 1.2]) / 256  # weights 251, 3, 2, 1: 257 slots needed
+    ratios[pair] = np.array([250.6, 2.6, 1.6, 1.2]) / 256
+    assert dp_hash_table([251, 3, 2, 1]) is None  # each share rounded on its own: 257 in all, 512 slots needed
+    assert [b.weight for b in plan.buckets(pair, ratios[pair])] == [251, 3, 1, 1]  # apportioned: 256
     shares, untabled = hashed_ratios(plan, ratios, 8)
-    assert np.flatnonzero(untabled).tolist() == [pair]
-    np.testing.assert_array_equal(shares[pair], ratios[pair])
+    assert not untabled.any()
+    assert np.allclose(shares[pair] * 8, np.round(shares[pair] * 8)) and shares[pair].sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"ratios of shape \(3, 4\) do not fit the plan.s path set \(132 pairs × 4 paths\)"):
         hashed_ratios(plan, ratios[:3], 8)
     with pytest.raises(ValueError, match="flows_per_pair must be at least 1, got 0"):
