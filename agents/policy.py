@@ -8,8 +8,8 @@ Baselines, LPs and (later) learned agents all implement it, so evaluation treats
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np

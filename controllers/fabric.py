@@ -198,7 +198,10 @@ class FabricPlan:
         With ``backup``, ``ratios`` has one more entry: the share of the backup path.
         """
         ratios = np.asarray(ratios, dtype=np.float64)
-        weights = apportion(ratios, WEIGHT_RESOLUTION) if ratios.sum() > 0 else np.eye(len(ratios), dtype=np.int64)[0]
+        if ratios.any():  # apportion refuses NaN and negative shares
+            weights = apportion(ratios, WEIGHT_RESOLUTION)
+        else:  # nothing to split: the first path
+            weights = np.eye(len(ratios), dtype=np.int64)[0]
         out = []
         for k, links in enumerate(self.pathset.paths[pair]):
             if weights[k] > 0:

@@ -95,6 +95,8 @@ def test_bucket_weights_sum_to_256_so_ovs_always_tables_the_group():
     weights = [b.weight for b in plan.buckets(pair, np.array([0.003, 0.4985, 0.4985]))]
     assert weights == [1, 128, 127] and dp_hash_table(weights) is not None
     assert [b.weight for b in plan.buckets(pair, np.zeros(3))] == [1]  # nothing to split: the first path
+    with pytest.raises(ValueError, match="shares must be finite, non-negative numbers"):
+        plan.buckets(pair, np.array([np.nan, 0.5, 0.5]))
 
 
 @settings(max_examples=200, deadline=None)
