@@ -80,12 +80,13 @@ usage: rlte eval run=DIR [backend=mininet] [topology=NAME traffic=NAME] [eval.ev
 Re-scores a finished run (its config.yaml and kept model) on its held-out traffic next to
 every baseline (eval.baselines=[lp_previous,lp_mean,...]: only those), prints the table and
 writes DIR/eval.json (or FILE). Any dotted key of the run's config may be overridden.
-backend=mininet measures every routing on the emulated network instead (root, Mininet, Open vSwitch; ~5 s per matrix and policy), beside the
-twin's prediction; backend.window_s, backend.warmup_s, backend.flows_per_pair,
-backend.flow_addresses and backend.capacity_scale set the replay. topology= and traffic= score the same weights on
-another network or traffic (graph policies fit any topology; the others only their own);
-the table then goes to DIR/eval_<topology>_<traffic>.json, beside the run's own, without the
-drift-guarded row (eval.guard=true fits its envelope on that traffic's training part)."""
+backend=mininet measures every routing on the emulated network instead (root, Mininet, Open
+vSwitch; ~5 s per matrix and policy), beside the twin's prediction; backend.window_s,
+backend.warmup_s, backend.flows_per_pair, backend.flow_addresses and backend.capacity_scale
+set the replay. topology= and traffic= score the same weights on another network or traffic
+(graph policies fit any topology; the others only their own); the table then goes to
+DIR/eval_<topology>_<traffic>.json, beside the run's own, without the drift-guarded row
+(eval.guard=true fits its envelope on that traffic's training part)."""
 
 
 def run_eval(args: list[str]) -> None:
