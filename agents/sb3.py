@@ -342,19 +342,18 @@ class DictNStepReplayBuffer(DictReplayBuffer):
 
     def _get_samples(self, batch_inds: np.ndarray, env=None) -> DictReplayBufferSamples:  # type: ignore[override]
         env_indices = np.random.randint(0, self.n_envs, size=batch_inds.shape)
-        # the newest transition is followed by the oldest one in the ring: treat it as a cut
-        newest = self.pos - 1
-        saved = self.timeouts[newest].copy()
-        self.timeouts[newest] = np.logical_or(saved, np.logical_not(self.dones[newest]))
         steps = (batch_inds[:, None] + np.arange(self.n_steps)) % self.buffer_size
         rewards = self._normalize_reward(self.rewards[steps, env_indices[:, None]], env)
-        ends = np.logical_or(self.dones[steps, env_indices[:, None]], self.timeouts[steps, env_indices[:, None]])
+        # the newest transition is followed by the oldest one in the ring: a cut there too
+        # (its target still bootstraps unless it was a real end: dones × (1 − timeouts) below)
+        newest = (self.pos - 1) % self.buffer_size
+        at = (steps, env_indices[:, None])
+        ends = (self.dones[at] > 0) | (self.timeouts[at] > 0) | (steps == newest)
         last_step = np.where(ends.any(axis=1), ends.argmax(axis=1), self.n_steps - 1)
         taken = np.arange(self.n_steps) <= last_step[:, None]
         returns = (rewards * self.gamma ** np.arange(self.n_steps) * taken).sum(axis=1, keepdims=True)
         last = (batch_inds + last_step) % self.buffer_size
         done = self.dones[last, env_indices] * (1 - self.timeouts[last, env_indices])
-        self.timeouts[newest] = saved
         observations = self._normalize_obs({key: obs[batch_inds, env_indices] for key, obs in self.observations.items()}, env)
         next_observations = self._normalize_obs({key: obs[last, env_indices] for key, obs in self.next_observations.items()}, env)
         return DictReplayBufferSamples(

@@ -12,8 +12,9 @@ Files measured before the controller apportioned each group's weights to sum to 
 (``controllers.fabric.apportion``; every file but the ``_even_28`` ones) had groups that OVS
 did not table wherever rounding made a group's weights sum past 256 (on Abilene 22-28% of the
 PPO policies' groups, 4% of gradient_gnn's, none of the LPs'); their rows keep those shares
-as ratios. Scored again by this build, those groups would be modelled as tabled, which is not
-how they were measured: add new files with ``--files ... --merge``.
+as ratios. Scored again by this build, every group gets the apportioned weights (a unit apart
+from the old ones here and there, which can move a slot) and those groups are modelled as
+tabled, which is not how they were measured: add new files with ``--files ... --merge``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def score_file(stem: str) -> dict:
     from omegaconf import OmegaConf
 
     from agents.evaluation import decide
-    from agents.policy import baseline_policies
+    from agents.policy import BASELINES, baseline_policies
     from controllers.fabric import FabricPlan
     from envs.backend import TwinBackend
     from envs.ovs_hashing import flow_sources, hashed_ratios
@@ -80,8 +81,9 @@ def score_file(stem: str) -> dict:
     indices = sequence.indices(every)
     optimum = sequence.optimum_at(indices)
     policies = [learned_policy(cfg, data, load_trained(cfg, data, run))]
-    policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths))
-    policies = [p for p in policies if p.name in measured["policies"]]
+    # the file's baselines, in its order: the emulation laid out their paths in that order
+    policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths),
+                                  names=[name for name in measured["policies"] if name in BASELINES])
     # the emulated network carried the union of the file's policies' paths, in this order
     union = union_pathsets(data.pathset, *{id(p.pathset): p.pathset for p in policies}.values())
     plan = FabricPlan(union)

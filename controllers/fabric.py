@@ -201,7 +201,8 @@ class FabricPlan:
         if ratios.any():  # apportion refuses NaN and negative shares
             weights = apportion(ratios, WEIGHT_RESOLUTION)
         else:  # nothing to split: the first path
-            weights = np.eye(len(ratios), dtype=np.int64)[0]
+            weights = np.zeros(len(ratios), dtype=np.int64)
+            weights[0] = 1
         out = []
         for k, links in enumerate(self.pathset.paths[pair]):
             if weights[k] > 0:

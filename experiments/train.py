@@ -208,7 +208,8 @@ def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
     require_emulation()  # not root, no Mininet, OVS not running: one clear error before anything starts
     options = cfg.backend
     replay = ReplaySettings(flows_per_pair=int(options.flows_per_pair), warmup_s=float(options.warmup_s),
-                            window_s=float(options.window_s), flow_addresses=str(options.get("flow_addresses", ReplaySettings.flow_addresses)))
+                            window_s=float(options.window_s),
+                            flow_addresses=str(options.get("flow_addresses", ReplaySettings.flow_addresses)))
     with make_backend(options.name, pathset, capacity_scale=float(options.capacity_scale), replay=replay) as backend:
         yield backend
 
@@ -437,8 +438,7 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
         with warnings.catch_warnings():  # SB3's progress bar is tqdm.rich, which warns that it is experimental
             warnings.filterwarnings("ignore", message="rich is experimental")
             model.learn(total_timesteps=int(cfg.agent.total_timesteps), callback=[Periodic(), *callbacks],
-                        progress_bar=True,
-                        tb_log_name=cfg.agent.name)
+                        progress_bar=True, tb_log_name=cfg.agent.name)
         if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
             progress.checkpoint(int(model.num_timesteps), model)
         env.close()
