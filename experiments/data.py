@@ -100,7 +100,7 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
     """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on``: a topology
     (catalog name, generator spec or file) and its traffic: a synthetic model, ``count``
     matrices (default 200) drawn with ``seed`` (default ``default_seed``), or a real dataset of
-    that topology. Each needs more than ``history`` matrices. Errors name the entry."""
+    that topology (all its matrices: count and seed are refused there). Each needs more than ``history`` matrices. Errors name the entry."""
     from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
 
     sets = []
@@ -115,6 +115,9 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
             raise ValueError(f"{where}: missing {sorted(missing)} ({entry})")
         if unknown := set(spec) - EXTRA_TRAINING_KEYS:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)} ({entry})")
+        if str(spec["traffic"]) in REAL_DATASETS and (drawn := sorted({"count", "seed"} & set(spec))):
+            raise ValueError(f"{where}: {drawn} draw a synthetic model's matrices; {spec['traffic']!r} is a real "
+                             f"dataset and trains with all of its matrices (drop {' and '.join(drawn)})")
         count, seed = spec.get("count", 200), spec.get("seed", default_seed)
         check_whole_number(f"{where}.count", count, history + 1)
         check_whole_number(f"{where}.seed", seed, 0)

@@ -347,6 +347,9 @@ def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
             ({"topology": "nsfnet", "traffic": "gravity", "seed": -1}, ValueError, r"seed must be a whole number >= 0"),
             ({"topology": "nowhere", "traffic": "gravity"}, TopologyError, r"agent.also_train_on\[0\]: .*'nowhere'"),
             ({"topology": "nsfnet", "traffic": "nope"}, TrafficError, r"agent.also_train_on\[0\]: .*'nope'"),
+            ({"topology": "b4", "traffic": "b4", "count": 50, "seed": 1}, ValueError,
+             r"agent.also_train_on\[0\]: \['count', 'seed'\] draw a synthetic model's matrices; 'b4' is a real "
+             r"dataset .*\(drop count and seed\)"),
             ({"topology": "nsfnet", "traffic": "b4"}, TopologyError,
              r"agent.also_train_on\[0\]: traffic 'b4' is 12x12 but topology 'nsfnet' has 13 nodes"),
     ):
