@@ -420,17 +420,72 @@ class ExplorationDecay(BaseCallback):
         return True
 
 
+class GroupBaselinePPO(PPO):
+    """PPO whose advantage is each environment's reward minus the mean reward the other
+    environments got at the same step (REINFORCE's leave-one-out baseline, Kool et al. 2019;
+    GRPO's group baseline without its scaling), instead of the reward minus the critic's value.
+
+    Split routing with ``gamma`` 0 is a contextual bandit: an action's return is its one
+    reward, and most of a reward's spread is how hard the matrix is, not the action. With every
+    environment on the same matrix at each step (:class:`envs.split_routing.SharedStarts`), the
+    other environments' rewards estimate the matrix's expected reward under the policy without
+    a critic's error. The critic is still trained (its loss and explained variance are logged)
+    but not used. Refused for ``gamma`` other than 0 or fewer than 2 environments; a step on
+    which the environments report different matrices (``info["tm_index"]``) stops training."""
+
+    def __init__(self, policy, env, *args: Any, **kwargs: Any) -> None:
+        super().__init__(policy, env, *args, **kwargs)
+        if self.gamma != 0:
+            raise ValueError(f"the group baseline compares one step's rewards, so it needs gamma 0 (a bandit: "
+                             f"routing does not change later traffic), got gamma={self.gamma}")
+        if self.n_envs < 2:
+            raise ValueError(f"the group baseline compares environments on the same matrix: n_envs must be >= 2, "
+                             f"got {self.n_envs}")
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        matrices = {info.get("tm_index") for info in infos}
+        if len(matrices) > 1:
+            raise RuntimeError(f"the group baseline needs every environment on the same matrix at each step "
+                               f"(wrap them in envs.split_routing.SharedStarts), but one step saw tm_index "
+                               f"{sorted(matrices, key=str)}")
+        super()._update_info_buffer(infos, dones)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        collected = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if collected:
+            rollout_buffer.advantages = group_advantages(rollout_buffer.rewards)
+        return collected
+
+
+def group_advantages(rewards: np.ndarray) -> np.ndarray:
+    """(steps, envs) rewards -> each minus the mean of the other envs' rewards at its step."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    envs = rewards.shape[1]
+    others = (rewards.sum(axis=1, keepdims=True) - rewards) / (envs - 1)
+    return (rewards - others).astype(np.float32)
+
+
+ADVANTAGES = ("gae", "group")
+
+
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
                seed: int, tensorboard_log: str | None = None, device: str = "cpu",
-               policy_options: Mapping[str, Any] | None = None, policy: str = "mlp") -> BaseAlgorithm:
+               policy_options: Mapping[str, Any] | None = None, policy: str = "mlp",
+               advantage: str = "gae") -> BaseAlgorithm:
     """An untrained SB3 model. ``policy="mlp"``: an MLP of ``net_arch`` hidden widths;
     ``policy="graph"``: :class:`GraphActorCriticPolicy` for PPO or :class:`GraphQPolicy` for
     DQN (on the graph-wrapped environment, :func:`envs.graph.graph_wrapped`;
     ``policy_options`` may set ``hidden`` and ``layers``; DQN's per-action scorer has
     ``net_arch`` hidden widths). ``policy_options``: more policy keyword arguments, e.g.
-    ``log_std_init`` for PPO. ``hyperparameters`` may schedule rates (:func:`with_schedules`)."""
+    ``log_std_init`` for PPO. ``hyperparameters`` may schedule rates (:func:`with_schedules`).
+    ``advantage``: ``"gae"`` (SB3's, from the critic) or ``"group"`` (PPO only,
+    :class:`GroupBaselinePPO`; its environments must share their matrices)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"unknown advantage {advantage!r}; choose one of {', '.join(ADVANTAGES)}")
+    if advantage == "group" and algorithm != "ppo":
+        raise ValueError(f"the group advantage is PPO's (GroupBaselinePPO), not {algorithm}'s")
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     policy_kwargs = dict(policy_options or {})
@@ -446,8 +501,9 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
         resolved.pop("n_steps")
         resolved["replay_buffer_class"] = DictNStepReplayBuffer
         resolved["replay_buffer_kwargs"] = {"n_steps": n_steps, "gamma": resolved.get("gamma", 0.99)}
-    return ALGORITHMS[algorithm](policy_class, env, seed=seed, verbose=0, device=device,
-                                tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)
+    algorithm_class = GroupBaselinePPO if advantage == "group" else ALGORITHMS[algorithm]
+    return algorithm_class(policy_class, env, seed=seed, verbose=0, device=device,
+                           tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)
 
 
 def load_model(algorithm: str, path: str) -> BaseAlgorithm:

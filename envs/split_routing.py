@@ -160,3 +160,28 @@ class SplitRoutingEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         t = self._t
         return self.encoder.encode(self.demands[t - self.history:t], self._utilization)
+
+
+class SharedStarts(gym.Wrapper):
+    """Start every episode where a schedule of its own says, whatever seed the environment was
+    reset with: split-routing environments wrapped with the same ``schedule_seed`` and reset
+    together (as a vector env's are: their episodes all last ``episode_length`` steps) route the
+    same traffic matrix at every step. That is what a group baseline compares
+    (:class:`agents.sb3.GroupBaselinePPO`). A seeded reset restarts the schedule, so runs repeat."""
+
+    def __init__(self, env: gym.Env, schedule_seed: int) -> None:
+        super().__init__(env)
+        if not isinstance(env.unwrapped, SplitRoutingEnv):
+            raise TypeError(f"SharedStarts needs a SplitRoutingEnv underneath, got {type(env.unwrapped).__name__}")
+        if not isinstance(schedule_seed, (int, np.integer)) or isinstance(schedule_seed, bool):
+            raise ValueError(f"schedule_seed must be an integer, got {schedule_seed!r}")
+        self.schedule_seed = int(schedule_seed)
+        self._schedule = np.random.default_rng(self.schedule_seed)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._schedule = np.random.default_rng(self.schedule_seed)
+        base = self.env.unwrapped
+        first, last = base.history, len(base.traffic) - base.episode_length
+        start = int(self._schedule.integers(first, last + 1)) if base.random_start else first
+        return self.env.reset(seed=seed, options={**(options or {}), "start": start})

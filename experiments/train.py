@@ -32,7 +32,7 @@ from agents.policy import baseline_policies, check_baseline_names
 from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
-from envs.split_routing import SplitRoutingEnv
+from envs.split_routing import SharedStarts, SplitRoutingEnv
 from topologies import PathSet, Topology, union_pathsets
 
 from .compare import write_json_atomically
@@ -43,6 +43,7 @@ TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach th
 SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last_<name> is the last one
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
 ACTIONS = ("slots", "link_costs")  # agent.actions: see agent_actions
+ADVANTAGES = ("gae", "group")  # agent.advantage: see agent_advantage
 
 
 # Whole-number settings: (smallest value, whether every config has it). A wrong one is refused
@@ -72,6 +73,19 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if agent_actions(cfg) == "link_costs" and (algorithm != "ppo" or agent_policy(cfg) != "mlp"):
         raise ValueError("agent.actions=link_costs is for PPO's MLP policy (the graph policy acts with link "
                          f"costs already), not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    if agent_advantage(cfg) not in ADVANTAGES:
+        raise ValueError(f"agent.advantage must be one of {', '.join(ADVANTAGES)}, got {agent_advantage(cfg)!r}")
+    if agent_advantage(cfg) == "group":
+        if algorithm != "ppo":
+            raise ValueError(f"agent.advantage=group is PPO's group baseline; agent.algorithm={algorithm} has no "
+                             "advantage")
+        gamma = OmegaConf.select(cfg, "agent.hyperparameters.gamma", default=0.99)  # SB3's default
+        if gamma != 0:
+            raise ValueError(f"agent.advantage=group compares one step's rewards, so it needs "
+                             f"agent.hyperparameters.gamma=0, got {gamma}")
+        if OmegaConf.select(cfg, "env.n_envs", default=1) < 2:
+            raise ValueError(f"agent.advantage=group compares environments on the same matrix: env.n_envs must be "
+                             f">= 2, got {cfg.env.get('n_envs')}")
     if cfg.agent.get("log_std_final") is not None and algorithm != "ppo":
         raise ValueError(f"agent.log_std_final schedules PPO's exploration noise; agent.algorithm={algorithm} has none")
     also = cfg.agent.get("also_train_on")
@@ -136,6 +150,12 @@ def agent_actions(cfg: DictConfig) -> str:
     return str(cfg.agent.get("actions", "slots"))
 
 
+def agent_advantage(cfg: DictConfig) -> str:
+    """PPO's advantage: ``gae`` (SB3's, from the critic) or ``group`` (each env's reward minus
+    the others' on the same matrix, agents.sb3.GroupBaselinePPO; needs gamma 0 and n_envs >= 2)."""
+    return str(cfg.agent.get("advantage", "gae"))
+
+
 def policy_options(cfg: DictConfig) -> dict[str, Any]:
     """The SB3 policy's keyword arguments from ``agent.policy_options`` (the PPO graph policy
     also gets the environment's ``action_scale``: its refinement rounds route as the env does)."""
@@ -170,8 +190,16 @@ def make_vec_env(cfg: DictConfig, data: RunData):
     wrapper = functools.partial(graph_wrapped, paths=refines) if agent_policy(cfg) == "graph" else None
     if agent_actions(cfg) == "link_costs":
         wrapper = LinkCostActions
+    if agent_advantage(cfg) == "group":  # every env on the same matrix at each step
+        wrapper = functools.partial(shared_starts_then, int(cfg.seed), wrapper)
     return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed), wrapper_class=wrapper,
                             vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
+
+
+def shared_starts_then(schedule_seed: int, wrapper: Callable | None, env):
+    """``env`` starting its episodes on the shared schedule, then wrapped by ``wrapper``."""
+    env = SharedStarts(env, schedule_seed)
+    return env if wrapper is None else wrapper(env)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -416,7 +444,7 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
         model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
                            net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                            tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
-                           policy_options=policy_options(cfg))
+                           policy_options=policy_options(cfg), advantage=agent_advantage(cfg))
     except BaseException:
         env.close()
         raise

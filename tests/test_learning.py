@@ -190,6 +190,16 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     with pytest.raises(ValueError, match="agent.log_std_final schedules PPO's exploration noise; "
                                          "agent.algorithm=gradient has none"):
         check_config(OmegaConf.merge(cfg, {"agent": {"log_std_final": -3.0}}))
+    with pytest.raises(ValueError, match="agent.advantage=group is PPO's group baseline; agent.algorithm=gradient"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"advantage": "group"}}))
+    with pytest.raises(ValueError, match="agent.advantage must be one of gae, group, got 'critic'"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo", "advantage": "critic"}}))
+    group = {"algorithm": "ppo", "advantage": "group", "hyperparameters": {"gamma": 0.0}}
+    check_config(OmegaConf.merge(cfg, {"agent": group, "env": {"n_envs": 2}}))
+    with pytest.raises(ValueError, match="agent.advantage=group .* needs agent.hyperparameters.gamma=0, got 0.99"):
+        check_config(OmegaConf.merge(cfg, {"agent": {**group, "hyperparameters": {}}, "env": {"n_envs": 2}}))
+    with pytest.raises(ValueError, match="agent.advantage=group .* env.n_envs must be >= 2, got 1"):
+        check_config(OmegaConf.merge(cfg, {"agent": group, "env": {"n_envs": 1}}))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
@@ -650,3 +660,94 @@ def test_exploration_decay_sets_the_log_std_on_its_schedule_and_freezes_it(trian
               learning_starts=8, seed=0)
     with pytest.raises(TypeError, match="ExplorationDecay needs a Gaussian policy with a log_std parameter"):
         dqn.learn(16, callback=ExplorationDecay(-1.0, -3.0))
+
+
+def shared_start_envs(traffic_setup, n_envs: int, *, shared: bool = True, **env_options):
+    """``n_envs`` split-routing envs seeded 0, 1, ... as SB3 seeds a vector env's, on the shared schedule or not."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs.split_routing import SharedStarts
+
+    topology, traffic, optimum = traffic_setup
+
+    def make():
+        env = SplitRoutingEnv(topology, traffic, k=2, history=1, reward="normalized", optimal_mlu=optimum,
+                              episode_length=5, **env_options)
+        return SharedStarts(env, schedule_seed=7) if shared else env
+
+    venv = DummyVecEnv([make] * n_envs)
+    venv.seed(0)
+    return venv
+
+
+def walk_matrices(venv, steps: int) -> np.ndarray:
+    """(steps, envs) tm_index of every env at every step, acting at random."""
+    venv.reset()
+    seen = []
+    for _ in range(steps):
+        *_, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(venv.num_envs)]))
+        seen.append([info["tm_index"] for info in infos])
+    return np.array(seen)
+
+
+def test_shared_starts_put_every_env_on_the_same_matrix_and_repeat_when_seeded(triangle_traffic):
+    from envs.split_routing import SharedStarts
+
+    seen = walk_matrices(shared_start_envs(triangle_traffic, 3), 40)  # 8 episodes of 5 steps
+    assert (seen == seen[:, :1]).all()
+    starts = seen[::5, 0]
+    assert len(set(starts.tolist())) > 3 and (np.diff(seen[:, 0].reshape(8, 5), axis=1) == 1).all()
+    np.testing.assert_array_equal(walk_matrices(shared_start_envs(triangle_traffic, 3), 40), seen)  # seeded: repeats
+    apart = walk_matrices(shared_start_envs(triangle_traffic, 3, shared=False), 40)
+    assert (apart != apart[:, :1]).any()  # each env's own seed scatters them
+    fixed = walk_matrices(shared_start_envs(triangle_traffic, 2, random_start=False), 10)
+    np.testing.assert_array_equal(fixed[:, 0], [1, 2, 3, 4, 5] * 2)  # no random start: the first matrix with history
+    topology, traffic, optimum = triangle_traffic
+    with pytest.raises(TypeError, match="SharedStarts needs a SplitRoutingEnv underneath, got PathSelectionEnv"):
+        SharedStarts(PathSelectionEnv(topology, traffic, k=2, optimal_mlu=optimum), schedule_seed=0)
+    with pytest.raises(ValueError, match="schedule_seed must be an integer, got 1.5"):
+        SharedStarts(SplitRoutingEnv(topology, traffic, k=2), schedule_seed=1.5)
+
+
+def test_group_advantages_are_each_reward_minus_the_other_envs_mean():
+    from agents.sb3 import group_advantages
+
+    rewards = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]])
+    np.testing.assert_allclose(group_advantages(rewards), [[1 - 2.5, 2 - 2.0, 3 - 1.5], [0 - 1.5, 0 - 1.5, 3 - 0.0]])
+    assert group_advantages(rewards).dtype == np.float32
+
+
+def test_group_baseline_ppo_trains_on_group_advantages_and_improves(triangle_traffic):
+    from agents.sb3 import GroupBaselinePPO, group_advantages, make_model
+
+    topology, traffic, optimum = triangle_traffic
+    seen = []
+
+    class Recording(GroupBaselinePPO):
+        def train(self) -> None:  # the buffer as the update sees it
+            buffer = self.rollout_buffer
+            seen.append((buffer.rewards.copy(), buffer.advantages.copy(), buffer.values.copy()))
+            super().train()
+
+    model = Recording("MlpPolicy", shared_start_envs(triangle_traffic, 4), gamma=0.0, n_steps=32, batch_size=64,
+                      learning_rate=1e-3, seed=0, policy_kwargs={"net_arch": [64, 64], "log_std_init": -2.0})
+    before = greedy_split_score(model, topology, traffic, optimum)
+    model.learn(3000)
+    after = greedy_split_score(model, topology, traffic, optimum)
+    assert after < before - 0.05, (before, after)
+    rewards, advantages, values = seen[-1]
+    np.testing.assert_allclose(advantages, group_advantages(rewards), rtol=1e-6)
+    assert not np.allclose(advantages, rewards - values, atol=1e-3)  # not the critic's (SB3's GAE with gamma 0)
+    assert type(make_model("ppo", shared_start_envs(triangle_traffic, 2), {"gamma": 0.0}, seed=0,
+                           advantage="group")) is GroupBaselinePPO
+    with pytest.raises(ValueError, match="the group baseline compares one step's rewards, so it needs gamma 0"):
+        GroupBaselinePPO("MlpPolicy", shared_start_envs(triangle_traffic, 2), gamma=0.99)
+    with pytest.raises(ValueError, match="n_envs must be >= 2, got 1"):
+        GroupBaselinePPO("MlpPolicy", shared_start_envs(triangle_traffic, 1), gamma=0.0)
+    with pytest.raises(RuntimeError, match=r"needs every environment on the same matrix .*SharedStarts"):
+        GroupBaselinePPO("MlpPolicy", shared_start_envs(triangle_traffic, 3, shared=False), gamma=0.0,
+                         n_steps=16, batch_size=16, seed=0).learn(48)
+    with pytest.raises(ValueError, match="the group advantage is PPO's .*not dqn's"):
+        make_model("dqn", PathSelectionEnv(topology, traffic, k=2, optimal_mlu=optimum), {}, seed=0, advantage="group")
+    with pytest.raises(ValueError, match="unknown advantage 'critic'; choose one of gae, group"):
+        make_model("ppo", shared_start_envs(triangle_traffic, 2), {}, seed=0, advantage="critic")
