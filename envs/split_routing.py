@@ -167,7 +167,8 @@ class SharedStarts(gym.Wrapper):
     reset with: split-routing environments wrapped with the same ``schedule_seed`` and reset
     together (as a vector env's are: their episodes all last ``episode_length`` steps) route the
     same traffic matrix at every step. That is what a group baseline compares
-    (:class:`agents.sb3.GroupBaselinePPO`). A seeded reset restarts the schedule, so runs repeat."""
+    (:class:`agents.sb3.GroupBaselinePPO`). A seeded reset restarts the schedule, so runs repeat;
+    a start named in the reset's options wins over the schedule's."""
 
     def __init__(self, env: gym.Env, schedule_seed: int) -> None:
         super().__init__(env)
@@ -184,4 +185,5 @@ class SharedStarts(gym.Wrapper):
         base = self.env.unwrapped
         first, last = base.history, len(base.traffic) - base.episode_length
         start = int(self._schedule.integers(first, last + 1)) if base.random_start else first
-        return self.env.reset(seed=seed, options={**(options or {}), "start": start})
+        # drawn even when the caller names the start, so environments on one schedule stay in step
+        return self.env.reset(seed=seed, options={"start": start, **(options or {})})

@@ -43,7 +43,6 @@ TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach th
 SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last_<name> is the last one
 AGENT_ENV = {"ppo": "split_routing", "gradient": "split_routing", "dqn": "path_selection"}
 ACTIONS = ("slots", "link_costs")  # agent.actions: see agent_actions
-ADVANTAGES = ("gae", "group")  # agent.advantage: see agent_advantage
 
 
 # Whole-number settings: (smallest value, whether every config has it). A wrong one is refused
@@ -73,19 +72,6 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if agent_actions(cfg) == "link_costs" and (algorithm != "ppo" or agent_policy(cfg) != "mlp"):
         raise ValueError("agent.actions=link_costs is for PPO's MLP policy (the graph policy acts with link "
                          f"costs already), not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
-    if agent_advantage(cfg) not in ADVANTAGES:
-        raise ValueError(f"agent.advantage must be one of {', '.join(ADVANTAGES)}, got {agent_advantage(cfg)!r}")
-    if agent_advantage(cfg) == "group":
-        if algorithm != "ppo":
-            raise ValueError(f"agent.advantage=group is PPO's group baseline; agent.algorithm={algorithm} has no "
-                             "advantage")
-        gamma = OmegaConf.select(cfg, "agent.hyperparameters.gamma", default=0.99)  # SB3's default
-        if gamma != 0:
-            raise ValueError(f"agent.advantage=group compares one step's rewards, so it needs "
-                             f"agent.hyperparameters.gamma=0, got {gamma}")
-        if OmegaConf.select(cfg, "env.n_envs", default=1) < 2:
-            raise ValueError(f"agent.advantage=group compares environments on the same matrix: env.n_envs must be "
-                             f">= 2, got {cfg.env.get('n_envs')}")
     if cfg.agent.get("log_std_final") is not None and algorithm != "ppo":
         raise ValueError(f"agent.log_std_final schedules PPO's exploration noise; agent.algorithm={algorithm} has none")
     also = cfg.agent.get("also_train_on")
@@ -98,6 +84,7 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None or required:
             check_whole_number(key, value, minimum)
+    check_advantage(cfg)
     baseline_names(cfg)
     backend = cfg.backend.name
     if backend not in BACKENDS:
@@ -106,6 +93,26 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
                          f"would take weeks; train in the twin, then score the run there: "
                          f"rlte eval run=<run directory> backend={backend}")
+
+
+def check_advantage(cfg: DictConfig) -> None:
+    """Refuse an ``agent.advantage`` the agent cannot use, naming the setting that is wrong."""
+    from agents.sb3 import ADVANTAGES
+
+    advantage, algorithm = agent_advantage(cfg), cfg.agent.algorithm
+    if advantage not in ADVANTAGES:
+        raise ValueError(f"agent.advantage must be one of {', '.join(ADVANTAGES)}, got {advantage!r}")
+    if advantage != "group":
+        return
+    if algorithm != "ppo":
+        raise ValueError(f"agent.advantage=group is PPO's group baseline; agent.algorithm={algorithm} has no advantage")
+    gamma = OmegaConf.select(cfg, "agent.hyperparameters.gamma", default=0.99)  # SB3's default
+    if gamma != 0:
+        raise ValueError(f"agent.advantage=group compares one step's rewards, so it needs "
+                         f"agent.hyperparameters.gamma=0, got {gamma}")
+    if OmegaConf.select(cfg, "env.n_envs", default=1) < 2:  # a whole number: check_config checked it
+        raise ValueError(f"agent.advantage=group compares environments on the same matrix: env.n_envs must be "
+                         f">= 2, got {cfg.env.get('n_envs')}")
 
 
 def baseline_names(cfg: DictConfig) -> list[str] | None:

@@ -703,6 +703,8 @@ def test_shared_starts_put_every_env_on_the_same_matrix_and_repeat_when_seeded(t
     fixed = walk_matrices(shared_start_envs(triangle_traffic, 2, random_start=False), 10)
     np.testing.assert_array_equal(fixed[:, 0], [1, 2, 3, 4, 5] * 2)  # no random start: the first matrix with history
     topology, traffic, optimum = triangle_traffic
+    named = SharedStarts(SplitRoutingEnv(topology, traffic, k=2, history=1, episode_length=5), schedule_seed=7)
+    assert named.reset(seed=0, options={"start": 3})[1]["tm_index"] == 3  # a start the caller names wins
     with pytest.raises(TypeError, match="SharedStarts needs a SplitRoutingEnv underneath, got PathSelectionEnv"):
         SharedStarts(PathSelectionEnv(topology, traffic, k=2, optimal_mlu=optimum), schedule_seed=0)
     with pytest.raises(ValueError, match="schedule_seed must be an integer, got 1.5"):
