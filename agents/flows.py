@@ -14,7 +14,7 @@ import numpy as np
 from envs.path_selection import PathSelectionEnv, norm_order
 
 from .evaluation import PolicyScores
-from .lp import path_lp
+from .lp import TIE_BREAKS, path_lp
 from .policy import check_baseline_names
 
 Chooser = Callable[[PathSelectionEnv, np.ndarray], int]
@@ -43,19 +43,30 @@ def first_path(env: PathSelectionEnv, observation: np.ndarray) -> int:
 
 
 class LPRounded:
-    """The path LP's split for the episode's matrix, rounded to whole flows: each flow goes
-    to the path whose LP share of the pair is furthest ahead of what it has received."""
+    """The path LP's split for the episode's matrix, rounded to whole flows: each flow goes to
+    the least-loaded (lowest bottleneck with the flow on it) of its pair's paths that are still
+    short of their LP share.
 
-    def __init__(self) -> None:
+    ``tie_break`` (:func:`agents.lp.path_lp`) picks the split among the MLU-optimal ones.
+    ``"balanced"`` (the default) and ``"min_load"`` are unique, the same with any HiGHS release,
+    and split many pairs evenly, where least-loaded picks; ``"none"``, the solver's own vertex,
+    is not unique, and puts nearly every pair whole on one path."""
+
+    def __init__(self, tie_break: str = "balanced") -> None:
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"unknown tie_break {tie_break!r}; use one of {', '.join(TIE_BREAKS)}")
+        self.tie_break = tie_break
         self._ratios = self._given = np.zeros((0, 0))
 
     def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
         if env.routed == 0:  # a new episode: solve its matrix once
-            self._ratios = path_lp(env.pathset, env.traffic.matrices[env.tm_index]).ratios
+            self._ratios = path_lp(env.pathset, env.traffic.matrices[env.tm_index], tie_break=self.tie_break).ratios
             self._given = np.zeros_like(self._ratios)
         pair, rate = env.current_flow
+        # how far each path is behind its share once this flow is placed; they sum to the rate, so one is behind
         wanted = self._ratios[pair] * (self._given[pair].sum() + rate) - self._given[pair]
-        path = int(np.argmax(np.where(env.pathset.mask[pair], wanted, -np.inf)))
+        short = env.pathset.mask[pair] & (wanted > 1e-9 * rate)
+        path = int(np.argmin(np.where(short, env.candidate_bottlenecks(), np.inf)))
         self._given[pair, path] += rate
         return path
 

@@ -185,25 +185,50 @@ def previous_results(out: str | None) -> dict:
 
 
 def rescore_baselines(results: dict) -> None:
-    """Score the split-routing baselines again and put them in every run's final table: for
-    when a baseline changed and the learned policies did not (their scores are kept).
+    """Score the baselines again and put them in every run's final table: for when a baseline
+    changed and the learned policies did not (their scores are kept).
 
-    `rlte compare` on every 24th matrix of the test week scores the same matrices, from the
-    same history, as a training run's final evaluation.
+    Split routing: `rlte compare` on every 24th matrix of the test week scores the same
+    matrices, from the same history, as a training run's final evaluation. Path selection: the
+    rules play the run's matrices with the run's seed, so in the flow order its table had.
     """
     from experiments.compare import CompareSettings, run_compare
 
     report = run_compare(CompareSettings(topology="abilene", traffic="abilene-test", every=24))
-    fresh = {name: policy.summary for name, policy in report.policies.items()}
+    split_routing = {name: policy.summary for name, policy in report.policies.items()}
+    path_selection: dict[int, dict] = {}  # by seed: the flow order
     for run in results["abilene_runs"]:
-        if "lp_previous" not in run["final"]:
-            continue  # path selection: its own baselines
+        if "lp_previous" in run["final"]:
+            fresh = split_routing
+        elif run["seed"] in path_selection:
+            fresh = path_selection[run["seed"]]
+        else:
+            fresh = path_selection[run["seed"]] = path_selection_baselines(run["seed"])
         stale = set(run["final"]) - {run_policy(run), guarded_name(run)}
         if stale != set(fresh):
             raise SystemExit(f"{run['agent']} seed {run['seed']}: its baselines {sorted(stale)} "
                              f"are not the ones rescored, {sorted(fresh)}")
         run["final"].update(fresh)
         run["baselines_rescored_on"] = machine()
+
+
+def path_selection_baselines(seed: int) -> dict[str, dict]:
+    """The path-selection rules' summaries on a DQN run's final-table matrices, flows drawn from ``seed``."""
+    from hydra import compose, initialize_config_dir
+
+    from agents.flows import baseline_choosers, score_choosers
+    from envs import PathSelectionEnv
+    from experiments.data import prepare
+    from experiments.hydra_app import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("train", overrides=["agent=dqn", f"seed={seed}"])
+    data = prepare(cfg)
+    indices = data.test.indices(int(cfg.eval.every))
+    env = PathSelectionEnv(data.topology, data.test.traffic, pathset=data.pathset,
+                           flows_per_pair=int(cfg.env.flows_per_pair))
+    scores = score_choosers(env, baseline_choosers(), indices, data.test.optimum_at(indices), seed=seed)
+    return {name: score.summary() for name, score in scores.items()}
 
 
 def run_policy(run: dict) -> str:
@@ -285,7 +310,7 @@ def main() -> None:
     parser.add_argument("--keep-timing", action="store_true",
                         help="keep the decision times of the existing results file instead of measuring them")
     parser.add_argument("--rescore-baselines", action="store_true",
-                        help="only score the split-routing baselines again, in the existing results file")
+                        help="only score the baselines again, in the existing results file")
     parser.add_argument("--rescore-guarded", action="store_true",
                         help="only score the drift-guarded rows missing from the existing results file's "
                              "split-routing runs, from the models in their run directories")

@@ -571,6 +571,35 @@ def test_lp_rounded_follows_the_lp_split_in_whole_flows():
     assert paths.count(direct) == 4 and info["final_mlu"] == pytest.approx(4 / 9)
 
 
+def test_lp_rounded_rounds_the_tie_broken_split_not_the_solvers_vertex():
+    """a→e's 1 Mb/s fills the spur and fixes the MLU at 1; a→c's 2 Mb/s in 2 flows may split any
+    way under it. The balanced tie-break splits it evenly, and so does min_load (both paths have
+    2 hops), so once one flow has taken a path, that path has its share and the other flow takes
+    the other. HiGHS's own vertex puts all of a→c on one path, and both flows would follow it."""
+    from agents.flows import LPRounded
+    from tests.networks import square_with_spur
+
+    topology = square_with_spur()
+    tm = np.zeros((1, 5, 5))
+    tm[0, 0, 4], tm[0, 0, 2] = 1e6, 2e6
+    env = PathSelectionEnv(topology, tm, k=2, flows_per_pair=2)
+    ac = env.pathset.pair_index[(0, 2)]
+    for tie_break in ("balanced", "min_load"):
+        choose, ac_paths = LPRounded(tie_break), []
+        observation, _ = env.reset(seed=0)
+        done = False
+        while not done:
+            pair, _ = env.current_flow
+            action = choose(env, observation)
+            observation, _, done, _, info = env.step(action)
+            if pair == ac:
+                ac_paths.append(info["path"])
+        assert sorted(ac_paths) == [0, 1], tie_break
+        assert info["final_mlu"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown tie_break 'even'; use one of none, min_load, balanced"):
+        LPRounded("even")
+
+
 def test_least_norm_increase_weighs_every_link_the_flow_loads():
     """One 2 Mb/s flow a→c on the idle triangle. Direct, it puts 0.5 on a→c; via b, 0.2 on a→b
     and 0.4 on b→c. Raised norms: 1-norm 0.5 against 0.6 (direct), 4-norm 0.5 against
