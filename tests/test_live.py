@@ -262,7 +262,10 @@ def test_abilene_fidelity_smoke():
     # how a pair's flows hash onto the select group: with the replay's evenly hashing addresses
     # 4.1-4.8% here (and 7.2% at most in the committed fidelity runs), with sequential ones 7.5%
     # here and up to 20% there. A wrong routing is far beyond.
-    assert result["errors"]["mlu_relative_error_max"] <= 0.1
+    # once in ~25 suite runs one routing measured 10.1% (the others 4-5%, then 4.0-5.3% in 7 reruns, under
+    # CPU load too): the message says which, for the next time
+    assert result["errors"]["mlu_relative_error_max"] <= 0.1, [
+        (sample["routing"], sample["twin_mlu"], sample["measured_mlu"]) for sample in result["samples"]]
     assert result["same_ranking"]
     assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
 
