@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.path_selection import PathSelectionEnv, norm_order
+from topologies import Routing
 
 from .evaluation import PolicyScores
 from .lp import TIE_BREAKS, path_lp
@@ -42,33 +43,44 @@ def first_path(env: PathSelectionEnv, observation: np.ndarray) -> int:
     return 0
 
 
+SHARE_DUST = 1e-3  # LP shares below this are the solver's tolerance, not a path the LP uses
+
+
 class LPRounded:
-    """The path LP's split for the episode's matrix, rounded to whole flows: each flow goes to
-    the least-loaded (lowest bottleneck with the flow on it) of its pair's paths that are still
-    short of their LP share.
+    """The path LP's split, rounded to whole flows: each flow goes to the least-loaded (lowest
+    bottleneck with the flow on it) of its pair's paths that are still short of their LP share.
+    The split is the episode's own matrix's (it knows the matrix), or with ``previous`` the
+    matrix before it, as LP-previous routes split traffic (before the first matrix, an equal
+    split: every path is short, and least-loaded alone decides).
 
     ``tie_break`` (:func:`agents.lp.path_lp`) picks the split among the MLU-optimal ones.
     ``"balanced"`` (the default) and ``"min_load"`` are unique, the same with any HiGHS release,
     and split many pairs evenly, where least-loaded picks; ``"none"``, the solver's own vertex,
     is not unique, and puts nearly every pair whole on one path."""
 
-    def __init__(self, tie_break: str = "balanced") -> None:
+    def __init__(self, tie_break: str = "balanced", *, previous: bool = False) -> None:
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"unknown tie_break {tie_break!r}; use one of {', '.join(TIE_BREAKS)}")
-        self.tie_break = tie_break
+        self.tie_break, self.previous = tie_break, previous
         self._ratios = self._given = np.zeros((0, 0))
 
     def __call__(self, env: PathSelectionEnv, observation: np.ndarray) -> int:
         if env.routed == 0:  # a new episode: solve its matrix once
-            self._ratios = path_lp(env.pathset, env.traffic.matrices[env.tm_index], tie_break=self.tie_break).ratios
+            self._ratios = self._split(env)
             self._given = np.zeros_like(self._ratios)
         pair, rate = env.current_flow
         # how far each path is behind its share once this flow is placed; they sum to the rate, so one is behind
         wanted = self._ratios[pair] * (self._given[pair].sum() + rate) - self._given[pair]
-        short = env.pathset.mask[pair] & (wanted > 1e-9 * rate)
+        short = env.pathset.mask[pair] & (wanted > SHARE_DUST * rate)
         path = int(np.argmin(np.where(short, env.candidate_bottlenecks(), np.inf)))
         self._given[pair, path] += rate
         return path
+
+    def _split(self, env: PathSelectionEnv) -> np.ndarray:
+        t = env.tm_index - 1 if self.previous else env.tm_index
+        if t < 0:
+            return Routing.uniform(env.pathset).ratios
+        return path_lp(env.pathset, env.traffic.matrices[t], tie_break=self.tie_break).ratios
 
 
 def from_model(model) -> Chooser:
@@ -116,7 +128,8 @@ def play_episodes(env: PathSelectionEnv, choose: Chooser, tm_indices: Sequence[i
 
 BASELINE_CHOOSERS: dict[str, Callable[[], Chooser]] = {
     "least_loaded": lambda: least_loaded, "least_4norm": lambda: LeastNormIncrease(4.0),
-    "lp_rounded": LPRounded, "shortest_path": lambda: first_path,
+    "lp_rounded": LPRounded, "lp_previous_rounded": lambda: LPRounded(previous=True),
+    "shortest_path": lambda: first_path,
 }
 
 

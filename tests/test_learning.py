@@ -184,7 +184,7 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     with pytest.raises(ValueError, match=r"each split_routing baseline \(eval.baselines\) may be named once"):
         check_config(OmegaConf.merge(cfg, {"eval": {"baselines": ["ecmp", "ecmp"]}}))
     with pytest.raises(ValueError, match=r"unknown path_selection baseline \(eval.baselines\) 'ecmp'; choose from "
-                                         "least_loaded, least_4norm, lp_rounded, shortest_path"):
+                                         "least_loaded, least_4norm, lp_rounded, lp_previous_rounded, shortest_path"):
         check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"},
                                            "eval": {"baselines": ["ecmp"]}}))
     with pytest.raises(ValueError, match="agent.log_std_final schedules PPO's exploration noise; "
@@ -598,6 +598,37 @@ def test_lp_rounded_rounds_the_tie_broken_split_not_the_solvers_vertex():
         assert info["final_mlu"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown tie_break 'even'; use one of none, min_load, balanced"):
         LPRounded("even")
+
+
+def test_lp_previous_rounded_follows_the_previous_matrix_split():
+    """Matrix 0 loads b→c with 8 Mb/s, and its LP sends a→c's 2 Mb/s all via d; matrix 1 has a→c
+    alone, which its own LP splits evenly. Rounding the previous split puts both a→c flows of
+    matrix 1 via d, rounding its own one on each path; before matrix 0 there is no previous
+    split, and every path is short of the equal one, so one flow takes each."""
+    from agents.flows import BASELINE_CHOOSERS, LPRounded
+    from tests.networks import square_with_spur
+
+    topology = square_with_spur()
+    tms = np.zeros((2, 5, 5))
+    tms[0, 1, 2], tms[0, 0, 2], tms[1, 0, 2] = 8e6, 2e6, 2e6
+    env = PathSelectionEnv(topology, tms, k=2, flows_per_pair=2)
+    ac = env.pathset.pair_index[(0, 2)]
+    via_d = env.pathset.paths[ac].index((topology.link_index[(0, 3)], topology.link_index[(3, 2)]))
+
+    def ac_paths(choose, tm_index: int) -> list[int]:
+        observation, _ = env.reset(seed=0, options={"tm_index": tm_index})
+        paths, done = [], False
+        while not done:
+            pair, _ = env.current_flow
+            action = choose(env, observation)
+            observation, _, done, _, info = env.step(action)
+            paths += [info["path"]] if pair == ac else []
+        return sorted(paths)
+
+    assert ac_paths(LPRounded(previous=True), 1) == [via_d, via_d]
+    assert ac_paths(LPRounded(), 1) == [0, 1]
+    assert ac_paths(LPRounded(previous=True), 0) == [0, 1]
+    assert ac_paths(BASELINE_CHOOSERS["lp_previous_rounded"](), 1) == [via_d, via_d]
 
 
 def test_least_norm_increase_weighs_every_link_the_flow_loads():

@@ -274,7 +274,7 @@ def test_abilene_fidelity_smoke():
     ("gradient", ["agent.epochs=3", "eval.periodic_every=1000"],
      {"gradient", "shortest_path", "ecmp", "ospf", "lp_paths", "lp_previous"}),
     ("dqn", ["agent.total_timesteps=300", "agent.hyperparameters.learning_starts=100", "eval.periodic_every=300"],
-     {"dqn", "least_loaded", "least_4norm", "lp_rounded", "shortest_path"}),
+     {"dqn", "least_loaded", "least_4norm", "lp_rounded", "lp_previous_rounded", "shortest_path"}),
 ])
 def test_a_trained_run_is_scored_on_the_emulated_network(agent, training, scored, tmp_path, monkeypatch):
     """`rlte eval run=DIR backend=mininet`: the run's policy and every baseline installed by the
