@@ -100,7 +100,8 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
     """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on``: a topology
     (catalog name, generator spec or file) and its traffic: a synthetic model, ``count``
     matrices (default 200) drawn with ``seed`` (default ``default_seed``), or a real dataset of
-    that topology (all its matrices: count and seed are refused there). Each needs more than ``history`` matrices. Errors name the entry."""
+    that topology (all its matrices: count and seed are refused there). Each needs more than
+    ``history`` matrices. Errors name the entry."""
     from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
 
     sets = []
