@@ -16,7 +16,7 @@
 Besides the agents' own configs, VARIANTS are runs of an agent with other settings, named
 in ``--agents`` like an agent: ``*_validated`` keep the checkpoint with the best median on
 the last day of the training week (cut from training: ``eval.validation=288``) instead of
-the last one.
+the last one; ``ppo_costs_group`` is ``ppo_costs`` with ``agent.advantage=group``.
 
 Each training run is a normal `rlte train` run (its directory is kept under bench/runs/).
 Runs one at a time; torch and BLAS use one thread each.
@@ -44,6 +44,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # as measured: ppo_gnn's settings before it trained 300k steps with a decaying rate
     "ppo_gnn_validated": ("ppo_gnn", ["eval.validation=288", "agent.total_timesteps=100000",
                                       "agent.hyperparameters.learning_rate=0.0003"]),
+    # the advantage from the other environments' rewards on the same matrix, no critic in it
+    "ppo_costs_group": ("ppo_costs", ["agent.advantage=group"]),
 }
 
 
