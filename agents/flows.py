@@ -15,7 +15,7 @@ from envs.path_selection import PathSelectionEnv, norm_order
 from topologies import Routing
 
 from .evaluation import PolicyScores
-from .lp import TIE_BREAKS, path_lp
+from .lp import check_tie_break, path_lp
 from .policy import check_baseline_names
 
 Chooser = Callable[[PathSelectionEnv, np.ndarray], int]
@@ -59,8 +59,7 @@ class LPRounded:
     is not unique, and puts nearly every pair whole on one path."""
 
     def __init__(self, tie_break: str = "balanced", *, previous: bool = False) -> None:
-        if tie_break not in TIE_BREAKS:
-            raise ValueError(f"unknown tie_break {tie_break!r}; use one of {', '.join(TIE_BREAKS)}")
+        check_tie_break(tie_break)  # here, not at the first episode
         self.tie_break, self.previous = tie_break, previous
         self._ratios = self._given = np.zeros((0, 0))
 

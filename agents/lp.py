@@ -229,6 +229,12 @@ def _tie_break(problem: _PathProblem, x: np.ndarray, tie_break: str,
     return evenest[:n], elapsed + more
 
 
+def check_tie_break(tie_break: str) -> None:
+    """Refuse a tie-break :func:`path_lp` does not know, naming the ones it does."""
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break {tie_break!r}; use one of {', '.join(TIE_BREAKS)}")
+
+
 def path_lp(pathset: PathSet, matrix, *, tie_break: str = "none", time_limit_s: float | None = None) -> LPSolution:
     """Split ratios over ``pathset`` minimising the MLU of ``matrix`` (N×N, bit/s).
 
@@ -247,8 +253,7 @@ def path_lp(pathset: PathSet, matrix, *, tie_break: str = "none", time_limit_s: 
 
     Pairs without demand get path 0.
     """
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(f"unknown tie_break {tie_break!r}; use one of {', '.join(TIE_BREAKS)}")
+    check_tie_break(tie_break)
     build_start = time.perf_counter()
     topo = pathset.topology
     demand = pathset.demands(_single_matrix(matrix, topo.num_nodes))

@@ -218,18 +218,14 @@ def path_selection_baselines(seed: int) -> dict[str, dict]:
     """The path-selection rules' summaries on a DQN run's final-table matrices, flows drawn from ``seed``."""
     from hydra import compose, initialize_config_dir
 
-    from agents.flows import baseline_choosers, score_choosers
-    from envs import PathSelectionEnv
     from experiments.data import prepare
     from experiments.hydra_app import CONFIG_DIR
+    from experiments.train import score_path_selection
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("train", overrides=["agent=dqn", f"seed={seed}"])
     data = prepare(cfg)
-    indices = data.test.indices(int(cfg.eval.every))
-    env = PathSelectionEnv(data.topology, data.test.traffic, pathset=data.pathset,
-                           flows_per_pair=int(cfg.env.flows_per_pair))
-    scores = score_choosers(env, baseline_choosers(), indices, data.test.optimum_at(indices), seed=seed)
+    scores = score_path_selection(cfg, data, None, data.test, data.test.indices(int(cfg.eval.every)), baselines=True)
     return {name: score.summary() for name, score in scores.items()}
 
 

@@ -119,7 +119,7 @@ class SplitRoutingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         last_start = len(self.traffic) - self.episode_length
-        start = int(self.np_random.integers(self.history, last_start + 1)) if self.random_start else self.history
+        start = self.episode_start(self.np_random)
         if options and "start" in options:
             start = int(options["start"])
             if not self.history <= start <= last_start:
@@ -148,6 +148,13 @@ class SplitRoutingEnv(gym.Env):
         return self._observation(), float(reward), False, truncated, info
 
     # ------------------------------------------------------------------ helpers
+    def episode_start(self, rng: np.random.Generator) -> int:
+        """Where an episode starts: drawn from ``rng`` among the matrices with enough history
+        and enough after them (``random_start``), else the first with enough history."""
+        if not self.random_start:
+            return self.history
+        return int(rng.integers(self.history, len(self.traffic) - self.episode_length + 1))
+
     def ratios(self, action: np.ndarray) -> np.ndarray:
         """The split ratios (P, K) an action stands for."""
         return ratios_from_action(action, self.pathset.mask, self.action_scale)
@@ -182,8 +189,6 @@ class SharedStarts(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._schedule = np.random.default_rng(self.schedule_seed)
-        base = self.env.unwrapped
-        first, last = base.history, len(base.traffic) - base.episode_length
-        start = int(self._schedule.integers(first, last + 1)) if base.random_start else first
         # drawn even when the caller names the start, so environments on one schedule stay in step
+        start = self.env.unwrapped.episode_start(self._schedule)
         return self.env.reset(seed=seed, options={"start": start, **(options or {})})

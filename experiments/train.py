@@ -283,14 +283,18 @@ def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredS
 
 def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
                          baselines: bool, live: bool = False) -> dict[str, PolicyScores]:
+    """The path-selection model (None: the baselines alone) and, with ``baselines``, every baseline
+    rule, each playing ``sequence``'s matrices ``indices`` with the run's seed as flow order."""
     from agents.flows import baseline_choosers, from_model, score_choosers
 
-    if agent_policy(cfg) == "graph":
-        from agents.sb3 import SB3GraphPathChooser
+    choosers = {}
+    if model is not None:
+        if agent_policy(cfg) == "graph":
+            from agents.sb3 import SB3GraphPathChooser
 
-        choosers = {cfg.agent.name: SB3GraphPathChooser(model, data.pathset)}
-    else:
-        choosers = {cfg.agent.name: from_model(model)}
+            choosers[cfg.agent.name] = SB3GraphPathChooser(model, data.pathset)
+        else:
+            choosers[cfg.agent.name] = from_model(model)
     if baselines:
         choosers |= baseline_choosers(baseline_names(cfg))
 

@@ -551,6 +551,17 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: training runs in the twin")
 
 
+def route_flows(env, choose, tm_index: int = 0) -> tuple[list[tuple[int, int]], dict]:
+    """One path-selection episode on matrix ``tm_index``: each flow's (pair, path), and the last step's info."""
+    observation, _ = env.reset(seed=0, options={"tm_index": tm_index})
+    routed, done = [], False
+    while not done:
+        pair, _ = env.current_flow
+        observation, _, done, _, info = env.step(choose(env, observation))
+        routed.append((pair, info["path"]))
+    return routed, info
+
+
 def test_lp_rounded_follows_the_lp_split_in_whole_flows():
     """a→c 4 Mb/s in 9 flows: the LP sends 4/9 direct, so rounding puts 4 flows there, 5 via b."""
     from agents.flows import LPRounded
@@ -559,13 +570,8 @@ def test_lp_rounded_follows_the_lp_split_in_whole_flows():
     tm = np.zeros((1, 3, 3))
     tm[0, 0, 2] = 4e6
     env = PathSelectionEnv(topology, tm, k=2, flows_per_pair=9)
-    choose, paths = LPRounded(), []
-    observation, _ = env.reset(seed=0)
-    done = False
-    while not done:
-        action = choose(env, observation)
-        observation, _, done, _, info = env.step(action)
-        paths.append(info["path"])
+    routed, info = route_flows(env, LPRounded())
+    paths = [path for _, path in routed]
     ps = env.pathset
     direct = ps.paths[ps.pair_index[(0, 2)]].index((topology.link_index[(0, 2)],))
     assert paths.count(direct) == 4 and info["final_mlu"] == pytest.approx(4 / 9)
@@ -585,15 +591,8 @@ def test_lp_rounded_rounds_the_tie_broken_split_not_the_solvers_vertex():
     env = PathSelectionEnv(topology, tm, k=2, flows_per_pair=2)
     ac = env.pathset.pair_index[(0, 2)]
     for tie_break in ("balanced", "min_load"):
-        choose, ac_paths = LPRounded(tie_break), []
-        observation, _ = env.reset(seed=0)
-        done = False
-        while not done:
-            pair, _ = env.current_flow
-            action = choose(env, observation)
-            observation, _, done, _, info = env.step(action)
-            if pair == ac:
-                ac_paths.append(info["path"])
+        routed, info = route_flows(env, LPRounded(tie_break))
+        ac_paths = [path for pair, path in routed if pair == ac]
         assert sorted(ac_paths) == [0, 1], tie_break
         assert info["final_mlu"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown tie_break 'even'; use one of none, min_load, balanced"):
@@ -616,14 +615,7 @@ def test_lp_previous_rounded_follows_the_previous_matrix_split():
     via_d = env.pathset.paths[ac].index((topology.link_index[(0, 3)], topology.link_index[(3, 2)]))
 
     def ac_paths(choose, tm_index: int) -> list[int]:
-        observation, _ = env.reset(seed=0, options={"tm_index": tm_index})
-        paths, done = [], False
-        while not done:
-            pair, _ = env.current_flow
-            action = choose(env, observation)
-            observation, _, done, _, info = env.step(action)
-            paths += [info["path"]] if pair == ac else []
-        return sorted(paths)
+        return sorted(path for pair, path in route_flows(env, choose, tm_index)[0] if pair == ac)
 
     assert ac_paths(LPRounded(previous=True), 1) == [via_d, via_d]
     assert ac_paths(LPRounded(), 1) == [0, 1]
