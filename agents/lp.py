@@ -21,7 +21,7 @@ import highspy
 import numpy as np
 from scipy import sparse
 
-from topologies import PathSet, Topology, TrafficSequence
+from topologies import FORTZ_THORUP_PIECES, PathSet, Topology, TrafficSequence
 
 
 class LPError(RuntimeError):
@@ -71,8 +71,6 @@ def _single_matrix(matrix, num_nodes: int) -> np.ndarray:
 
 
 TIE_BREAKS = ("none", "min_load", "balanced")
-# Fortz–Thorup link cost φ(u) as (slope, u where the piece starts, φ there); u relative to the optimal MLU.
-_FORTZ_THORUP = [(1.0, 0.0, 0.0), (3.0, 1 / 3, 1 / 3), (10.0, 2 / 3, 4 / 3), (70.0, 0.9, 11 / 3)]
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ def _tie_break_program(problem: _PathProblem, x: np.ndarray, tie_break: str) -> 
                         sparse.vstack([relative, problem.splits], format="csc"),
                         np.r_[np.full(num_links, -np.inf), ones], np.r_[u_bound, ones], np.zeros(n), np.ones(n))
     # Fortz–Thorup: min Σ_e φ_e with φ_e ≥ slope·u_e − intercept for every piece
-    pieces = [(slope, slope * start - phi_start) for slope, start, phi_start in _FORTZ_THORUP]
+    pieces = [(slope, slope * start - phi_start) for slope, start, phi_start in FORTZ_THORUP_PIECES]
     identity, empty, zeros = sparse.identity(num_links), sparse.csc_matrix((num_links, num_links)), np.zeros(num_links)
     model = sparse.vstack([sparse.hstack([relative, -identity, empty])]
                           + [sparse.hstack([sparse.csc_matrix((num_links, n)), -slope * identity, identity])

@@ -12,7 +12,11 @@ path's share range over a factor e⁶ ≈ 400.
 
 Reward: ``"normalized"`` is optimal MLU ÷ achieved MLU (1 is the optimum; needs the
 optima, one per matrix, computed once by the caller), ``"mlu"`` is −MLU ÷ the MLU of an
-equal split of the same matrix (scale-free too).
+equal split of the same matrix (scale-free too). ``spread_weight`` > 0 subtracts that
+weight × the mean over links of the Fortz–Thorup cost of each link's utilization ÷ the
+optimal MLU (:func:`topologies.fortz_thorup_cost`, what the balanced LP tie-break
+minimizes): of two routings with the same MLU it prefers the one that keeps the other
+links further from the bottleneck, room the next matrix may need. It needs the optima too.
 
 An episode walks ``episode_length`` consecutive matrices from a start that is random
 (``random_start``) or the first matrix with enough history; the end of an episode is a
@@ -28,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from topologies import PathSet, Routing, Topology, TrafficSequence
+from topologies import PathSet, Routing, Topology, TrafficSequence, fortz_thorup_cost
 
 from .backend import Backend
 from .common import (check_optimal_mlu, equal_split_mlu, masked_softmax, resolve_backend, resolve_network,
@@ -75,6 +79,7 @@ class SplitRoutingEnv(gym.Env):
         history: int = 3,
         reward: str = "mlu",
         optimal_mlu: np.ndarray | None = None,
+        spread_weight: float = 0.0,
         episode_length: int | None = 128,
         random_start: bool = True,
         action_scale: float = 3.0,
@@ -87,6 +92,10 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"history (matrices observed) must be an integer >= 1, got {history!r}")
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+        if not (isinstance(spread_weight, (int, float, np.number)) and not isinstance(spread_weight, bool)
+                and np.isfinite(spread_weight)
+                and spread_weight >= 0):
+            raise ValueError(f"spread_weight must be a finite number >= 0, got {spread_weight!r}")
         if not action_scale > 0:
             raise ValueError(f"action_scale must be positive, got {action_scale!r}")
         self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
@@ -100,6 +109,10 @@ class SplitRoutingEnv(gym.Env):
         if reward == "normalized" and self.optimal_mlu is None:
             raise ValueError("reward='normalized' needs optimal_mlu, one per traffic matrix "
                              "(agents.lp.optimal_mlu; `rlte train` computes and caches them)")
+        if spread_weight > 0 and self.optimal_mlu is None:
+            raise ValueError("spread_weight > 0 charges utilization relative to the optimal MLU: it needs "
+                             "optimal_mlu, one per traffic matrix (`rlte train` computes and caches them)")
+        self.spread_weight = float(spread_weight)
         available = length - self.history
         if episode_length is not None and (not isinstance(episode_length, (int, np.integer)) or episode_length < 1):
             raise ValueError(f"episode_length must be a positive integer or None, got {episode_length!r}")
@@ -143,6 +156,10 @@ class SplitRoutingEnv(gym.Env):
         else:
             reference = self._equal_mlu[t]
             reward = -measured.mlu / reference if reference > 0 else 0.0
+        if self.spread_weight > 0:
+            spread = float(fortz_thorup_cost(measured.utilization / self.optimal_mlu[t]).mean())
+            info["spread_cost"] = spread
+            reward -= self.spread_weight * spread
         self._t += 1
         truncated = self._t >= self._end
         return self._observation(), float(reward), False, truncated, info

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         if value is not None or required:
             check_whole_number(key, value, minimum)
     check_advantage(cfg)
+    check_spread_weight(cfg)
     baseline_names(cfg)
     backend = cfg.backend.name
     if backend not in BACKENDS:
@@ -93,6 +95,16 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
                          f"would take weeks; train in the twin, then score the run there: "
                          f"rlte eval run=<run directory> backend={backend}")
+
+
+def check_spread_weight(cfg: DictConfig) -> None:
+    """Refuse an ``env.spread_weight`` that is not a number >= 0, or that nothing would use."""
+    weight = OmegaConf.select(cfg, "env.spread_weight", default=0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"env.spread_weight must be a finite number >= 0, got {weight!r}")
+    if weight > 0 and cfg.agent.algorithm == "gradient":
+        raise ValueError("env.spread_weight shapes the environment's reward, and agent.algorithm=gradient does not "
+                         "learn from it (it follows the twin's MLU gradient); leave it at 0")
 
 
 def check_advantage(cfg: DictConfig) -> None:
@@ -178,6 +190,7 @@ def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
               "optimal_mlu": data.train_optimum}
     if cfg.env.kind == "split_routing":
         return {**common, "history": int(cfg.env.history), "reward": cfg.env.reward,
+                "spread_weight": float(cfg.env.get("spread_weight", 0.0)),
                 "episode_length": int(cfg.env.episode_length), "action_scale": float(cfg.env.action_scale)}
     return {**common, "flows_per_pair": int(cfg.env.flows_per_pair),
             "bottleneck_weight": float(cfg.env.bottleneck_weight),

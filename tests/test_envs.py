@@ -54,6 +54,9 @@ def test_small_envs_pass_both_checkers(make):
     ({"reward": "throughput"}, "unknown reward"),
     ({"optimal_mlu": np.ones(3)}, "one value per traffic matrix"),
     ({"episode_length": 0}, "episode_length"),
+    ({"spread_weight": -0.5}, "spread_weight must be a finite number >= 0, got -0.5"),
+    ({"spread_weight": float("nan")}, "spread_weight must be a finite number >= 0"),
+    ({"spread_weight": 0.1}, "spread_weight > 0 .* needs optimal_mlu"),
 ])
 def test_split_routing_rejects_bad_parameters(kwargs, message):
     with pytest.raises((ValueError, TopologyError, TrafficError, KeyError), match=message):
@@ -145,6 +148,26 @@ def test_split_routing_mlu_reward_is_relative_to_equal_split():
     env.reset(seed=0)
     _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
     assert reward == pytest.approx(-1.0) and "normalized_mlu" not in info
+
+
+def test_split_routing_spread_reward_hand_computed():
+    """The equal split of the hand-computed case loads a→b, b→c, a→c to 0.2, 0.4, 0.5: ÷ the
+    optimum 4/9 that is 0.45, 0.9, 1.125, on Fortz–Thorup's pieces of slope 3, 10 (= 70 there)
+    and 70: φ = 3·0.45 − 2/3, 11/3 and 11/3 + 70·0.225; the three reverse links cost 0."""
+    phi = (3 * 0.45 - 2 / 3) + 11 / 3 + (11 / 3 + 70 * 0.225)
+    for weight in (0.0, 0.1, 2.0):
+        env = SplitRoutingEnv(triangle(), a_to_c_traffic(), k=2, history=1, reward="normalized",
+                              optimal_mlu=np.full(4, 4 / 9), spread_weight=weight, random_start=False)
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        assert reward == pytest.approx((4 / 9) / 0.5 - weight * phi / 6)
+        assert info.get("spread_cost", phi / 6) == pytest.approx(phi / 6)  # reported when charged
+        assert ("spread_cost" in info) == (weight > 0)
+    env = SplitRoutingEnv(triangle(), a_to_c_traffic(), k=2, history=1, reward="mlu",
+                          optimal_mlu=np.full(4, 4 / 9), spread_weight=0.1, random_start=False)
+    env.reset(seed=0)
+    _, reward, _, _, _ = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert reward == pytest.approx(-1.0 - 0.1 * phi / 6)  # on the MLU reward too
 
 
 def test_ratios_from_action_is_a_masked_softmax():

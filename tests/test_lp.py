@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.lp import mcf_optimum, optimal_mlu, path_lp, scale_to_optimal_mlu, scaled_with_optimum
-from topologies import Link, Topology, k_shortest_paths, load_topology, load_traffic, waxman
+from topologies import Link, Topology, fortz_thorup_cost, k_shortest_paths, load_topology, load_traffic, waxman
 
 from .networks import square_with_spur, triangle
 
@@ -98,6 +98,10 @@ def test_tie_breaks_keep_the_optimum_and_do_what_they_say():
     u = lambda s: s.link_loads / topo.capacities  # noqa: E731
     # the balanced routing has fewer links near the maximum utilization
     assert (u(balanced) > 0.9 * plain.mlu).sum() <= (u(plain) > 0.9 * plain.mlu).sum()
+    # and the least Fortz–Thorup cost of the three, as topologies.fortz_thorup_cost prices it
+    cost = lambda s: fortz_thorup_cost(u(s) / plain.mlu).sum()  # noqa: E731
+    assert cost(balanced) <= min(cost(plain), cost(shortest)) * (1 + 1e-6)
+    assert cost(balanced) < cost(shortest)
 
 
 def _split_of_a_to_c(topo, tie_break: str) -> np.ndarray:

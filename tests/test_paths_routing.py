@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from topologies import (Node, PathSet, Routing, RoutingError, Topology, TopologyError, bidirectional_links,
-                        equal_cost_paths, k_shortest_paths, load_topology, per_hop_ecmp_ratios, waxman)
+                        equal_cost_paths, fortz_thorup_cost, k_shortest_paths, load_topology, per_hop_ecmp_ratios, waxman)
 
 from .networks import ecmp_fan
 
@@ -163,3 +163,19 @@ def test_routing_validation(tri):
     tiny = Routing.first_path(ps).ratios.copy()
     tiny[0] = [1 + 1e-9, -1e-9]  # solver noise is cleaned, not rejected
     assert Routing(ps, tiny).ratios[0].tolist() == [1.0, 0.0]
+
+
+def test_fortz_thorup_cost_hand_computed_and_convex():
+    """φ at its breakpoints (0, 1/3, 2/3, 9/10 of the optimum: 0, 1/3, 4/3, 11/3) and past the
+    last (slope 70), elementwise on any shape."""
+    u = np.array([0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 0.9, 1.0, 1.2])
+    expected = [0.0, 1 / 6, 1 / 3, 1 / 3 + 3 / 6, 4 / 3, 11 / 3, 11 / 3 + 7, 11 / 3 + 21]
+    np.testing.assert_allclose(fortz_thorup_cost(u), expected, atol=1e-12)
+    np.testing.assert_allclose(fortz_thorup_cost(u.reshape(2, 4)), np.reshape(expected, (2, 4)), atol=1e-12)
+
+
+@given(st.floats(0, 2), st.floats(0, 2), st.floats(0, 1))
+def test_fortz_thorup_cost_is_convex_and_increasing(a, b, t):
+    mix = fortz_thorup_cost(t * a + (1 - t) * b)
+    assert mix <= t * fortz_thorup_cost(a) + (1 - t) * fortz_thorup_cost(b) + 1e-9
+    assert fortz_thorup_cost(max(a, b)) >= fortz_thorup_cost(min(a, b))

@@ -1,0 +1,22 @@
+"""Link costs of utilization: Fortz and Thorup's convex piecewise-linear φ, cheap on idle
+links and steeply dearer as a link nears the bottleneck. The balanced LP tie-break
+(``agents.lp``) minimizes its sum among MLU-optimal routings, and split routing's spread
+reward (``envs.split_routing``) charges its mean, both over utilization relative to the
+optimal MLU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (slope, u where the piece starts, φ there), u relative to the optimal MLU: Fortz–Thorup's
+# pieces up to the optimum (the LP never exceeds it; past it the last slope goes on).
+FORTZ_THORUP_PIECES: tuple[tuple[float, float, float], ...] = (
+    (1.0, 0.0, 0.0), (3.0, 1 / 3, 1 / 3), (10.0, 2 / 3, 4 / 3), (70.0, 0.9, 11 / 3))
+
+
+def fortz_thorup_cost(relative_utilization: np.ndarray) -> np.ndarray:
+    """φ(u) elementwise, for utilization ``u`` ≥ 0 relative to the optimal MLU (1 at the optimum)."""
+    u = np.asarray(relative_utilization, dtype=np.float64)
+    slopes, starts, values = np.array(FORTZ_THORUP_PIECES).T
+    return np.max(slopes * (u[..., None] - starts) + values, axis=-1)  # convex: the largest piece
