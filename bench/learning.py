@@ -3,8 +3,9 @@
 - the Abilene table: train on the real training week, score on the test week (routing
   each next matrix from its history), for the gradient learner (MLP and refining graph
   network, the latter also trained on four synthetic networks besides Abilene:
-  ``gradient_gnn_mixed``), PPO (MLP acting per path or per link, and graph policy; ``--agents
-  ppo_gnn_refine`` adds the refining graph policy, not a default: ~9 min per seed) and DQN (on
+  ``gradient_gnn_mixed``), PPO (MLP acting per path or per link, the latter also with the
+  spread reward: ``ppo_costs_spread``; graph policy; ``--agents ppo_gnn_refine`` adds the
+  refining graph policy, not a default: ~9 min per seed) and DQN (on
   its own environment, against greedy least-loaded and shortest path), over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
@@ -300,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--agents",
-                        default="gradient,gradient_gnn,gradient_gnn_mixed,ppo,ppo_costs,ppo_gnn,dqn,dqn_gnn",
+                        default="gradient,gradient_gnn,gradient_gnn_mixed,ppo,ppo_costs,ppo_costs_spread,ppo_gnn,dqn,dqn_gnn",
                         help=f"agent configs, or variants: {', '.join(VARIANTS)}")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",
@@ -329,13 +330,14 @@ def main() -> None:
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [name for name in args.agents.split(",") if name]
-    previous = previous_results(args.out) if args.merge or args.keep_timing else {}  # read before the first write
+    previous = previous_results(args.out)  # read before the first write
     kept = [r for r in previous.get("abilene_runs", []) if r["agent"] not in names] if args.merge else []
     results = {"benchmark": "learning", "machine": machine(), "seeds": seeds, "abilene_runs": kept}
     if args.keep_timing and "decision_time" not in previous:
         parser.error("--keep-timing: the results file has no decision times to keep")
     results["decision_time"] = previous["decision_time"] if args.keep_timing else decision_times()
-    write("learning", results, args.out)
+    if not args.keep_timing:  # keep fresh decision times through a long training; the file's runs stay until replaced
+        write("learning", {**previous, "decision_time": results["decision_time"]} if previous else results, args.out)
     results["abilene_runs"] = kept + train_runs(names, seeds)
     results["summary"] = summarize(results)
     write("learning", results, args.out)

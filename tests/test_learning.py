@@ -136,7 +136,8 @@ def test_config_groups_compose():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         default = compose("train")
         assert (default.agent.name, default.env.kind, default.topology.name, default.backend.name) == \
-            ("ppo_costs", "split_routing", "abilene", "twin")
+            ("ppo_costs_spread", "split_routing", "abilene", "twin")
+        assert default.env.spread_weight == 0.1 and default.agent.actions == "link_costs"  # the agent brings it
         dqn = compose("train", overrides=["agent=dqn", "seed=3"])
         assert dqn.env.kind == "path_selection" and dqn.seed == 3  # the agent brings its environment
         b4 = compose("train", overrides=["topology=b4", "traffic=b4-real", "agent=gradient", "env.history=5"])
@@ -147,6 +148,8 @@ def test_config_groups_compose():
         assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("dqn", "graph", "path_selection")
         costs = compose("train", overrides=["agent=ppo_costs"])
         assert (costs.agent.algorithm, costs.agent.policy, costs.agent.actions) == ("ppo", "mlp", "link_costs")
+        assert costs.env.spread_weight == 0.0  # the plain reward, as every other agent's
+        assert compose("train", overrides=["env.spread_weight=0.3"]).env.spread_weight == 0.3  # overrides win
 
 
 def test_mismatched_agent_and_environment_is_a_clear_error():
@@ -200,6 +203,14 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
         check_config(OmegaConf.merge(cfg, {"agent": {**group, "hyperparameters": {}}, "env": {"n_envs": 2}}))
     with pytest.raises(ValueError, match="agent.advantage=group .* env.n_envs must be >= 2, got 1"):
         check_config(OmegaConf.merge(cfg, {"agent": group, "env": {"n_envs": 1}}))
+    for weight in (-0.1, "abc", float("nan"), True):
+        with pytest.raises(ValueError, match=r"env.spread_weight must be a finite number >= 0, got "):
+            check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo"}, "env": {"spread_weight": weight}}))
+    with pytest.raises(ValueError, match="env.spread_weight shapes the environment's reward, and "
+                                         "agent.algorithm=gradient does not learn from it"):
+        check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0.1}}))
+    check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo"}, "env": {"spread_weight": 0.1}}))
+    check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0}}))  # 0: off, whatever the agent
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
@@ -245,29 +256,33 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
         assert (tmp_path / "run" / "last_model.zip").is_file()
 
 
-def test_ppo_with_link_cost_actions_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
+def test_the_default_agent_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
+    """`rlte train`'s default: PPO acting with link costs, on the spread reward."""
     from experiments.data import prepare
-    from experiments.train import learned_policy, load_trained, run_training, score
+    from experiments.train import learned_policy, load_trained, make_vec_env, run_training, score
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
-    cfg = compose_train("agent=ppo_costs", "agent.total_timesteps=512", "agent.hyperparameters.n_steps=64",
+    cfg = compose_train("agent.total_timesteps=512", "agent.hyperparameters.n_steps=64",
                         "agent.hyperparameters.batch_size=64", "agent.net_arch=[16]", "topology=b4",
                         "traffic=b4-real", "eval.every=3", "eval.periodic_every=256", "eval.with_baselines=false")
     run_training(cfg, tmp_path / "run")
     data = prepare(cfg)
+    training_env = make_vec_env(cfg, data)
+    assert training_env.envs[0].unwrapped.spread_weight == 0.1  # the agent's environment, as trained
+    training_env.close()
     model = load_trained(cfg, data, tmp_path / "run")
     assert model.action_space.shape == (data.topology.num_links,)  # one cost per link, not per path
     assert learned_policy(cfg, data, model).link_costs is not None
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     rescored = score(cfg, data, model, data.test, data.test.indices(3), baselines=False)
-    assert report["policies"]["ppo_costs"]["normalized_mlu"] == pytest.approx(
-        rescored["ppo_costs"].normalized_mlu.tolist())
-    assert min(report["policies"]["ppo_costs"]["normalized_mlu"]) >= 1.0 - 1e-9
+    assert report["policies"]["ppo_costs_spread"]["normalized_mlu"] == pytest.approx(
+        rescored["ppo_costs_spread"].normalized_mlu.tolist())
+    assert min(report["policies"]["ppo_costs_spread"]["normalized_mlu"]) >= 1.0 - 1e-9
     # the guarded row is the agent's wherever the traffic stayed inside the training envelope
-    guard, guarded = report["guard"], report["policies"]["ppo_costs_guarded"]["normalized_mlu"]
+    guard, guarded = report["guard"], report["policies"]["ppo_costs_spread_guarded"]["normalized_mlu"]
     assert guard["threshold"] == pytest.approx(data.envelope.threshold) and guard["window"] == cfg.env.history
     assert len(guard["fell_back"]) == len(guarded) == 4
-    for own, kept, fell_back in zip(report["policies"]["ppo_costs"]["normalized_mlu"], guarded, guard["fell_back"]):
+    for own, kept, fell_back in zip(report["policies"]["ppo_costs_spread"]["normalized_mlu"], guarded, guard["fell_back"]):
         assert fell_back or kept == pytest.approx(own)
 
 
