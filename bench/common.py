@@ -67,6 +67,8 @@ def machine() -> dict:
 def write(name: str, payload: dict, out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    partial = path.with_name(path.name + ".partial")  # replaced whole: an interrupted write leaves the old file
+    partial.write_text(json.dumps(payload, indent=1) + "\n")
+    partial.replace(path)
     print(f"wrote {path}")
     return path
