@@ -39,7 +39,8 @@ MEASURED = {
     **{f"live_eval_{agent}_seed{seed}{even}": (f"{agent}_seed{seed}", None, 288)
        for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn") for seed in (0, 1, 2) for even in ("", "_even")},
     **{f"live_eval_{agent}_seed{seed}_even_28": (f"{agent}_seed{seed}", None, 72)
-       for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn", "ppo_costs_group") for seed in (0, 1, 2)},
+       for agent in ("gradient_gnn", "ppo_costs", "ppo_gnn", "ppo_costs_group", "ppo_costs_spread")
+       for seed in (0, 1, 2)},
     **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}{suffix}": (f"gradient_gnn_mixed_seed{seed}", "b4", 2)
        for seed in (0, 1, 2) for suffix in ("", "_128flows", "_even")},
     **{f"live_eval_gradient_gnn_mixed_b4_seed{seed}_even_all12": (f"gradient_gnn_mixed_seed{seed}", "b4", 1)
