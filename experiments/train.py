@@ -58,6 +58,11 @@ WHOLE_NUMBERS: dict[str, tuple[int, bool]] = {
 }
 
 
+# Real-valued environment settings, refused naming their key when they are not numbers (the
+# environment classes then check their ranges), where float() would say only "could not convert".
+NUMBERS = ("env.action_scale", "env.bottleneck_weight", "env.utilization_norm")  # spread_weight: its own check
+
+
 def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     """Refuse a config whose agent, environment, policy or backend do not go together
     (``training``: for `rlte train`; `rlte eval` may score on a live backend)."""
@@ -85,6 +90,10 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None or required:
             check_whole_number(key, value, minimum)
+    for key in NUMBERS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
     check_advantage(cfg)
     check_spread_weight(cfg)
     baseline_names(cfg)
@@ -102,6 +111,8 @@ def check_spread_weight(cfg: DictConfig) -> None:
     weight = OmegaConf.select(cfg, "env.spread_weight", default=0.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
         raise ValueError(f"env.spread_weight must be a finite number >= 0, got {weight!r}")
+    if weight > 0 and cfg.env.kind != "split_routing":
+        raise ValueError(f"env.spread_weight is split routing's reward; env={cfg.env.kind} has none (leave it at 0)")
     if weight > 0 and cfg.agent.algorithm == "gradient":
         raise ValueError("env.spread_weight shapes the environment's reward, and agent.algorithm=gradient does not "
                          "learn from it (it follows the twin's MLU gradient); leave it at 0")

@@ -211,6 +211,13 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
         check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0.1}}))
     check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo"}, "env": {"spread_weight": 0.1}}))
     check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0}}))  # 0: off, whatever the agent
+    with pytest.raises(ValueError, match="env.spread_weight is split routing's reward; env=path_selection has none"):
+        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"},
+                                           "env": {"kind": "path_selection", "spread_weight": 0.1}}))
+    for key, value in (("env.action_scale", "abc"), ("env.utilization_norm", "four"), ("env.bottleneck_weight", True)):
+        with pytest.raises(ValueError, match=rf"{key} must be a number, got {value!r}"):
+            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
+    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["env.action_scale=3", "env.utilization_norm=.inf"])))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
