@@ -92,9 +92,8 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"history (matrices observed) must be an integer >= 1, got {history!r}")
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
-        if not (isinstance(spread_weight, (int, float, np.number)) and not isinstance(spread_weight, bool)
-                and np.isfinite(spread_weight)
-                and spread_weight >= 0):
+        if (isinstance(spread_weight, bool) or not isinstance(spread_weight, (int, float, np.number))
+                or not np.isfinite(spread_weight) or spread_weight < 0):
             raise ValueError(f"spread_weight must be a finite number >= 0, got {spread_weight!r}")
         if not action_scale > 0:
             raise ValueError(f"action_scale must be positive, got {action_scale!r}")
