@@ -248,24 +248,36 @@ def test_cleanup_after_a_killed_run_removes_only_what_rlte_made(tmp_path):
 
 def test_abilene_fidelity_smoke():
     """One real matrix under shortest path, ECMP and the LP: the twin's utilizations must match the packets."""
+    import warnings
+
     from experiments.fidelity import FidelitySettings, fidelity_pathset, run_fidelity
     from topologies import load_traffic
 
     topo = load_topology("abilene")
     pathset = fidelity_pathset(topo, 4)
-    with MininetBackend(pathset, replay=ReplaySettings(flows_per_pair=32, window_s=2.0)) as emulated:
-        report = run_fidelity(pathset, load_traffic("abilene-test", topo).matrices, [100], emulated,
-                              FidelitySettings())
-    result = report.to_dict()
-    assert result["errors"]["utilization_mae"] <= 0.03
+
+    def measure() -> dict:
+        with MininetBackend(pathset, replay=ReplaySettings(flows_per_pair=32, window_s=2.0)) as emulated:
+            return run_fidelity(pathset, load_traffic("abilene-test", topo).matrices, [100], emulated,
+                                FidelitySettings()).to_dict()
+
+    def measured(result: dict) -> list:
+        return [(sample["routing"], sample["twin_mlu"], sample["measured_mlu"]) for sample in result["samples"]]
+
+    result = measure()
     # The LP leaves several links tied at its MLU, and what lifts their measured maximum is mostly
     # how a pair's flows hash onto the select group: with the replay's evenly hashing addresses
-    # 4.1-4.8% here (and 7.2% at most in the committed fidelity runs), with sequential ones 7.5%
-    # here and up to 20% there. A wrong routing is far beyond.
-    # once in ~25 suite runs one routing measured 10.1% (the others 4-5%, then 4.0-5.3% in 7 reruns, under
-    # CPU load too): the message says which, for the next time
-    assert result["errors"]["mlu_relative_error_max"] <= 0.1, [
-        (sample["routing"], sample["twin_mlu"], sample["measured_mlu"]) for sample in result["samples"]]
+    # 4.1-4.9% here (and 7.2% at most in the committed fidelity runs), with sequential ones 7.5%
+    # here and up to 20% there. A wrong routing is far beyond, every time. Twice in ~30 suite runs
+    # one routing measured 10-12% above the twin in one 2-second window (the LP: 0.413 against its
+    # usual 0.384-0.386), and the next measurement was usual again; so a window past the bound is
+    # measured once more, and the suite warns with what the first one saw.
+    if result["errors"]["mlu_relative_error_max"] > 0.1:
+        warnings.warn(f"fidelity smoke: MLU {result['errors']['mlu_relative_error_max']:.1%} off the twin in one "
+                      f"window, measuring again: {measured(result)}", stacklevel=1)
+        result = measure()
+    assert result["errors"]["utilization_mae"] <= 0.03
+    assert result["errors"]["mlu_relative_error_max"] <= 0.1, measured(result)
     assert result["same_ranking"]
     assert 1.0 <= result["calibration"]["load_factor"] <= 1.08  # headers add ~3% at 1400-byte payloads
 
