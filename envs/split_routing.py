@@ -66,6 +66,14 @@ def ratios_from_action(action: np.ndarray, mask: np.ndarray, action_scale: float
     return masked_softmax(logits, mask)
 
 
+def check_spread_weight(weight: object, name: str = "spread_weight") -> float:
+    """``weight`` as a float, refused with an error naming ``name`` unless a finite number >= 0."""
+    if (isinstance(weight, bool) or not isinstance(weight, (int, float, np.number))
+            or not np.isfinite(weight) or weight < 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
+    return float(weight)
+
+
 class SplitRoutingEnv(gym.Env):
     metadata = {"render_modes": []}
 
@@ -92,9 +100,7 @@ class SplitRoutingEnv(gym.Env):
             raise ValueError(f"history (matrices observed) must be an integer >= 1, got {history!r}")
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
-        if (isinstance(spread_weight, bool) or not isinstance(spread_weight, (int, float, np.number))
-                or not np.isfinite(spread_weight) or spread_weight < 0):
-            raise ValueError(f"spread_weight must be a finite number >= 0, got {spread_weight!r}")
+        spread_weight = check_spread_weight(spread_weight)
         if not action_scale > 0:
             raise ValueError(f"action_scale must be positive, got {action_scale!r}")
         self.topology, self.traffic, self.pathset = resolve_network(topology, traffic, k, metric, pathset,
@@ -111,7 +117,7 @@ class SplitRoutingEnv(gym.Env):
         if spread_weight > 0 and self.optimal_mlu is None:
             raise ValueError("spread_weight > 0 charges utilization relative to the optimal MLU: it needs "
                              "optimal_mlu, one per traffic matrix (`rlte train` computes and caches them)")
-        self.spread_weight = float(spread_weight)
+        self.spread_weight = spread_weight
         available = length - self.history
         if episode_length is not None and (not isinstance(episode_length, (int, np.integer)) or episode_length < 1):
             raise ValueError(f"episode_length must be a positive integer or None, got {episode_length!r}")

@@ -33,7 +33,7 @@ from agents.policy import baseline_policies, check_baseline_names
 from envs.backend import BACKENDS, Backend, make_backend
 from envs.graph import LinkCostActions, graph_wrapped
 from envs.path_selection import PathSelectionEnv
-from envs.split_routing import SharedStarts, SplitRoutingEnv
+from envs.split_routing import SharedStarts, SplitRoutingEnv, check_spread_weight
 from topologies import PathSet, Topology, union_pathsets
 
 from .compare import write_json_atomically
@@ -95,7 +95,7 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
             raise ValueError(f"{key} must be a number, got {value!r}")
     check_advantage(cfg)
-    check_spread_weight(cfg)
+    check_spread_setting(cfg)
     baseline_names(cfg)
     backend = cfg.backend.name
     if backend not in BACKENDS:
@@ -106,11 +106,9 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
                          f"rlte eval run=<run directory> backend={backend}")
 
 
-def check_spread_weight(cfg: DictConfig) -> None:
+def check_spread_setting(cfg: DictConfig) -> None:
     """Refuse an ``env.spread_weight`` that is not a number >= 0, or that nothing would use."""
-    weight = OmegaConf.select(cfg, "env.spread_weight", default=0.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"env.spread_weight must be a finite number >= 0, got {weight!r}")
+    weight = check_spread_weight(OmegaConf.select(cfg, "env.spread_weight", default=0.0), "env.spread_weight")
     if weight > 0 and cfg.env.kind != "split_routing":
         raise ValueError(f"env.spread_weight is split routing's reward; env={cfg.env.kind} has none (leave it at 0)")
     if weight > 0 and cfg.agent.algorithm == "gradient":

@@ -13,10 +13,10 @@ import numpy as np
 # pieces up to the optimum (the LP never exceeds it; past it the last slope goes on).
 FORTZ_THORUP_PIECES: tuple[tuple[float, float, float], ...] = (
     (1.0, 0.0, 0.0), (3.0, 1 / 3, 1 / 3), (10.0, 2 / 3, 4 / 3), (70.0, 0.9, 11 / 3))
+_SLOPES, _STARTS, _VALUES = np.array(FORTZ_THORUP_PIECES).T  # once: the spread reward calls φ every step
 
 
 def fortz_thorup_cost(relative_utilization: np.ndarray) -> np.ndarray:
     """φ(u) elementwise, for utilization ``u`` ≥ 0 relative to the optimal MLU (1 at the optimum)."""
     u = np.asarray(relative_utilization, dtype=np.float64)
-    slopes, starts, values = np.array(FORTZ_THORUP_PIECES).T
-    return np.max(slopes * (u[..., None] - starts) + values, axis=-1)  # convex: the largest piece
+    return np.max(_SLOPES * (u[..., None] - _STARTS) + _VALUES, axis=-1)  # convex: the largest piece
