@@ -21,6 +21,7 @@ latest demands (``envs.graph.graph_wrapped(env, paths=True)``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -466,6 +467,36 @@ def group_advantages(rewards: np.ndarray) -> np.ndarray:
 
 
 ADVANTAGES = ("gae", "group")
+# make_model's own arguments to the SB3 constructor, which agent.hyperparameters must not repeat
+SET_BY_MAKE_MODEL = {"policy": "agent.policy", "env": "env", "seed": "seed", "verbose": "rlte",
+                     "device": "rlte", "tensorboard_log": "the run directory", "policy_kwargs": "agent.policy_options"}
+
+
+def accepted_keywords(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes: its ``__init__``'s and, where that passes
+    ``**kwargs`` on, its bases' (SB3 policies extend one another that way)."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass in (object, nn.Module):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        accepted |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return accepted - {"self"}
+
+
+def check_keywords(given: Mapping[str, Any], cls: type, setting: str, set_elsewhere: Mapping[str, str]) -> None:
+    """Refuse a key of ``setting`` that ``cls`` does not take, or that rlte sets itself,
+    naming it (where the constructor would raise a TypeError deep inside SB3)."""
+    for key in given:
+        if key in set_elsewhere:
+            raise ValueError(f"{setting}.{key} is set by {set_elsewhere[key]}, not here")
+    unknown = sorted(set(given) - accepted_keywords(cls))
+    if unknown:
+        options = sorted(accepted_keywords(cls) - set(set_elsewhere) - {"observation_space", "action_space",
+                                                                        "lr_schedule", "_init_setup_model"})
+        raise ValueError(f"{setting}: {cls.__name__} takes no {', '.join(unknown)}; it takes {', '.join(options)}")
 
 
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
@@ -489,9 +520,13 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     policy_kwargs = dict(policy_options or {})
-    if policy == "mlp" or algorithm == "dqn":
+    uses_net_arch = policy == "mlp" or algorithm == "dqn"
+    check_keywords(hyperparameters, ALGORITHMS[algorithm], "agent.hyperparameters", SET_BY_MAKE_MODEL)
+    policy_class = GRAPH_POLICIES[algorithm] if policy == "graph" else ALGORITHMS[algorithm].policy_aliases["MlpPolicy"]
+    check_keywords(policy_kwargs, policy_class, "agent.policy_options",
+                   {"net_arch": "agent.net_arch"} if uses_net_arch else {})
+    if uses_net_arch:
         policy_kwargs["net_arch"] = list(net_arch or [])
-    policy_class = GRAPH_POLICIES[algorithm] if policy == "graph" else "MlpPolicy"
     resolved = with_schedules(hyperparameters)
     n_steps = resolved.get("n_steps", 1)
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:

@@ -91,6 +91,7 @@ DIR/eval_<topology>_<traffic>.json, beside the run's own, without the drift-guar
 
 def run_eval(args: list[str]) -> None:
     """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
+    from .config_keys import check_known_keys, leaf_keys
     from .data import load_run_topology, prepare
     from .train import check_config, check_same_topology, evaluate_run, load_trained
 
@@ -120,6 +121,7 @@ def run_eval(args: list[str]) -> None:
         if OmegaConf.select(overrides, "eval.guard") is None:
             cfg.eval.guard = False
     check_config(cfg, training=False)
+    check_known_keys(cfg, leaf_keys(overrides, ""))
     data = prepare(cfg)
     check_same_topology(cfg, load_run_topology(trained), data.topology)
     model = load_trained(cfg, data, run_dir)

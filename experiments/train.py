@@ -37,6 +37,7 @@ from envs.split_routing import SharedStarts, SplitRoutingEnv, check_spread_weigh
 from topologies import PathSet, Topology, union_pathsets
 
 from .compare import write_json_atomically
+from .config_keys import check_known_keys
 from .data import RunData, ScoredSequence, check_whole_number, extra_training, prepare
 from .plotting import cdf_figure, topology_figure
 
@@ -64,8 +65,10 @@ NUMBERS = ("env.action_scale", "env.bottleneck_weight", "env.utilization_norm") 
 
 
 def check_config(cfg: DictConfig, *, training: bool = True) -> None:
-    """Refuse a config whose agent, environment, policy or backend do not go together
-    (``training``: for `rlte train`; `rlte eval` may score on a live backend)."""
+    """Refuse a config whose agent, environment, policy or backend do not go together, or
+    (``training``: for `rlte train`, whose config is composed whole) that holds a setting no
+    config file of its kind has. `rlte eval` may score on a live backend, and checks only the
+    settings typed, not those of a run made before a key was renamed."""
     algorithm, kind = cfg.agent.algorithm, cfg.env.kind
     if algorithm not in AGENT_ENV:
         raise ValueError(f"unknown agent algorithm {algorithm!r}; choose one of {', '.join(AGENT_ENV)}")
@@ -100,6 +103,8 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     backend = cfg.backend.name
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if training:
+        check_known_keys(cfg)
     if training and backend != "twin":
         raise ValueError(f"training runs in the twin (backend=twin): a step on {backend} takes seconds, so a run "
                          f"would take weeks; train in the twin, then score the run there: "

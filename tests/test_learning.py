@@ -217,7 +217,9 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     for key, value in (("env.action_scale", "abc"), ("env.utilization_norm", "four"), ("env.bottleneck_weight", True)):
         with pytest.raises(ValueError, match=rf"{key} must be a number, got {value!r}"):
             check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
-    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["env.action_scale=3", "env.utilization_norm=.inf"])))
+    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["env.action_scale=3"])))
+    check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"}},
+                                 OmegaConf.from_dotlist(["env.utilization_norm=.inf"])))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
                             "backend": {"name": "mininet"}, "eval": scoring})
     with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
@@ -226,6 +228,69 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
     cfg.backend.name = "ns3"
     with pytest.raises(ValueError, match="unknown backend 'ns3'; choose one of twin, mininet"):
         check_config(cfg, training=False)
+
+
+def test_every_shipped_config_holds_only_settings_its_kind_reads():
+    from experiments.hydra_app import CONFIG_DIR
+    from experiments.train import check_config
+
+    for agent in sorted(p.stem for p in (Path(CONFIG_DIR) / "agent").glob("*.yaml")):
+        for topology, traffic in (("abilene", "abilene-real"), ("b4", "b4-real"), ("nsfnet", "gravity")):
+            check_config(compose_train(f"agent={agent}", f"topology={topology}", f"traffic={traffic}"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+env.spred_weight=0.1"], r"unknown setting env.spred_weight: no config file for env.kind=split_routing has it, "
+                                r"so nothing would read it; did you mean env.spread_weight\? its settings: "
+                                r"env.action_scale, env.episode_length, env.history, env.kind"),
+    (["+env.flows_per_pair=2"], r"unknown setting env.flows_per_pair: no config file for env.kind=split_routing"),
+    (["agent=dqn", "+env.history=5"], r"unknown setting env.history: no config file for env.kind=path_selection"),
+    (["agent=gradient", "+agent.rounds=5"], r"unknown setting agent.rounds: no config file for "
+                                            r"agent.algorithm=gradient agent.policy=mlp has it"),
+    (["+agent.epochs=5"], r"unknown setting agent.epochs: no config file for agent.algorithm=ppo agent.policy=mlp"),
+    (["traffic=gravity", "+traffic.split=3"], r"unknown setting traffic.split: no config file for synthetic traffic"),
+    (["+backend.window_s=3"], r"unknown setting backend.window_s: no config file for backend=twin has it"),
+    (["+eval.evrey=6"], r"unknown setting eval.evrey: .* did you mean eval.every\?"),
+    (["+seeds=3"], r"unknown setting seeds: no config file for the run \(train.yaml\) has it, .* did you mean seed\?"),
+])
+def test_train_refuses_a_setting_nothing_reads(overrides, message):
+    """Hydra's ``+key=value`` adds a key it does not know: a typo there must not train as if unsaid."""
+    from experiments.train import check_config
+
+    with pytest.raises(ValueError, match=message):
+        check_config(compose_train(*overrides))
+
+
+def test_settings_of_the_kind_are_accepted_where_no_shipped_option_sets_them():
+    from experiments.train import check_config
+
+    # a key one option of the kind has is the kind's: gradient_gnn_mixed's also_train_on for gradient_gnn,
+    # mininet's settings once backend=mininet is picked (rlte eval), agent.log_std_final on ppo_gnn
+    check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=[]"))
+    check_config(compose_train("backend=mininet", "backend.window_s=3"), training=False)
+    check_config(compose_train("agent=ppo_gnn", "agent.log_std_final=-3"))
+    check_config(compose_train("+agent.hyperparameters.max_grad_norm=0.5", "+agent.policy_options.ortho_init=false"))
+
+
+@pytest.mark.parametrize("algorithm, policy, hyperparameters, options, message", [
+    ("ppo", "mlp", {"lerning_rate": 1e-3}, {}, r"agent.hyperparameters: PPO takes no lerning_rate; it takes .*learning_rate"),
+    ("dqn", "mlp", {"seed": 3}, {}, r"agent.hyperparameters.seed is set by seed, not here"),
+    ("ppo", "mlp", {}, {"log_std": -1}, r"agent.policy_options: ActorCriticPolicy takes no log_std; it takes .*log_std_init"),
+    ("ppo", "mlp", {}, {"net_arch": [8]}, r"agent.policy_options.net_arch is set by agent.net_arch, not here"),
+    ("dqn", "graph", {}, {"hiden": 8}, r"agent.policy_options: GraphQPolicy takes no hiden; it takes .*hidden"),
+])
+def test_make_model_names_a_keyword_sb3_does_not_take(triangle_traffic, algorithm, policy, hyperparameters, options,
+                                                      message):
+    from agents.sb3 import make_model
+    from envs.graph import graph_wrapped
+
+    topology, traffic, optimum = triangle_traffic
+    env = PathSelectionEnv(topology, traffic, k=2, optimal_mlu=optimum) if algorithm == "dqn" else \
+        SplitRoutingEnv(topology, traffic, k=2, history=1, optimal_mlu=optimum)
+    if policy == "graph":
+        env = graph_wrapped(env)
+    with pytest.raises(ValueError, match=message):
+        make_model(algorithm, env, hyperparameters, seed=0, policy=policy, policy_options=options)
 
 
 @pytest.mark.parametrize("agent, overrides", [
@@ -547,6 +612,9 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     result = rlte("eval", f"run={runs[0]}", "backend=ns3", f"out={out}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 2 and "unknown backend 'ns3'; choose one of mininet, twin" in result.stderr
     assert json.loads(out.read_text()) == again  # a refused eval leaves the last table as it was
+    result = rlte("eval", f"run={runs[0]}", "eval.evrey=6", f"out={out}", cwd=tmp_path, env_extra=cache)
+    assert result.returncode == 2 and "error: unknown setting eval.evrey" in result.stderr, result.stderr[-3000:]
+    assert "did you mean eval.every?" in result.stderr and json.loads(out.read_text()) == again
 
     # refused training: one error line, exit status 2, no empty run directory, an existing run untouched
     before = {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()}
@@ -556,7 +624,8 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     # refused by the environment or the agent, which are built before the run writes anything
     # (the environment's refusal used to come after config.yaml was overwritten)
     for setting, message in (("env.reward=foo", "error: unknown reward 'foo'"),
-                             ("agent.hyperparameters.learning_rate=lin_x", "error: learning_rate must be a number")):
+                             ("agent.hyperparameters.learning_rate=lin_x", "error: learning_rate must be a number"),
+                             ("+env.spred_weight=0.1", "error: unknown setting env.spred_weight")):
         result = rlte("train", "agent=ppo", setting, f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
         assert {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()} == before
