@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 import traceback
@@ -196,6 +197,33 @@ def evaluate(ctx: typer.Context) -> None:
     from .hydra_app import run_eval
 
     run_eval(list(ctx.args))
+
+
+@app.command()
+@friendly_errors
+def summary(
+    paths: list[Path] = typer.Argument(..., help="Run directories, folders of runs (a multirun's), or table files."),
+    reference: str = typer.Option("lp_previous", help="Count the runs in which each policy's median is below "
+                                                      "this policy's, on the same matrices."),
+    out: Optional[Path] = typer.Option(None, help="Write the summary as JSON here."),
+) -> None:
+    """Several runs' tables side by side (e.g. a multirun's seeds): each policy's median, p90
+    and max per run, their mean, and in how many runs it beat the reference."""
+    from .summary import COLUMNS, RunTable, rows, summarize, summary_json, table_files, title
+
+    if out is not None and not out.parent.exists():
+        raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
+    groups = summarize([RunTable.read(path) for path in table_files(paths)], reference)
+    for group in groups:
+        table = Table(title=title(group))
+        for column in (*COLUMNS, f"below {reference}"):
+            table.add_column(column, justify="left" if column == "policy" else "right")
+        for row in rows(group):
+            table.add_row(*row)
+        console.print(table)
+    if out is not None:
+        write_json_atomically(out, json.dumps(summary_json(groups), indent=1))
+        console.print(f"written to {out}")
 
 
 @app.command()

@@ -586,6 +586,16 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     assert len(first["tm_index"]) == 12  # B4: 36 matrices, the last 12 held out
     assert {"gradient", "shortest_path", "ecmp", "ospf", "lp_paths", "lp_previous", "lp_mean"} <= set(first["policies"])
 
+    summary = tmp_path / "summary.json"  # the sweep's seeds side by side, as their tables have them
+    result = rlte("summary", str(tmp_path / "sweep"), "--out", str(summary), cwd=tmp_path, env_extra=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [group] = json.loads(summary.read_text())["groups"]
+    assert [run["seed"] for run in group["runs"]] == [1, 2] and group["matrices"] == 12
+    tables = [json.loads((run / "eval.json").read_text())["policies"] for run in runs]
+    assert group["policies"]["gradient"]["median"] == pytest.approx([t["gradient"]["summary"]["median"] for t in tables])
+    assert group["policies"]["gradient"]["below_reference"] == sum(
+        t["gradient"]["summary"]["median"] < t["lp_previous"]["summary"]["median"] for t in tables)
+
     out = tmp_path / "again.json"
     result = rlte("eval", f"run={runs[0]}", f"out={out}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 0, result.stderr[-3000:]
