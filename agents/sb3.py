@@ -492,10 +492,10 @@ def check_keywords(given: Mapping[str, Any], cls: type, setting: str, set_elsewh
     for key in given:
         if key in set_elsewhere:
             raise ValueError(f"{setting}.{key} is set by {set_elsewhere[key]}, not here")
-    unknown = sorted(set(given) - accepted_keywords(cls))
-    if unknown:
-        options = sorted(accepted_keywords(cls) - set(set_elsewhere) - {"observation_space", "action_space",
-                                                                        "lr_schedule", "_init_setup_model"})
+    accepted = accepted_keywords(cls)
+    if unknown := sorted(set(given) - accepted):
+        options = sorted(accepted - set(set_elsewhere) - {"observation_space", "action_space", "lr_schedule",
+                                                          "_init_setup_model"})
         raise ValueError(f"{setting}: {cls.__name__} takes no {', '.join(unknown)}; it takes {', '.join(options)}")
 
 

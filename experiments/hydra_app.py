@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from .config_keys import CONFIG_DIR as CONFIG_PATH, check_known_keys, leaf_keys
+
 console = Console()
-CONFIG_DIR = str(Path(__file__).parent / "conf")
+CONFIG_DIR = str(CONFIG_PATH)  # Hydra takes the config path as a string
 
 
 def print_table(title: str, policies: dict[str, dict]) -> None:
@@ -66,7 +68,7 @@ EVAL_GROUPS = ("backend", "topology", "traffic")  # config groups `rlte eval` pi
 
 def group_config(group: str, name: str) -> DictConfig:
     """The config group ``group``'s option ``name`` (what `group=NAME` selects in `rlte train`)."""
-    path = Path(CONFIG_DIR) / group / f"{name}.yaml"
+    path = CONFIG_PATH / group / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"unknown {group} {name!r}; choose one of {', '.join(known)}")
@@ -91,7 +93,6 @@ DIR/eval_<topology>_<traffic>.json, beside the run's own, without the drift-guar
 
 def run_eval(args: list[str]) -> None:
     """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
-    from .config_keys import check_known_keys, leaf_keys
     from .data import load_run_topology, prepare
     from .train import check_config, check_same_topology, evaluate_run, load_trained
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +118,14 @@ class PolicyAcrossRuns:
     max: np.ndarray
     below_reference: int | None  # runs whose median is below the reference's in the same table
 
+    @property
+    def median_std(self) -> float:
+        """The medians' sample standard deviation over the runs (0 for one run)."""
+        return float(self.median.std(ddof=1)) if len(self.median) > 1 else 0.0
+
     def to_dict(self) -> dict:
-        spread = float(self.median.std(ddof=1)) if len(self.median) > 1 else 0.0
         return {"runs": list(self.runs), "median": self.median.tolist(), "p90": self.p90.tolist(),
-                "max": self.max.tolist(), "median_mean": float(self.median.mean()), "median_std": spread,
+                "max": self.max.tolist(), "median_mean": float(self.median.mean()), "median_std": self.median_std,
                 "p90_mean": float(self.p90.mean()), "max_worst": float(self.max.max()),
                 "below_reference": self.below_reference}
 
@@ -131,7 +135,7 @@ class Group:
     tables: tuple[RunTable, ...]
     policies: dict[str, PolicyAcrossRuns]
     reference: str
-    distinct: dict[str, str]  # its settings that another group of the same agent sets otherwise
+    distinct: dict[str, str] | None = None  # its settings that another group of the same agent sets otherwise
 
     def to_dict(self) -> dict:
         first = self.tables[0]
@@ -166,8 +170,8 @@ def summarize(tables: Sequence[RunTable], reference: str = DEFAULT_REFERENCE) ->
             below = None if name == reference or not compared else sum(
                 members[i].policies[name]["median"] < members[i].policies[reference]["median"] for i in compared)
             policies[name] = PolicyAcrossRuns(runs, scores["median"], scores["p90"], scores["max"], below)
-        groups.append(Group(tuple(members), policies, reference, {}))
-    return [Group(g.tables, g.policies, g.reference, distinct_settings(g, groups)) for g in groups]
+        groups.append(Group(tuple(members), policies, reference))
+    return [replace(group, distinct=distinct_settings(group, groups)) for group in groups]
 
 
 def distinct_settings(group: Group, groups: Sequence[Group]) -> dict[str, str]:
@@ -193,7 +197,7 @@ def rows(group: Group) -> list[tuple[str, ...]]:
     reference's ("k of n"; the per-run numbers are in the JSON)."""
     out = []
     for name, p in group.policies.items():
-        spread = f" ± {p.to_dict()['median_std']:.3f}" if len(p.median) > 1 else ""
+        spread = f" ± {p.median_std:.3f}" if len(p.median) > 1 else ""
         below = "—" if p.below_reference is None else f"{p.below_reference} of {len(p.runs)}"
         out.append((name, str(len(p.runs)), f"{p.median.mean():.3f}{spread}",
                     f"{p.median.min():.3f}–{p.median.max():.3f}", f"{p.p90.mean():.3f}", f"{p.max.max():.3f}", below))
@@ -202,7 +206,7 @@ def rows(group: Group) -> list[tuple[str, ...]]:
 
 def title(group: Group) -> str:
     first = group.tables[0]
-    settings = "".join(f" {key}={value}" for key, value in group.distinct.items())
+    settings = "".join(f" {key}={value}" for key, value in (group.distinct or {}).items())
     seeds = ", ".join(str(t.seed) for t in group.tables)
     return (f"{first.agent}{settings} on {first.topology} / {first.traffic} ({first.backend}): normalized MLU on "
             f"{len(first.tm_index)} held-out matrices, " +
