@@ -32,7 +32,7 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.utils import LinearSchedule
@@ -555,11 +555,13 @@ class SB3SplitPolicy:
 
     clairvoyant = False
 
-    def __init__(self, model: BaseAlgorithm, pathset: PathSet, history: int, action_scale: float,
-                 name: str = "ppo", *, link_costs: bool = False) -> None:
+    def __init__(self, model: BaseAlgorithm | BasePolicy, pathset: PathSet, history: int, action_scale: float,
+                 name: str = "ppo", *, link_costs: bool = False,
+                 encoder: SplitRoutingObservation | LinkGraphObservation | None = None) -> None:
         self.model, self.pathset, self.history, self.name = model, pathset, history, name
         self.action_scale = action_scale
-        self.encoder = SplitRoutingObservation(pathset, history)
+        # what the model was trained to observe; anything with encode(demands, utilization)
+        self.encoder = encoder or SplitRoutingObservation(pathset, history)
         self.backend = TwinBackend(pathset)
         # a model trained under envs.graph.LinkCostActions answers with one cost per link
         self.link_costs = LinkCosts(pathset) if link_costs else None
@@ -574,13 +576,9 @@ class SB3SplitPolicy:
         self._last = ratios_from_action(self._slot_action(demands, utilization), self.pathset.mask, self.action_scale)
         return self._last
 
-    def _observation(self, demands: np.ndarray, utilization: np.ndarray):
-        """What the model was trained to observe, for this demand window and utilization."""
-        return self.encoder.encode(demands, utilization)
-
     def _slot_action(self, demands: np.ndarray, utilization: np.ndarray) -> np.ndarray:
         """The split-routing action (one logit per slot) for this demand window and utilization."""
-        action, _ = self.model.predict(self._observation(demands, utilization), deterministic=True)
+        action, _ = self.model.predict(self.encoder.encode(demands, utilization), deterministic=True)
         return action if self.link_costs is None else self.link_costs.slot_logits(action)
 
 
@@ -594,16 +592,14 @@ class SB3GraphSplitPolicy(SB3SplitPolicy):
         if network.rounds and network.action_scale != action_scale:
             raise ValueError(f"this policy refines its actions for action_scale={network.action_scale}, "
                              f"not {action_scale}")
-        self.graph = LinkGraphObservation(pathset, history, paths=network.rounds > 0)
-        super().__init__(network, pathset, history, action_scale, name, link_costs=True)
-        self.model = network.on(self.graph.space, self.link_costs.space)
+        graph = LinkGraphObservation(pathset, history, paths=network.rounds > 0)
+        actions = LinkCosts(pathset).space
+        super().__init__(network.on(graph.space, actions), pathset, history, action_scale, name,
+                         link_costs=True, encoder=graph)
 
     def on(self, pathset: PathSet, name: str | None = None) -> "SB3GraphSplitPolicy":
         """The same weights routing another topology's path set."""
         return SB3GraphSplitPolicy(self.model, pathset, self.history, self.action_scale, name or self.name)
-
-    def _observation(self, demands: np.ndarray, utilization: np.ndarray) -> dict[str, np.ndarray]:
-        return self.graph.encode(demands, utilization)
 
 
 class SB3GraphPathChooser:

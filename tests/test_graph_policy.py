@@ -190,7 +190,7 @@ def test_refinement_rounds_move_the_policys_mean_by_their_steps_by_hand():
     pathset = k_shortest_paths(ring(5), 3)
     adapter = SB3GraphSplitPolicy(policy, pathset, 1, 3.0)
     matrices = np.array(load_traffic("gravity", ring(5), count=1, seed=4).matrices)
-    observation = adapter.graph.encode(pathset.demands(matrices), np.zeros(pathset.topology.num_links))
+    observation = adapter.encoder.encode(pathset.demands(matrices), np.zeros(pathset.topology.num_links))
     action, _ = policy.predict(observation, deterministic=True)
     np.testing.assert_allclose(action, mean, rtol=1e-5)
     cost = (mean + 1) / 2  # per link; around the 5-ring pair (0, 1) has paths of 1 and 4 hops
