@@ -22,7 +22,8 @@ latest demands (``envs.graph.graph_wrapped(env, paths=True)``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
@@ -458,6 +460,90 @@ class GroupBaselinePPO(PPO):
         return collected
 
 
+@dataclass
+class _Station:
+    """One environment of a :class:`RotatesTopologies` model and what its rollouts need kept."""
+
+    env: VecEnv
+    rollout_buffer: Any
+    last_obs: Any = None
+    last_episode_starts: np.ndarray | None = None
+
+
+class RotatesTopologies:
+    """Mixin for PPO: rollouts visit the model's own environment and each of ``also_on`` in
+    turn, one whole rollout (``n_steps`` per environment) each, and every update learns from
+    the rollout just collected. For the graph policy on several topologies: their spaces differ
+    in size only, and none of its weights' shapes depends on them (:class:`GraphActorCriticPolicy`).
+
+    Each environment keeps its own rollout buffer and last observation; the policy and its
+    optimizer are shared. Saving, and the end of :meth:`learn`, see the model's own
+    environment, so a saved or trained model is the one-topology model it would otherwise be
+    (``PPO.load`` reads it). Episode statistics (``rollout/ep_rew_mean``) pool the topologies."""
+
+    def __init__(self, policy, env, *args: Any, also_on: Sequence[VecEnv] = (), **kwargs: Any) -> None:
+        super().__init__(policy, env, *args, **kwargs)
+        for i, other in enumerate(also_on):
+            if other.num_envs != self.n_envs:
+                raise ValueError(f"every topology's environments share the model's rollout size: also_on[{i}] has "
+                                 f"{other.num_envs} environments, the model {self.n_envs}")
+            if not (isinstance(other.observation_space, type(self.observation_space))
+                    and isinstance(other.action_space, type(self.action_space))):
+                raise ValueError(f"also_on[{i}] has {type(other.observation_space).__name__} observations and "
+                                 f"{type(other.action_space).__name__} actions; the model's environment has "
+                                 f"{type(self.observation_space).__name__} and {type(self.action_space).__name__}")
+        self._stations = [_Station(self.env, self.rollout_buffer)] + [
+            _Station(other, self.rollout_buffer_class(self.n_steps, other.observation_space, other.action_space,
+                                                      device=self.device, gamma=self.gamma, gae_lambda=self.gae_lambda,
+                                                      n_envs=self.n_envs, **self.rollout_buffer_kwargs))
+            for other in also_on]
+        self._at = 0  # the station whose environment, buffer and spaces the model holds now
+        self._rollouts = 0
+
+    def _visit(self, index: int) -> None:
+        here, there = self._stations[self._at], self._stations[index]
+        if index == self._at:
+            return
+        here.last_obs, here.last_episode_starts = self._last_obs, self._last_episode_starts
+        if there.last_obs is None:  # first visit: SB3's _setup_learn reset only the model's own env
+            there.last_obs, there.last_episode_starts = there.env.reset(), np.ones(self.n_envs, dtype=bool)
+        self.env, self.rollout_buffer = there.env, there.rollout_buffer
+        self._last_obs, self._last_episode_starts = there.last_obs, there.last_episode_starts
+        self.observation_space, self.action_space = there.env.observation_space, there.env.action_space
+        self.policy.observation_space, self.policy.action_space = self.observation_space, self.action_space
+        self._at = index
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        self._visit(self._rollouts % len(self._stations))
+        self._rollouts += 1
+        return super().collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps)
+
+    def learn(self, *args: Any, **kwargs: Any):
+        try:
+            return super().learn(*args, **kwargs)
+        finally:
+            self._visit(0)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        at = self._at  # a checkpoint taken mid-rollout holds the model's own spaces, not a visited one's
+        self._visit(0)
+        try:
+            super().save(*args, **kwargs)
+        finally:
+            self._visit(at)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_stations", "_at", "_rollouts"]
+
+
+class RotatingPPO(RotatesTopologies, PPO):
+    """PPO over several topologies' environments (:class:`RotatesTopologies`)."""
+
+
+class RotatingGroupBaselinePPO(RotatesTopologies, GroupBaselinePPO):
+    """:class:`GroupBaselinePPO` over several topologies' environments (:class:`RotatesTopologies`)."""
+
+
 def group_advantages(rewards: np.ndarray) -> np.ndarray:
     """(steps, envs) rewards -> each minus the mean of the other envs' rewards at its step."""
     rewards = np.asarray(rewards, dtype=np.float64)
@@ -502,7 +588,7 @@ def check_keywords(given: Mapping[str, Any], cls: type, setting: str, set_elsewh
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
                seed: int, tensorboard_log: str | None = None, device: str = "cpu",
                policy_options: Mapping[str, Any] | None = None, policy: str = "mlp",
-               advantage: str = "gae") -> BaseAlgorithm:
+               advantage: str = "gae", also_on: Sequence[VecEnv] = ()) -> BaseAlgorithm:
     """An untrained SB3 model. ``policy="mlp"``: an MLP of ``net_arch`` hidden widths;
     ``policy="graph"``: :class:`GraphActorCriticPolicy` for PPO or :class:`GraphQPolicy` for
     DQN (on the graph-wrapped environment, :func:`envs.graph.graph_wrapped`;
@@ -510,7 +596,9 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     ``net_arch`` hidden widths). ``policy_options``: more policy keyword arguments, e.g.
     ``log_std_init`` for PPO. ``hyperparameters`` may schedule rates (:func:`with_schedules`).
     ``advantage``: ``"gae"`` (SB3's, from the critic) or ``"group"`` (PPO only,
-    :class:`GroupBaselinePPO`; its environments must share their matrices)."""
+    :class:`GroupBaselinePPO`; its environments must share their matrices). ``also_on``: more
+    topologies' environments for PPO's graph policy to learn on, one rollout each in turn
+    (:class:`RotatesTopologies`)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if advantage not in ADVANTAGES:
@@ -537,6 +625,12 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
         resolved["replay_buffer_class"] = DictNStepReplayBuffer
         resolved["replay_buffer_kwargs"] = {"n_steps": n_steps, "gamma": resolved.get("gamma", 0.99)}
     algorithm_class = GroupBaselinePPO if advantage == "group" else ALGORITHMS[algorithm]
+    if also_on:
+        if algorithm != "ppo" or policy != "graph":
+            raise ValueError(f"more topologies to learn on are for PPO's graph policy, whose weights fit any "
+                             f"topology; not algorithm={algorithm} policy={policy}")
+        algorithm_class = RotatingGroupBaselinePPO if advantage == "group" else RotatingPPO
+        resolved["also_on"] = list(also_on)
     return algorithm_class(policy_class, env, seed=seed, verbose=0, device=device,
                            tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)
 

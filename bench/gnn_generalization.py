@@ -17,14 +17,16 @@ shortest path, ECMP and the LP on the previous matrix:
   policy is), beside ECMP and LP-previous;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by
   ``rlte train``: the runs of ``bench/learning.py`` under ``bench/runs/ppo_gnn_seed*`` when
-  they exist, else trained here the same way.
+  they exist, else trained here the same way; and (part ``ppo_gnn_mixed``) the same policy
+  with its rollouts also on ``gradient_gnn_mixed``'s four synthetic networks
+  (``agent=ppo_gnn_mixed``, ``bench/runs/ppo_gnn_mixed_seed*``).
 
 DQN with the graph Q-network (``agent=dqn_gnn``, from ``bench/runs/dqn_gnn_seed*`` or trained
 the same way) plays path selection on the same sets (each matrix's flows, one per pair, in
 random order, each put on one path), against greedy least-loaded, shortest path and the LP's
 split of the same matrix rounded to whole flows.
 
-``--parts`` picks what to run (default all: gnn, gnn_runs, ppo_gnn, dqn_gnn); with ``--merge`` the
+``--parts`` picks what to run (default all: gnn, gnn_runs, ppo_gnn, ppo_gnn_mixed, dqn_gnn); with ``--merge`` the
 other parts are kept from the existing results file.
 
 Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
@@ -64,7 +66,10 @@ K = 4
 HISTORY = 3
 
 
-PARTS = ("gnn", "gnn_runs", "ppo_gnn", "dqn_gnn")
+PARTS = ("gnn", "gnn_runs", "ppo_gnn", "ppo_gnn_mixed", "dqn_gnn")
+# PPO's graph-policy parts: part -> (the agent config its runs trained, what they trained on)
+PPO_RUNS = {"ppo_gnn": ("ppo_gnn", "abilene"),
+            "ppo_gnn_mixed": ("ppo_gnn_mixed", "abilene + 4 synthetic networks (ppo_gnn_mixed)")}
 
 
 def main() -> None:
@@ -144,7 +149,7 @@ def main() -> None:
                                        "evaluation": summarized(per_set)}
 
     zoo = {}
-    if "gnn_runs" in parts or "ppo_gnn" in parts:
+    if {"gnn_runs", *PPO_RUNS} & set(parts):
         # more unseen networks for the `rlte train` runs: Topology Zoo backbones under other
         # traffic models, 21 matrices each (GEANT 2012 and CESNET under gravity or diurnal
         # traffic were left out: every routing, ECMP included, is optimal there)
@@ -169,16 +174,18 @@ def main() -> None:
                                  f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
             results["gnn_runs"][agent] = {"evaluation": summarized(per_set)}
 
-    if "ppo_gnn" in parts:
+    for part, (agent, trained_on) in PPO_RUNS.items():
+        if part not in parts:
+            continue
         ppo_runs: dict[str, list[dict]] = {label: [] for label in {**evaluation, **zoo}}
         for seed in SEEDS:
-            run_dir = trained_run("ppo_gnn", seed)
+            run_dir = trained_run(agent, seed)
             env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
             trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / SB3_MODEL)), abilene_paths,
                                           int(env.history), float(env.action_scale))
-            score_everywhere(lambda paths: trained.on(paths, "ppo_gnn[abilene]"), {**evaluation, **zoo}, ppo_runs,
-                             f"ppo_gnn seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
-        results["ppo_gnn"] = {"abilene": {"evaluation": summarized(ppo_runs)}}
+            score_everywhere(lambda paths: trained.on(paths, f"{agent}[run]"), {**evaluation, **zoo}, ppo_runs,
+                             f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
+        results.setdefault("ppo_gnn", {})[trained_on] = {"evaluation": summarized(ppo_runs)}
 
     if "dqn_gnn" in parts:
         results["dqn_gnn"] = path_selection_part(evaluation, abilene_paths)

@@ -84,9 +84,10 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if cfg.agent.get("log_std_final") is not None and algorithm != "ppo":
         raise ValueError(f"agent.log_std_final schedules PPO's exploration noise; agent.algorithm={algorithm} has none")
     also = cfg.agent.get("also_train_on")
-    if also and (algorithm != "gradient" or agent_policy(cfg) != "graph"):
-        raise ValueError("agent.also_train_on is for the graph gradient learner (agent=gradient_gnn), whose weights "
-                         f"fit any topology; not agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    if also and (algorithm not in ("gradient", "ppo") or agent_policy(cfg) != "graph"):
+        raise ValueError("agent.also_train_on is for the graph policies of the gradient learner and PPO "
+                         "(agent=gradient_gnn, ppo_gnn), whose weights fit any topology; not "
+                         f"agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
     if also is not None and not OmegaConf.is_list(also):
         raise ValueError(f"agent.also_train_on must be a list of {{topology, traffic, count, seed}}, got {also!r}")
     for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
@@ -199,9 +200,15 @@ def policy_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- environments
-def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
-    common = {"topology": data.topology, "traffic": data.train, "pathset": data.pathset,
-              "optimal_mlu": data.train_optimum}
+def env_kwargs(cfg: DictConfig, data: RunData, on=None) -> dict[str, Any]:
+    """The environment's arguments: on the run's training data, or on ``on``, another
+    topology's (an ``agents.gnn.TrainingSet`` of ``agent.also_train_on``)."""
+    if on is None:
+        common = {"topology": data.topology, "traffic": data.train, "pathset": data.pathset,
+                  "optimal_mlu": data.train_optimum}
+    else:
+        common = {"topology": on.pathset.topology, "traffic": on.matrices, "pathset": on.pathset,
+                  "optimal_mlu": on.optimal_mlu}
     if cfg.env.kind == "split_routing":
         return {**common, "history": int(cfg.env.history), "reward": cfg.env.reward,
                 "spread_weight": float(cfg.env.get("spread_weight", 0.0)),
@@ -211,7 +218,8 @@ def env_kwargs(cfg: DictConfig, data: RunData) -> dict[str, Any]:
             "utilization_norm": float(cfg.env.utilization_norm)}
 
 
-def make_vec_env(cfg: DictConfig, data: RunData):
+def make_vec_env(cfg: DictConfig, data: RunData, on=None):
+    """The run's vectorized training environments (on ``on``'s topology instead, see env_kwargs)."""
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -227,7 +235,7 @@ def make_vec_env(cfg: DictConfig, data: RunData):
     if agent_advantage(cfg) == "group":  # every env on the same matrix at each step
         wrapper = functools.partial(shared_starts_then, int(cfg.seed), wrapper)
     return sb3_make_vec_env(env_class, n_envs=int(cfg.env.n_envs), seed=int(cfg.seed), wrapper_class=wrapper,
-                            vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data))
+                            vec_env_cls=vec_class, env_kwargs=env_kwargs(cfg, data, on))
 
 
 def shared_starts_then(schedule_seed: int, wrapper: Callable | None, env):
@@ -477,14 +485,18 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     from agents.sb3 import make_model
 
     callbacks = exploration_callbacks(cfg)
-    env = make_vec_env(cfg, data)
+    # PPO's graph policy: rollouts on each of agent.also_train_on's topologies in turn (refused first)
+    also = extra_training(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.history), int(cfg.seed))
+    envs = [make_vec_env(cfg, data)]
     try:
-        model = make_model(cfg.agent.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
+        envs += [make_vec_env(cfg, data, on) for on in also]
+        model = make_model(cfg.agent.algorithm, envs[0], OmegaConf.to_container(cfg.agent.hyperparameters),
                            net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                            tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
-                           policy_options=policy_options(cfg), advantage=agent_advantage(cfg))
+                           policy_options=policy_options(cfg), advantage=agent_advantage(cfg), also_on=envs[1:])
     except BaseException:
-        env.close()
+        for env in envs:
+            env.close()
         raise
     every = int(cfg.eval.periodic_every)
 
@@ -507,7 +519,8 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
                         progress_bar=True, tb_log_name=cfg.agent.name)
         if progress.curve[-1]["step"] != model.num_timesteps:  # unless the callback just scored it
             progress.checkpoint(int(model.num_timesteps), model)
-        env.close()
+        for env in envs:
+            env.close()
         return progress.kept(model)
 
     return train

@@ -19,7 +19,7 @@ from agents.lp import optimal_mlu
 from agents.sb3 import SB3SplitPolicy
 from envs import PathSelectionEnv, SplitRoutingEnv
 from envs.twin import FluidTwin
-from topologies import k_shortest_paths, load_traffic
+from topologies import k_shortest_paths, load_topology, load_traffic
 
 from .networks import triangle
 
@@ -416,8 +416,39 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
 
     mixed = compose_train("agent=gradient_gnn_mixed").agent.also_train_on
     assert len(mixed) == 4
+    assert compose_train("agent=ppo_gnn_mixed").agent.also_train_on == mixed  # both mixes name the same networks
     loaded = extra_training([{**entry, "count": 4} for entry in mixed], 4, 3)  # every entry names what exists
     assert [len(extra.matrices) for extra in loaded] == [4, 4, 4, 4]
+
+
+def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, monkeypatch):
+    """agent=ppo_gnn with agent.also_train_on: PPO collects its rollouts on the run's topology
+    and each entry's in turn (every one stepped as often), and the run's model is the plain
+    one-topology model, scored on the run's own held-out traffic."""
+    import envs.split_routing
+    from experiments.train import run_training
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    steps: dict[str, int] = {}
+    real_step = envs.split_routing.SplitRoutingEnv.step
+
+    def counting(self, action):
+        steps[self.topology.name] = steps.get(self.topology.name, 0) + 1
+        return real_step(self, action)
+
+    monkeypatch.setattr(envs.split_routing.SplitRoutingEnv, "step", counting)
+    cfg = compose_train("agent=ppo_gnn", "agent.total_timesteps=768", "agent.hyperparameters.n_steps=64",
+                        "agent.hyperparameters.batch_size=64", "agent.policy_options.hidden=8",
+                        "agent.policy_options.layers=1", "topology=b4", "traffic=b4-real", "env.n_envs=2",
+                        "eval.every=6", "eval.periodic_every=100000", "eval.with_baselines=false",
+                        "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, count: 6, seed: 1}, "
+                        "{topology: 'waxman:8,seed=2', traffic: bimodal, count: 5}]")
+    metrics = run_training(cfg, tmp_path / "run")
+    # 768 steps = 6 rollouts of 64 steps x 2 environments, two on each topology in turn
+    assert steps == {"b4": 256, "nsfnet": 256, "waxman_n8_s2": 256}
+    loaded = PPO.load(tmp_path / "run" / "model.zip", device="cpu")
+    assert loaded.observation_space["links"].shape[0] == load_topology("b4").num_links
+    assert "ppo_gnn" in metrics["final"]
 
 
 def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
@@ -427,11 +458,13 @@ def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     entry = "{topology: nsfnet, traffic: gravity}"
-    with pytest.raises(ValueError, match="agent.also_train_on is for the graph gradient learner .* not "
-                                         "agent.algorithm=gradient agent.policy=mlp"):
-        check_config(compose_train("agent=gradient", f"+agent.also_train_on=[{entry}]"))
-    with pytest.raises(ValueError, match="not agent.algorithm=ppo agent.policy=graph"):
-        check_config(compose_train("agent=ppo_gnn", f"+agent.also_train_on=[{entry}]"))
+    for agent, kind in (("gradient", "gradient agent.policy=mlp"), ("ppo_costs", "ppo agent.policy=mlp"),
+                        ("dqn_gnn", "dqn agent.policy=graph")):
+        with pytest.raises(ValueError, match="agent.also_train_on is for the graph policies of the gradient learner "
+                                             f"and PPO .* not agent.algorithm={kind}"):
+            check_config(compose_train(f"agent={agent}", f"+agent.also_train_on=[{entry}]"))
+    check_config(compose_train("agent=ppo_gnn", f"+agent.also_train_on=[{entry}]"))
+    check_config(compose_train("agent=ppo_gnn_mixed"))
     with pytest.raises(ValueError, match="agent.also_train_on must be a list"):
         check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=nsfnet"))
     check_config(compose_train("agent=gradient_gnn_mixed"))

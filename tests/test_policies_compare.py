@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -188,3 +189,12 @@ def test_eval_usage_and_errors_print_their_brackets():
     assert usage.exit_code == 0 and "[backend=mininet] [topology=NAME traffic=NAME] [eval.every=24]" in usage.output
     listing = runner.invoke(app, ["--help"])
     assert "[eval.every=24] [out=FILE.json]" in listing.output
+
+
+def test_train_help_names_every_shipped_agent():
+    """`rlte --help` lists the agents `rlte train agent=...` takes: every file of conf/agent."""
+    from experiments.config_keys import CONFIG_DIR
+    from experiments.cli import train
+
+    listed = set(re.findall(r"[a-z0-9_]+", train.__doc__.split("agent=", 1)[1].split("]", 1)[0]))
+    assert listed - {"default"} == {path.stem for path in (CONFIG_DIR / "agent").glob("*.yaml")}
