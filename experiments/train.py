@@ -486,7 +486,8 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
 
     callbacks = exploration_callbacks(cfg)
     # PPO's graph policy: rollouts on each of agent.also_train_on's topologies in turn (refused first)
-    also = extra_training(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.history), int(cfg.seed))
+    also = cfg.agent.get("also_train_on")
+    also = extra_training(also, int(cfg.paths), int(cfg.env.history), int(cfg.seed)) if also else []
     envs = [make_vec_env(cfg, data)]
     try:
         envs += [make_vec_env(cfg, data, on) for on in also]
