@@ -280,15 +280,16 @@ class PathGraphExtractor(LinkGraphExtractor):
 
 class PerAction(nn.Module):
     """(B, K · D) -> (B, K): one score per action from that action's D features, the same MLP
-    for every action (so Q-values do not depend on which slot a path sits in)."""
+    for every action (so Q-values do not depend on which slot a path sits in, nor on K: a
+    topology whose pairs have fewer candidate paths gets fewer scores from the same weights)."""
 
-    def __init__(self, k: int, per_action: int, net_arch: list[int], activation_fn: type[nn.Module]) -> None:
+    def __init__(self, per_action: int, net_arch: list[int], activation_fn: type[nn.Module]) -> None:
         super().__init__()
-        self.k = k
+        self.per_action = per_action
         self.score = nn.Sequential(*create_mlp(per_action, 1, net_arch, activation_fn))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.score(features.view(features.shape[0], self.k, -1)).squeeze(-1)
+        return self.score(features.view(features.shape[0], -1, self.per_action)).squeeze(-1)
 
 
 class GraphQNetwork(QNetwork):
@@ -296,8 +297,7 @@ class GraphQNetwork(QNetwork):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        k = int(self.action_space.n)
-        self.q_net = PerAction(k, self.features_dim // k, self.net_arch, self.activation_fn)
+        self.q_net = PerAction(self.features_dim // int(self.action_space.n), self.net_arch, self.activation_fn)
 
 
 class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
@@ -465,21 +465,26 @@ class _Station:
     """One environment of a :class:`RotatesTopologies` model and what its rollouts need kept."""
 
     env: VecEnv
-    rollout_buffer: Any
+    buffer: Any
     last_obs: Any = None
     last_episode_starts: np.ndarray | None = None
 
 
 class RotatesTopologies:
-    """Mixin for PPO: rollouts visit the model's own environment and each of ``also_on`` in
-    turn, one whole rollout (``n_steps`` per environment) each, and every update learns from
-    the rollout just collected. For the graph policy on several topologies: their spaces differ
-    in size only, and none of its weights' shapes depends on them (:class:`GraphActorCriticPolicy`).
+    """Mixin for SB3 algorithms: rollouts visit the model's own environment and each of
+    ``also_on`` in turn, one rollout each (PPO: ``n_steps`` per environment, then an update on
+    it; DQN: ``train_freq`` steps, then its gradient steps on that environment's replay
+    buffer). For the graph policies on several topologies: their spaces differ in size only,
+    and none of their weights' shapes depends on them (:class:`GraphActorCriticPolicy`,
+    :class:`GraphQPolicy`).
 
-    Each environment keeps its own rollout buffer and last observation; the policy and its
-    optimizer are shared. Saving, and the end of :meth:`learn`, see the model's own
-    environment, so a saved or trained model is the one-topology model it would otherwise be
-    (``PPO.load`` reads it). Episode statistics (``rollout/ep_rew_mean``) pool the topologies."""
+    Each environment keeps its own buffer (rollout or replay; a replay buffer of the full
+    ``buffer_size`` each) and last observation; the policy and its optimizer are shared.
+    Saving, and the end of :meth:`learn`, see the model's own environment, so a saved or
+    trained model is the one-topology model it would otherwise be (``PPO.load`` /
+    ``DQN.load`` read it). Episode statistics (``rollout/ep_rew_mean``) pool the topologies."""
+
+    buffer_attribute: str  # where the algorithm keeps its buffer: rollout_buffer or replay_buffer
 
     def __init__(self, policy, env, *args: Any, also_on: Sequence[VecEnv] = (), **kwargs: Any) -> None:
         super().__init__(policy, env, *args, **kwargs)
@@ -492,13 +497,14 @@ class RotatesTopologies:
                 raise ValueError(f"also_on[{i}] has {type(other.observation_space).__name__} observations and "
                                  f"{type(other.action_space).__name__} actions; the model's environment has "
                                  f"{type(self.observation_space).__name__} and {type(self.action_space).__name__}")
-        self._stations = [_Station(self.env, self.rollout_buffer)] + [
-            _Station(other, self.rollout_buffer_class(self.n_steps, other.observation_space, other.action_space,
-                                                      device=self.device, gamma=self.gamma, gae_lambda=self.gae_lambda,
-                                                      n_envs=self.n_envs, **self.rollout_buffer_kwargs))
-            for other in also_on]
+        self._stations = [_Station(self.env, getattr(self, self.buffer_attribute))] + [
+            _Station(other, self._new_buffer(other)) for other in also_on]
         self._at = 0  # the station whose environment, buffer and spaces the model holds now
         self._rollouts = 0
+
+    def _new_buffer(self, env: VecEnv) -> Any:
+        """An empty buffer of the algorithm's kind for ``env``'s spaces."""
+        raise NotImplementedError
 
     def _visit(self, index: int) -> None:
         here, there = self._stations[self._at], self._stations[index]
@@ -507,16 +513,17 @@ class RotatesTopologies:
         here.last_obs, here.last_episode_starts = self._last_obs, self._last_episode_starts
         if there.last_obs is None:  # first visit: SB3's _setup_learn reset only the model's own env
             there.last_obs, there.last_episode_starts = there.env.reset(), np.ones(self.n_envs, dtype=bool)
-        self.env, self.rollout_buffer = there.env, there.rollout_buffer
+        self.env = there.env
+        setattr(self, self.buffer_attribute, there.buffer)
         self._last_obs, self._last_episode_starts = there.last_obs, there.last_episode_starts
         self.observation_space, self.action_space = there.env.observation_space, there.env.action_space
         self.policy.observation_space, self.policy.action_space = self.observation_space, self.action_space
         self._at = index
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+    def _next_station(self) -> None:
+        """Before each rollout: move on to the next environment."""
         self._visit(self._rollouts % len(self._stations))
         self._rollouts += 1
-        return super().collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps)
 
     def learn(self, *args: Any, **kwargs: Any):
         try:
@@ -539,9 +546,37 @@ class RotatesTopologies:
 class RotatingPPO(RotatesTopologies, PPO):
     """PPO over several topologies' environments (:class:`RotatesTopologies`)."""
 
+    buffer_attribute = "rollout_buffer"
 
-class RotatingGroupBaselinePPO(RotatesTopologies, GroupBaselinePPO):
+    def _new_buffer(self, env: VecEnv) -> Any:
+        return self.rollout_buffer_class(self.n_steps, env.observation_space, env.action_space, device=self.device,
+                                         gamma=self.gamma, gae_lambda=self.gae_lambda, n_envs=self.n_envs,
+                                         **self.rollout_buffer_kwargs)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        self._next_station()
+        return super().collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps)
+
+
+class RotatingGroupBaselinePPO(RotatingPPO, GroupBaselinePPO):
     """:class:`GroupBaselinePPO` over several topologies' environments (:class:`RotatesTopologies`)."""
+
+
+class RotatingDQN(RotatesTopologies, DQN):
+    """DQN over several topologies' environments (:class:`RotatesTopologies`)."""
+
+    buffer_attribute = "replay_buffer"
+
+    def _new_buffer(self, env: VecEnv) -> Any:
+        # each station's rollout adds to its buffer before the gradient steps sample from it,
+        # so a newly visited topology's buffer is never empty when sampled
+        return self.replay_buffer_class(self.buffer_size, env.observation_space, env.action_space, device=self.device,
+                                        n_envs=self.n_envs, optimize_memory_usage=self.optimize_memory_usage,
+                                        **self.replay_buffer_kwargs)
+
+    def collect_rollouts(self, env, callback, train_freq, replay_buffer, *args: Any, **kwargs: Any):
+        self._next_station()
+        return super().collect_rollouts(self.env, callback, train_freq, self.replay_buffer, *args, **kwargs)
 
 
 def group_advantages(rewards: np.ndarray) -> np.ndarray:
@@ -597,7 +632,7 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     ``log_std_init`` for PPO. ``hyperparameters`` may schedule rates (:func:`with_schedules`).
     ``advantage``: ``"gae"`` (SB3's, from the critic) or ``"group"`` (PPO only,
     :class:`GroupBaselinePPO`; its environments must share their matrices). ``also_on``: more
-    topologies' environments for PPO's graph policy to learn on, one rollout each in turn
+    topologies' environments for a graph policy to learn on, one rollout each in turn
     (:class:`RotatesTopologies`)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
@@ -626,10 +661,13 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
         resolved["replay_buffer_kwargs"] = {"n_steps": n_steps, "gamma": resolved.get("gamma", 0.99)}
     algorithm_class = GroupBaselinePPO if advantage == "group" else ALGORITHMS[algorithm]
     if also_on:
-        if algorithm != "ppo" or policy != "graph":
-            raise ValueError(f"more topologies to learn on are for PPO's graph policy, whose weights fit any "
+        if policy != "graph":
+            raise ValueError(f"more topologies to learn on are for the graph policies, whose weights fit any "
                              f"topology; not algorithm={algorithm} policy={policy}")
-        algorithm_class = RotatingGroupBaselinePPO if advantage == "group" else RotatingPPO
+        if algorithm == "dqn":
+            algorithm_class = RotatingDQN
+        else:
+            algorithm_class = RotatingGroupBaselinePPO if advantage == "group" else RotatingPPO
         resolved["also_on"] = list(also_on)
     return algorithm_class(policy_class, env, seed=seed, verbose=0, device=device,
                            tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)

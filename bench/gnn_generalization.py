@@ -24,9 +24,10 @@ shortest path, ECMP and the LP on the previous matrix:
 DQN with the graph Q-network (``agent=dqn_gnn``, from ``bench/runs/dqn_gnn_seed*`` or trained
 the same way) plays path selection on the same sets (each matrix's flows, one per pair, in
 random order, each put on one path), against greedy least-loaded, shortest path and the LP's
-split of the same matrix rounded to whole flows.
+split of the same matrix rounded to whole flows; part ``dqn_gnn_mixed`` the same Q-network
+trained on ``gradient_gnn_mixed``'s four synthetic networks too (``agent=dqn_gnn_mixed``).
 
-``--parts`` picks what to run (default all: gnn, gnn_runs, ppo_gnn, ppo_gnn_mixed, dqn_gnn); with ``--merge`` the
+``--parts`` picks what to run (default all: gnn, gnn_runs, ppo_gnn, ppo_gnn_mixed, dqn_gnn, dqn_gnn_mixed); with ``--merge`` the
 other parts are kept from the existing results file.
 
 Evaluation sets: Abilene's real test week (every 24th matrix; seen topology, unseen
@@ -66,7 +67,7 @@ K = 4
 HISTORY = 3
 
 
-PARTS = ("gnn", "gnn_runs", "ppo_gnn", "ppo_gnn_mixed", "dqn_gnn")
+PARTS = ("gnn", "gnn_runs", "ppo_gnn", "ppo_gnn_mixed", "dqn_gnn", "dqn_gnn_mixed")
 # PPO's graph-policy parts: part -> (the agent config its runs trained, what they trained on)
 PPO_RUNS = {"ppo_gnn": ("ppo_gnn", "abilene"),
             "ppo_gnn_mixed": ("ppo_gnn_mixed", "abilene + 4 synthetic networks (ppo_gnn_mixed)")}
@@ -187,8 +188,9 @@ def main() -> None:
                              f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
         results.setdefault("ppo_gnn", {})[trained_on] = {"evaluation": summarized(ppo_runs)}
 
-    if "dqn_gnn" in parts:
-        results["dqn_gnn"] = path_selection_part(evaluation, abilene_paths)
+    for agent in ("dqn_gnn", "dqn_gnn_mixed"):
+        if agent in parts:
+            results[agent] = path_selection_part(evaluation, abilene_paths, agent)
     write("gnn_generalization", results)
 
 
@@ -201,23 +203,24 @@ def trained_run(agent: str, seed: int, model: str = SB3_MODEL) -> Path:
     return run_dir(agent, seed)
 
 
-def path_selection_part(evaluation: dict, training_paths) -> dict:
-    """DQN graph policy trained on Abilene, playing path selection on every evaluation set,
-    beside the path-selection baselines (MLU ÷ optimum of splittable routing)."""
+def path_selection_part(evaluation: dict, training_paths, agent: str = "dqn_gnn") -> dict:
+    """DQN graph policy of ``agent``'s runs (trained on Abilene, and for dqn_gnn_mixed on four
+    synthetic networks too), playing path selection on every evaluation set, beside the
+    path-selection baselines (MLU ÷ optimum of splittable routing)."""
     from agents.flows import baseline_choosers, score_choosers
     from agents.sb3 import SB3GraphPathChooser, load_model
     from envs import PathSelectionEnv
 
-    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run("dqn_gnn", seed) / SB3_MODEL)),
+    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run(agent, seed) / SB3_MODEL)),
                                          training_paths) for seed in SEEDS}
     part: dict = {"baselines": {}, "evaluation": {}}
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
         env = PathSelectionEnv(topology, matrices, pathset=paths)
         runs = []
         for seed, chooser in trained.items():
-            scores = score_choosers(env, {"dqn_gnn": chooser.on(paths)}, indices, optimum)["dqn_gnn"]
+            scores = score_choosers(env, {agent: chooser.on(paths)}, indices, optimum)[agent]
             runs.append({"seed": seed, **scores.summary()})
-            report(f"dqn_gnn[abilene] seed {seed}", label, runs[-1])
+            report(f"{agent} seed {seed}", label, runs[-1])
         part["evaluation"] |= summarized({label: runs})
         part["baselines"][label] = {name: scores.summary() for name, scores in
                                     score_choosers(env, baseline_choosers(), indices, optimum).items()}

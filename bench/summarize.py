@@ -78,10 +78,11 @@ def generalization(data: dict) -> str:
             for setting, r in data.get(key, {}).items() for row in seed_rows(f"{policy}, {setting}", r["evaluation"])]
     parts = [table(["policy, trained on", "evaluated on", "median (per seed)", "p90"],
                    rows + baseline_rows(data.get("baselines", {})))]
-    paths = data.get("dqn_gnn")
-    if paths:
-        parts.append(table(["path selection, trained on", "evaluated on", "median (per seed)", "p90"],
-                           seed_rows("dqn_gnn, abilene", paths["evaluation"]) + baseline_rows(paths["baselines"])))
+    for key, policy in (("dqn_gnn", "dqn_gnn, abilene"), ("dqn_gnn_mixed", "dqn_gnn, abilene + 4 synthetic networks")):
+        paths = data.get(key)
+        if paths:
+            parts.append(table(["path selection, trained on", "evaluated on", "median (per seed)", "p90"],
+                               seed_rows(policy, paths["evaluation"]) + baseline_rows(paths["baselines"])))
     return "\n\n".join(parts)
 
 

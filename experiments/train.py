@@ -84,10 +84,9 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
     if cfg.agent.get("log_std_final") is not None and algorithm != "ppo":
         raise ValueError(f"agent.log_std_final schedules PPO's exploration noise; agent.algorithm={algorithm} has none")
     also = cfg.agent.get("also_train_on")
-    if also and (algorithm not in ("gradient", "ppo") or agent_policy(cfg) != "graph"):
-        raise ValueError("agent.also_train_on is for the graph policies of the gradient learner and PPO "
-                         "(agent=gradient_gnn, ppo_gnn), whose weights fit any topology; not "
-                         f"agent.algorithm={algorithm} agent.policy={agent_policy(cfg)}")
+    if also and agent_policy(cfg) != "graph":
+        raise ValueError("agent.also_train_on is for the graph policies (agent=gradient_gnn, ppo_gnn, dqn_gnn), "
+                         f"whose weights fit any topology; not agent.algorithm={algorithm} agent.policy=mlp")
     if also is not None and not OmegaConf.is_list(also):
         raise ValueError(f"agent.also_train_on must be a list of {{topology, traffic, count, seed}}, got {also!r}")
     for key, (minimum, required) in WHOLE_NUMBERS.items():  # checked here, not found out after (or as) training
@@ -485,9 +484,11 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     from agents.sb3 import make_model
 
     callbacks = exploration_callbacks(cfg)
-    # PPO's graph policy: rollouts on each of agent.also_train_on's topologies in turn (refused first)
+    # graph policies: rollouts on each of agent.also_train_on's topologies in turn (refused first);
+    # path selection routes one matrix per episode, so it needs no history before it
     also = cfg.agent.get("also_train_on")
-    also = extra_training(also, int(cfg.paths), int(cfg.env.history), int(cfg.seed)) if also else []
+    history = int(cfg.env.get("history", 0))
+    also = extra_training(also, int(cfg.paths), history, int(cfg.seed)) if also else []
     envs = [make_vec_env(cfg, data)]
     try:
         envs += [make_vec_env(cfg, data, on) for on in also]

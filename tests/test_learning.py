@@ -416,7 +416,8 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
 
     mixed = compose_train("agent=gradient_gnn_mixed").agent.also_train_on
     assert len(mixed) == 4
-    assert compose_train("agent=ppo_gnn_mixed").agent.also_train_on == mixed  # both mixes name the same networks
+    for agent in ("ppo_gnn_mixed", "dqn_gnn_mixed"):  # every mix names the same networks
+        assert compose_train(f"agent={agent}").agent.also_train_on == mixed
     loaded = extra_training([{**entry, "count": 4} for entry in mixed], 4, 3)  # every entry names what exists
     assert [len(extra.matrices) for extra in loaded] == [4, 4, 4, 4]
 
@@ -451,6 +452,33 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
     assert "ppo_gnn" in metrics["final"]
 
 
+def test_also_train_on_gives_graph_dqn_rollouts_on_more_topologies(tmp_path, monkeypatch):
+    """agent=dqn_gnn with agent.also_train_on: train_freq steps on each topology in turn (path
+    selection needs no history, so one matrix per entry will do)."""
+    import envs.path_selection
+    from experiments.train import run_training
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    steps: dict[str, int] = {}
+    real_step = envs.path_selection.PathSelectionEnv.step
+
+    def counting(self, action):
+        steps[self.topology.name] = steps.get(self.topology.name, 0) + 1
+        return real_step(self, action)
+
+    monkeypatch.setattr(envs.path_selection.PathSelectionEnv, "step", counting)
+    cfg = compose_train("agent=dqn_gnn", "agent.total_timesteps=600", "agent.hyperparameters.learning_starts=100",
+                        "agent.policy_options.hidden=8", "agent.policy_options.layers=1", "topology=b4",
+                        "traffic=b4-real", "eval.every=6", "eval.periodic_every=100000", "eval.with_baselines=false",
+                        "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, count: 1, seed: 1}]")
+    metrics = run_training(cfg, tmp_path / "run")
+    # 4 steps (train_freq) on each in turn: half of the 600 on NSFNET; B4 also plays the final scoring's episodes
+    assert steps["nsfnet"] == 300 and steps["b4"] >= 300
+    loaded = DQN.load(tmp_path / "run" / "model.zip", device="cpu")
+    assert loaded.observation_space["links"].shape[0] == load_topology("b4").num_links
+    assert "dqn_gnn" in metrics["final"]
+
+
 def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
     from experiments.data import extra_training
     from experiments.train import check_config
@@ -458,13 +486,14 @@ def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     entry = "{topology: nsfnet, traffic: gravity}"
-    for agent, kind in (("gradient", "gradient agent.policy=mlp"), ("ppo_costs", "ppo agent.policy=mlp"),
-                        ("dqn_gnn", "dqn agent.policy=graph")):
-        with pytest.raises(ValueError, match="agent.also_train_on is for the graph policies of the gradient learner "
-                                             f"and PPO .* not agent.algorithm={kind}"):
+    for agent, algorithm in (("gradient", "gradient"), ("ppo_costs", "ppo"), ("dqn", "dqn")):
+        with pytest.raises(ValueError, match=r"agent.also_train_on is for the graph policies \(agent=gradient_gnn, "
+                                             rf"ppo_gnn, dqn_gnn\), .* not agent.algorithm={algorithm} agent.policy=mlp"):
             check_config(compose_train(f"agent={agent}", f"+agent.also_train_on=[{entry}]"))
-    check_config(compose_train("agent=ppo_gnn", f"+agent.also_train_on=[{entry}]"))
+    for agent in ("ppo_gnn", "dqn_gnn"):
+        check_config(compose_train(f"agent={agent}", f"+agent.also_train_on=[{entry}]"))
     check_config(compose_train("agent=ppo_gnn_mixed"))
+    check_config(compose_train("agent=dqn_gnn_mixed"))
     with pytest.raises(ValueError, match="agent.also_train_on must be a list"):
         check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=nsfnet"))
     check_config(compose_train("agent=gradient_gnn_mixed"))
