@@ -422,22 +422,27 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
     assert [len(extra.matrices) for extra in loaded] == [4, 4, 4, 4]
 
 
-def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, monkeypatch):
-    """agent=ppo_gnn with agent.also_train_on: PPO collects its rollouts on the run's topology
-    and each entry's in turn (every one stepped as often), and the run's model is the plain
-    one-topology model, scored on the run's own held-out traffic."""
-    import envs.split_routing
-    from experiments.train import run_training
-
-    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+def count_steps_by_topology(monkeypatch, env_class) -> dict[str, int]:
+    """Steps taken in every ``env_class`` environment from now on, by topology name."""
     steps: dict[str, int] = {}
-    real_step = envs.split_routing.SplitRoutingEnv.step
+    real_step = env_class.step
 
     def counting(self, action):
         steps[self.topology.name] = steps.get(self.topology.name, 0) + 1
         return real_step(self, action)
 
-    monkeypatch.setattr(envs.split_routing.SplitRoutingEnv, "step", counting)
+    monkeypatch.setattr(env_class, "step", counting)
+    return steps
+
+
+def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, monkeypatch):
+    """agent=ppo_gnn with agent.also_train_on: PPO collects its rollouts on the run's topology
+    and each entry's in turn (every one stepped as often), and the run's model is the plain
+    one-topology model, scored on the run's own held-out traffic."""
+    from experiments.train import run_training
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    steps = count_steps_by_topology(monkeypatch, SplitRoutingEnv)
     cfg = compose_train("agent=ppo_gnn", "agent.total_timesteps=768", "agent.hyperparameters.n_steps=64",
                         "agent.hyperparameters.batch_size=64", "agent.policy_options.hidden=8",
                         "agent.policy_options.layers=1", "topology=b4", "traffic=b4-real", "env.n_envs=2",
@@ -455,18 +460,10 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
 def test_also_train_on_gives_graph_dqn_rollouts_on_more_topologies(tmp_path, monkeypatch):
     """agent=dqn_gnn with agent.also_train_on: train_freq steps on each topology in turn (path
     selection needs no history, so one matrix per entry will do)."""
-    import envs.path_selection
     from experiments.train import run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
-    steps: dict[str, int] = {}
-    real_step = envs.path_selection.PathSelectionEnv.step
-
-    def counting(self, action):
-        steps[self.topology.name] = steps.get(self.topology.name, 0) + 1
-        return real_step(self, action)
-
-    monkeypatch.setattr(envs.path_selection.PathSelectionEnv, "step", counting)
+    steps = count_steps_by_topology(monkeypatch, PathSelectionEnv)
     cfg = compose_train("agent=dqn_gnn", "agent.total_timesteps=600", "agent.hyperparameters.learning_starts=100",
                         "agent.policy_options.hidden=8", "agent.policy_options.layers=1", "topology=b4",
                         "traffic=b4-real", "eval.every=6", "eval.periodic_every=100000", "eval.with_baselines=false",
