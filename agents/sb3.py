@@ -10,7 +10,9 @@ Both also run a graph policy on the graph view of their environment (:mod:`envs.
 link out) and :class:`GraphQPolicy` for DQN (link features, the link graph and each action's
 path in, one Q-value per action from the same per-path scorer). Their GNN feature extractors
 and heads have no weight that depends on the topology, so a policy trained on one network
-routes another (:meth:`SB3GraphSplitPolicy.on`, :meth:`GraphQPolicy.on`).
+routes another (:meth:`SB3GraphSplitPolicy.on`, :meth:`GraphQPolicy.on`), and one policy can
+learn on several networks at once (:class:`RotatesTopologies`: :class:`RotatingPPO`,
+:class:`RotatingDQN`, each rollout on the next network's environments).
 
 With ``rounds`` > 0 the PPO graph policy refines its link costs before it acts, as the
 gradient GNN does (:class:`agents.gnn.CostRefinement`): it routes the latest matrix with
