@@ -468,8 +468,17 @@ class _Station:
 
     env: VecEnv
     buffer: Any
+    label: str  # the topology's name, in its episode statistics
     last_obs: Any = None
     last_episode_starts: np.ndarray | None = None
+
+
+def _topology_label(env: VecEnv, index: int) -> str:
+    """The name of the topology ``env``'s environments run on (rlte's environments have one)."""
+    try:
+        return str(env.get_attr("topology", indices=[0])[0].name)
+    except AttributeError:
+        return f"environment {index}"
 
 
 class RotatesTopologies:
@@ -484,7 +493,8 @@ class RotatesTopologies:
     ``buffer_size`` each) and last observation; the policy and its optimizer are shared.
     Saving, and the end of :meth:`learn`, see the model's own environment, so a saved or
     trained model is the one-topology model it would otherwise be (``PPO.load`` /
-    ``DQN.load`` read it). Episode statistics (``rollout/ep_rew_mean``) pool the topologies."""
+    ``DQN.load`` read it). SB3's episode statistics (``rollout/ep_rew_mean``) pool the
+    topologies; ``rollout/ep_rew_mean/<topology>`` has each one's own."""
 
     buffer_attribute: str  # where the algorithm keeps its buffer: rollout_buffer or replay_buffer
 
@@ -499,8 +509,8 @@ class RotatesTopologies:
                 raise ValueError(f"also_on[{i}] has {type(other.observation_space).__name__} observations and "
                                  f"{type(other.action_space).__name__} actions; the model's environment has "
                                  f"{type(self.observation_space).__name__} and {type(self.action_space).__name__}")
-        self._stations = [_Station(self.env, getattr(self, self.buffer_attribute))] + [
-            _Station(other, self._new_buffer(other)) for other in also_on]
+        self._stations = [_Station(self.env, getattr(self, self.buffer_attribute), _topology_label(self.env, 0))] + [
+            _Station(other, self._new_buffer(other), _topology_label(other, i + 1)) for i, other in enumerate(also_on)]
         self._at = 0  # the station whose environment, buffer and spaces the model holds now
         self._rollouts = 0
 
@@ -526,6 +536,12 @@ class RotatesTopologies:
         """Before each rollout: move on to the next environment."""
         self._visit(self._rollouts % len(self._stations))
         self._rollouts += 1
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        for info in infos:
+            if "episode" in info:  # SB3's Monitor: the episode just ended on this topology
+                self.logger.record_mean(f"rollout/ep_rew_mean/{self._stations[self._at].label}", info["episode"]["r"])
 
     def learn(self, *args: Any, **kwargs: Any):
         try:

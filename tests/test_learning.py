@@ -452,6 +452,16 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
     metrics = run_training(cfg, tmp_path / "run")
     # 768 steps = 6 rollouts of 64 steps x 2 environments, two on each topology in turn
     assert steps == {"b4": 256, "nsfnet": 256, "waxman_n8_s2": 256}
+    # episodes end in every rollout (these sequences are shorter than an episode), and TensorBoard
+    # has each topology's rewards at the end of its own rollouts only
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "run" / "tb").glob("ppo_gnn_*"))))
+    events.Reload()
+    per_topology = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+                    if tag.startswith("rollout/ep_rew_mean/")}
+    assert per_topology == {"rollout/ep_rew_mean/b4": [128, 512], "rollout/ep_rew_mean/nsfnet": [256, 640],
+                            "rollout/ep_rew_mean/waxman_n8_s2": [384, 768]}
     loaded = PPO.load(tmp_path / "run" / "model.zip", device="cpu")
     assert loaded.observation_space["links"].shape[0] == load_topology("b4").num_links
     assert "ppo_gnn" in metrics["final"]
