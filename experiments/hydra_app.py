@@ -94,7 +94,8 @@ DIR/eval_<topology>_<traffic>.json, beside the run's own, without the drift-guar
 def run_eval(args: list[str]) -> None:
     """`rlte eval run=DIR [backend=mininet] [eval.every=6] [out=FILE] [any.dotted=override]`."""
     from .data import load_run_topology, prepare
-    from .train import check_config, check_same_topology, evaluate_run, load_trained
+    from .run_config import check_config, check_same_topology
+    from .train import evaluate_run, load_trained
 
     if {"--help", "-h"} & set(args):
         print(EVAL_USAGE)

@@ -155,7 +155,7 @@ def test_config_groups_compose():
 def test_mismatched_agent_and_environment_is_a_clear_error():
     from omegaconf import OmegaConf
 
-    from experiments.train import check_config
+    from experiments.run_config import check_config
 
     scoring = {"every": 24, "periodic_matrices": 32, "periodic_every": 10000}
     cfg = OmegaConf.create({"agent": {"algorithm": "ppo"}, "env": {"kind": "path_selection"},
@@ -232,7 +232,7 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
 
 def test_every_shipped_config_holds_only_settings_its_kind_reads():
     from experiments.hydra_app import CONFIG_DIR
-    from experiments.train import check_config
+    from experiments.run_config import check_config
 
     for agent in sorted(p.stem for p in (Path(CONFIG_DIR) / "agent").glob("*.yaml")):
         for topology, traffic in (("abilene", "abilene-real"), ("b4", "b4-real"), ("nsfnet", "gravity")):
@@ -255,14 +255,14 @@ def test_every_shipped_config_holds_only_settings_its_kind_reads():
 ])
 def test_train_refuses_a_setting_nothing_reads(overrides, message):
     """Hydra's ``+key=value`` adds a key it does not know: a typo there must not train as if unsaid."""
-    from experiments.train import check_config
+    from experiments.run_config import check_config
 
     with pytest.raises(ValueError, match=message):
         check_config(compose_train(*overrides))
 
 
 def test_settings_of_the_kind_are_accepted_where_no_shipped_option_sets_them():
-    from experiments.train import check_config
+    from experiments.run_config import check_config
 
     # a key one option of the kind has is the kind's: gradient_gnn_mixed's also_train_on for gradient_gnn,
     # mininet's settings once backend=mininet is picked (rlte eval), agent.log_std_final on ppo_gnn
@@ -488,7 +488,7 @@ def test_also_train_on_gives_graph_dqn_rollouts_on_more_topologies(tmp_path, mon
 
 def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
     from experiments.data import extra_training
-    from experiments.train import check_config
+    from experiments.run_config import check_config
     from topologies import TopologyError, TrafficError
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
