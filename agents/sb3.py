@@ -519,9 +519,9 @@ class RotatesTopologies:
         raise NotImplementedError
 
     def _visit(self, index: int) -> None:
-        here, there = self._stations[self._at], self._stations[index]
         if index == self._at:
             return
+        here, there = self._stations[self._at], self._stations[index]
         here.last_obs, here.last_episode_starts = self._last_obs, self._last_episode_starts
         if there.last_obs is None:  # first visit: SB3's _setup_learn reset only the model's own env
             there.last_obs, there.last_episode_starts = there.env.reset(), np.ones(self.n_envs, dtype=bool)

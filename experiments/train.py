@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from .plotting import cdf_figure, topology_figure
 from .run_config import (agent_actions, agent_advantage, agent_policy, baseline_names, check_config,
                          policy_options)
 
+if TYPE_CHECKING:
+    from agents.gnn import TrainingSet  # imported where the graph learners train, not at start-up
+
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
 SB3_MODEL, GRADIENT_MODEL = "model.zip", "model.pt"  # the kept checkpoint; last_<name> is the last one
 
@@ -53,7 +56,7 @@ def model_file(cfg: DictConfig) -> str:
 
 
 # ---------------------------------------------------------------------------- environments
-def env_kwargs(cfg: DictConfig, data: RunData, on=None) -> dict[str, Any]:
+def env_kwargs(cfg: DictConfig, data: RunData, on: TrainingSet | None = None) -> dict[str, Any]:
     """The environment's arguments: on the run's training data, or on ``on``, another
     topology's (an ``agents.gnn.TrainingSet`` of ``agent.also_train_on``)."""
     if on is None:
@@ -71,7 +74,7 @@ def env_kwargs(cfg: DictConfig, data: RunData, on=None) -> dict[str, Any]:
             "utilization_norm": float(cfg.env.utilization_norm)}
 
 
-def make_vec_env(cfg: DictConfig, data: RunData, on=None):
+def make_vec_env(cfg: DictConfig, data: RunData, on: TrainingSet | None = None):
     """The run's vectorized training environments (on ``on``'s topology instead, see env_kwargs)."""
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -340,12 +343,11 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     callbacks = exploration_callbacks(cfg)
     # graph policies: rollouts on each of agent.also_train_on's topologies in turn (refused first);
     # path selection routes one matrix per episode, so it needs no history before it
-    also = cfg.agent.get("also_train_on")
-    history = int(cfg.env.get("history", 0))
-    also = extra_training(also, int(cfg.paths), history, int(cfg.seed)) if also else []
+    extra = extra_training(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.get("history", 0)),
+                           int(cfg.seed))
     envs = [make_vec_env(cfg, data)]
     try:
-        envs += [make_vec_env(cfg, data, on) for on in also]
+        envs += [make_vec_env(cfg, data, on) for on in extra]
         model = make_model(cfg.agent.algorithm, envs[0], OmegaConf.to_container(cfg.agent.hyperparameters),
                            net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                            tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
