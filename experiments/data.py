@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from agents.lp import optimal_mlu
 from topologies import (PathSet, Topology, TopologyError, TrafficEnvelope, TrafficError, TrafficSequence,
                         k_shortest_paths, load_topology, load_traffic)
-from topologies.traffic import MODELS, REAL_DATASETS, check_dataset_topology, training_and_held_out
+from topologies.traffic import (DATASET_TRAINING, MODELS, REAL_DATASETS, check_dataset_topology,
+                                training_and_held_out)
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
 
@@ -96,15 +97,28 @@ def check_whole_number(key: str, value: object, minimum: int) -> None:
 EXTRA_TRAINING_KEYS = {"topology", "traffic", "count", "seed"}
 
 
-def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list:
-    """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on``: a topology
-    (catalog name, generator spec or file) and its traffic: a synthetic model, ``count``
-    matrices (default 200) drawn with ``seed`` (default ``default_seed``), or a real dataset of
-    that topology (all its matrices: count and seed are refused there). Each needs more than
-    ``history`` matrices. Errors name the entry."""
-    from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
+@dataclass(frozen=True)
+class ExtraEntry:
+    """One entry of ``agent.also_train_on``, checked and loaded: its topology, its traffic's
+    name and the training sequence drawn (or read) for it."""
 
-    sets = []
+    topology: Topology
+    traffic: str
+    count: int
+    seed: int
+    training: TrafficSequence
+
+    @property
+    def matrices(self) -> np.ndarray:
+        return np.asarray(self.training.matrices, dtype=np.float64)
+
+
+def extra_entries(specs: Sequence[Mapping], history: int, default_seed: int = 0) -> list[ExtraEntry]:
+    """Each entry of ``agent.also_train_on``: a topology (catalog name, generator spec or file)
+    and its traffic: a synthetic model, ``count`` matrices (default 200) drawn with ``seed``
+    (default ``default_seed``), or a real dataset of that topology (all its matrices: count
+    and seed are refused there). Each needs more than ``history`` matrices. Errors name the entry."""
+    entries = []
     for i, spec in enumerate(specs):
         where = f"agent.also_train_on[{i}]"
         if OmegaConf.is_config(spec):
@@ -130,9 +144,50 @@ def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_s
         if len(traffic) <= history:
             raise TrafficError(f"{where}: {traffic.name!r} has {len(traffic)} matrices; training on it needs "
                                f"more than env.history={history}")
-        matrices = np.asarray(traffic.matrices, dtype=np.float64)
-        sets.append(TrainingSet(k_shortest_paths(topology, paths), matrices, cached_optimum(topology, matrices)))
-    return sets
+        entries.append(ExtraEntry(topology, str(spec["traffic"]), count, seed, traffic))
+    return entries
+
+
+def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list:
+    """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on`` (see
+    :func:`extra_entries`), with ``paths`` candidate paths per pair."""
+    from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
+
+    return [TrainingSet(k_shortest_paths(e.topology, paths), e.matrices, cached_optimum(e.topology, e.matrices))
+            for e in extra_entries(specs, history, default_seed)]
+
+
+def held_out_after(entry: ExtraEntry) -> tuple[TrafficSequence, TrafficSequence, bool] | None:
+    """What an ``agent.also_train_on`` entry's run never trains on, as (history, held-out,
+    contiguous), or None when there is nothing: a synthetic model's next ``count`` matrices
+    (its draw of ``2·count`` from the same seed, as a run's own synthetic traffic is split;
+    the same structure, new noise), or the real dataset held out after the entry's (Abilene's
+    test week after ``abilene-train``; ``b4`` trains on all there is)."""
+    if entry.traffic in MODELS:
+        return training_and_held_out(entry.traffic, entry.topology, count=entry.count, seed=entry.seed)
+    later = [name for name, training in DATASET_TRAINING.items() if training == entry.traffic and name != entry.traffic]
+    return training_and_held_out(later[0], entry.topology) if later else None
+
+
+def extra_held_out(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0
+                   ) -> list[tuple[str, RunData]]:
+    """(label, data) for each ``agent.also_train_on`` entry that has held-out traffic
+    (:func:`held_out_after`), ``data.test`` being that traffic, to score a several-topology run
+    on every topology it trains on. The label is the topology's name, with the traffic's after
+    it where two entries share a topology."""
+    entries = extra_entries(specs, history, default_seed)
+    names = [e.topology.name for e in entries]
+    scored = []
+    for entry in entries:
+        if (split := held_out_after(entry)) is None:
+            continue
+        before, held_out, contiguous = split  # before: the held-out matrices' own past, for their history
+        label = entry.topology.name if names.count(entry.topology.name) == 1 else f"{entry.topology.name}-{entry.traffic}"
+        test = _with_history(before, held_out, cached_optimum(entry.topology, held_out.matrices), contiguous)
+        matrices = entry.matrices  # what it trained on, its optima cached by extra_training already
+        scored.append((label, RunData(entry.topology, k_shortest_paths(entry.topology, paths), entry.training,
+                                      cached_optimum(entry.topology, matrices), test)))
+    return scored
 
 
 def _with_history(before: TrafficSequence, scored: TrafficSequence, optimum: np.ndarray,

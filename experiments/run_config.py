@@ -38,6 +38,9 @@ WHOLE_NUMBERS: dict[str, tuple[int, bool]] = {
 # Real-valued environment settings, refused naming their key when they are not numbers (the
 # environment classes then check their ranges), where float() would say only "could not convert".
 NUMBERS = ("env.action_scale", "env.bottleneck_weight", "env.utilization_norm")  # spread_weight: its own check
+# Yes-or-no settings, refused naming their key when they are not true or false (a typed
+# `eval.guard=no` is the string "no", which would count as yes).
+SWITCHES = ("eval.with_baselines", "eval.guard", "eval.periodic_also_train_on")
 
 
 def check_config(cfg: DictConfig, *, training: bool = True) -> None:
@@ -73,6 +76,10 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
             raise ValueError(f"{key} must be a number, got {value!r}")
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
     check_advantage(cfg)
     check_spread_setting(cfg)
     baseline_names(cfg)

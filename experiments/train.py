@@ -19,7 +19,7 @@ import functools
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from envs.split_routing import SharedStarts, SplitRoutingEnv
 from topologies import PathSet, union_pathsets
 
 from .compare import write_json_atomically
-from .data import RunData, ScoredSequence, extra_training, prepare
+from .data import RunData, ScoredSequence, extra_held_out, extra_training, prepare
 from .plotting import cdf_figure, topology_figure
 from .run_config import (agent_actions, agent_advantage, agent_policy, baseline_names, check_config,
                          policy_options)
@@ -218,13 +218,16 @@ class TEWriter:
 
         self.writer = SummaryWriter(str(log_dir))
 
-    def scores(self, step: int, scores: PolicyScores) -> None:
+    def scores(self, step: int, scores: PolicyScores, topology: str | None = None) -> None:
+        """Held-out scores at ``step``: the run's own (``heldout/...``) or, for a several-topology
+        run, another topology's it trains on (``heldout/<topology>/...``)."""
+        prefix = "heldout" if topology is None else f"heldout/{topology}"
         x = scores.normalized_mlu
         for key, value in (("mean", x.mean()), ("median", np.median(x)), ("p90", np.percentile(x, 90))):
-            self.writer.add_scalar(f"heldout/normalized_mlu_{key}", float(value), step)
+            self.writer.add_scalar(f"{prefix}/normalized_mlu_{key}", float(value), step)
         if scores.drop_fraction is not None:
-            self.writer.add_scalar("heldout/drop_fraction", float(scores.drop_fraction.mean()), step)
-            self.writer.add_scalar("heldout/throughput_fraction", float(1 - scores.drop_fraction.mean()), step)
+            self.writer.add_scalar(f"{prefix}/drop_fraction", float(scores.drop_fraction.mean()), step)
+            self.writer.add_scalar(f"{prefix}/throughput_fraction", float(1 - scores.drop_fraction.mean()), step)
         self.writer.flush()
 
     def validation(self, step: int, median: float) -> None:
@@ -262,15 +265,20 @@ def mean_utilization(data: RunData, policy, indices: np.ndarray) -> np.ndarray:
 class Progress:
     """Periodic scores during training: the held-out curve (TensorBoard, time to target) and,
     when the run has a validation sequence, which checkpoint to keep. The held-out matrices
-    are only watched; only the validation ones (cut from the training sequence) choose."""
+    are only watched; only the validation ones (cut from the training sequence) choose.
+    ``also``: (label, data) of the other topologies a several-topology run trains on, whose
+    held-out matrices are scored beside the run's own (watched too, never choosing)."""
 
-    def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter, run_dir: Path) -> None:
+    def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter, run_dir: Path,
+                 also: Sequence[tuple[str, RunData]] = ()) -> None:
         self.cfg, self.data, self.writer = cfg, data, writer
         self.path = run_dir / model_file(cfg)  # where the kept checkpoint goes
         limit = int(cfg.eval.periodic_matrices)
         self.indices = data.test.indices(int(cfg.eval.every), limit=limit)
+        self.also = [(label, other, other.test.indices(int(cfg.eval.every), limit=limit)) for label, other in also]
         self.validation_indices = data.validation.indices(1, limit=limit) if data.validation else None
         self.start = time.perf_counter()
+        self.others_seconds = 0.0  # spent scoring the other topologies
         self.curve: list[dict[str, float]] = []
         self.seconds_to_target: float | None = None
         self.selected: dict[str, float] | None = None  # the best checkpoint on validation so far
@@ -279,19 +287,36 @@ class Progress:
     def selects(self) -> bool:
         return self.validation_indices is not None
 
-    def _median(self, model, sequence: ScoredSequence, indices: np.ndarray) -> tuple[PolicyScores, float]:
-        scores = score(self.cfg, self.data, model, sequence, indices, baselines=False)[self.cfg.agent.name]
+    def _median(self, model, sequence: ScoredSequence, indices: np.ndarray,
+                data: RunData | None = None) -> tuple[PolicyScores, float]:
+        scores = score(self.cfg, data or self.data, model, sequence, indices, baselines=False)[self.cfg.agent.name]
         return scores, float(np.median(scores.normalized_mlu))
+
+    def elapsed(self) -> float:
+        """Seconds since training started, less those spent scoring the other topologies (so a
+        several-topology run's training time and time to target count what a one-topology run's do)."""
+        return time.perf_counter() - self.start - self.others_seconds
+
+    def _score_others(self, step: int, model) -> dict[str, dict[str, float]]:
+        started, points = time.perf_counter(), {}
+        for label, other, indices in self.also:
+            scores, median = self._median(model, other.test, indices, other)
+            self.writer.scores(step, scores, topology=label)
+            points[label] = {"median": median, "p90": float(np.percentile(scores.normalized_mlu, 90))}
+        self.others_seconds += time.perf_counter() - started
+        return points
 
     def __call__(self, step: int, model) -> bool:
         """Score ``model`` at ``step``; True when it is the best on validation so far (keep it)."""
         scores, median = self._median(model, self.data.test, self.indices)
         self.writer.scores(step, scores)
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed()
         point = {"step": step, "seconds": elapsed, "median": median,
                  "p90": float(np.percentile(scores.normalized_mlu, 90))}
         if self.seconds_to_target is None and median <= TARGET_NORMALIZED_MLU:
             self.seconds_to_target = elapsed
+        if self.also:
+            point["other_topologies"] = self._score_others(step, model)
         best = False
         if self.selects:
             _, point["validation_median"] = self._median(model, self.data.validation, self.validation_indices)
@@ -493,12 +518,16 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     data = prepare(cfg)
     prepare_s = time.perf_counter() - started
     trainer = (gradient_trainer if cfg.agent.algorithm == "gradient" else sb3_trainer)(cfg, data, run_dir)
+    also = []  # the other topologies a several-topology run trains on, scored on their held-out traffic too
+    if cfg.eval.get("periodic_also_train_on", True):
+        also = extra_held_out(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.get("history", 0)),
+                              int(cfg.seed))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     writer = TEWriter(run_dir / "tb" / "te")
-    progress = Progress(cfg, data, writer, run_dir)
+    progress = Progress(cfg, data, writer, run_dir, also=also)
     model = trainer(progress)
-    train_s = time.perf_counter() - progress.start
+    train_s = progress.elapsed()
     report, table = evaluate_run(cfg, data, model, run_dir)
     utilization = None
     if cfg.env.kind == "split_routing":
@@ -508,6 +537,7 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     writer.close()
     metrics = {"agent": cfg.agent.name, "topology": data.topology.name, "seed": int(cfg.seed),
                "prepare_seconds": prepare_s, "train_seconds": train_s,
+               "other_topologies_scoring_seconds": progress.others_seconds,
                "seconds_to_heldout_median_1.10": progress.seconds_to_target, "curve": progress.curve,
                "selected_checkpoint": progress.selected,
                "final": {name: p["summary"] for name, p in report["policies"].items()}}

@@ -218,6 +218,10 @@ def test_mismatched_agent_and_environment_is_a_clear_error():
         with pytest.raises(ValueError, match=rf"{key} must be a number, got {value!r}"):
             check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
     check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["env.action_scale=3"])))
+    for key, value in (("eval.guard", "nope"), ("eval.with_baselines", 1), ("eval.periodic_also_train_on", "maybe")):
+        with pytest.raises(ValueError, match=rf"{key} must be true or false, got {value!r}"):
+            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
+    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["eval.guard=false", "eval.periodic_also_train_on=true"])))
     check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"}},
                                  OmegaConf.from_dotlist(["env.utilization_norm=.inf"])))
     cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
@@ -385,6 +389,8 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
     """agent.also_train_on: each entry's topology, traffic and optima reach train_gnn after the
     run's own; the mixed config's entries all load."""
     import agents.gnn
+    from omegaconf import OmegaConf
+
     from experiments.data import extra_training, prepare
     from experiments.train import run_training
     from topologies import load_topology
@@ -402,9 +408,13 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
                         "topology=b4", "traffic=b4-real", "eval.every=6", "eval.periodic_every=1000",
                         "eval.with_baselines=false", "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, "
                         "count: 6, seed: 1}, {topology: 'waxman:8,seed=2', traffic: bimodal, count: 5}]", "seed=3")
-    run_training(cfg, tmp_path / "run")
+    metrics = run_training(cfg, tmp_path / "run")
     own = prepare(cfg)
     assert [s.pathset.topology.name for s in seen] == ["b4", "nsfnet", "waxman_n8_s2"]
+    # scored on each one's held-out matrices at every check (epochs 0 and 1), unless told not to
+    assert [sorted(point["other_topologies"]) for point in metrics["curve"]] == [["nsfnet", "waxman_n8_s2"]] * 2
+    quiet = run_training(OmegaConf.merge(cfg, {"eval": {"periodic_also_train_on": False}}), tmp_path / "quiet")
+    assert all("other_topologies" not in point for point in quiet["curve"])
     assert np.array_equal(seen[0].matrices, own.train.matrices)
     nsfnet, waxman = load_topology("nsfnet"), load_topology("waxman:8,seed=2")
     expected = [load_traffic("gravity", nsfnet, count=6, seed=1).matrices,
@@ -446,7 +456,7 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
     cfg = compose_train("agent=ppo_gnn", "agent.total_timesteps=768", "agent.hyperparameters.n_steps=64",
                         "agent.hyperparameters.batch_size=64", "agent.policy_options.hidden=8",
                         "agent.policy_options.layers=1", "topology=b4", "traffic=b4-real", "env.n_envs=2",
-                        "eval.every=6", "eval.periodic_every=100000", "eval.with_baselines=false",
+                        "eval.every=2", "eval.periodic_every=100000", "eval.with_baselines=false",
                         "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, count: 6, seed: 1}, "
                         "{topology: 'waxman:8,seed=2', traffic: bimodal, count: 5}]")
     metrics = run_training(cfg, tmp_path / "run")
@@ -465,6 +475,27 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
     loaded = PPO.load(tmp_path / "run" / "model.zip", device="cpu")
     assert loaded.observation_space["links"].shape[0] == load_topology("b4").num_links
     assert "ppo_gnn" in metrics["final"]
+    # every topology it trains on is scored on its held-out matrices, at the same steps as the run's own
+    te = EventAccumulator(str(tmp_path / "run" / "tb" / "te"))
+    te.Reload()
+    for label in ("nsfnet", "waxman_n8_s2"):
+        assert [e.step for e in te.Scalars(f"heldout/{label}/normalized_mlu_median")] == [0, 768]
+    assert [sorted(point["other_topologies"]) for point in metrics["curve"]] == [["nsfnet", "waxman_n8_s2"]] * 2
+    # the last score is the kept model's on NSFNET's next 6 gravity matrices (every 2nd of them,
+    # as eval.every says), each routed from the history before it
+    from agents.evaluation import evaluate_policies
+    from agents.sb3 import SB3GraphSplitPolicy
+
+    nsfnet = load_topology("nsfnet")
+    drawn = load_traffic("gravity", nsfnet, count=12, seed=1).matrices
+    policy = SB3GraphSplitPolicy(loaded, k_shortest_paths(nsfnet, 4), int(cfg.env.history), float(cfg.env.action_scale))
+    held_out = np.array([6, 8, 10])
+    _, table = evaluate_policies([policy], drawn, held_out, optimal=optimal_mlu(nsfnet, drawn[held_out]))
+    expected = table[policy.name].normalized_mlu
+    last = metrics["curve"][-1]["other_topologies"]["nsfnet"]
+    assert last["median"] == pytest.approx(np.median(expected))
+    assert last["p90"] == pytest.approx(np.percentile(expected, 90))
+    assert metrics["other_topologies_scoring_seconds"] > 0
 
 
 def test_also_train_on_gives_graph_dqn_rollouts_on_more_topologies(tmp_path, monkeypatch):
@@ -479,8 +510,11 @@ def test_also_train_on_gives_graph_dqn_rollouts_on_more_topologies(tmp_path, mon
                         "traffic=b4-real", "eval.every=6", "eval.periodic_every=100000", "eval.with_baselines=false",
                         "+agent.also_train_on=[{topology: nsfnet, traffic: gravity, count: 1, seed: 1}]")
     metrics = run_training(cfg, tmp_path / "run")
-    # 4 steps (train_freq) on each in turn: half of the 600 on NSFNET; B4 also plays the final scoring's episodes
-    assert steps["nsfnet"] == 300 and steps["b4"] >= 300
+    # 4 steps (train_freq) on each in turn: half of the 600 on NSFNET, which also plays its one
+    # held-out matrix (one flow per pair) at each of the two scores; B4 also plays the final table's
+    nodes = load_topology("nsfnet").num_nodes
+    assert steps["nsfnet"] == 300 + 2 * nodes * (nodes - 1) and steps["b4"] >= 300
+    assert [sorted(point["other_topologies"]) for point in metrics["curve"]] == [["nsfnet"]] * 2
     loaded = DQN.load(tmp_path / "run" / "model.zip", device="cpu")
     assert loaded.observation_space["links"].shape[0] == load_topology("b4").num_links
     assert "dqn_gnn" in metrics["final"]
@@ -521,6 +555,36 @@ def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
     ):
         with pytest.raises(error, match=message):
             extra_training([spec], 4, 3)
+
+
+def test_each_also_train_on_entry_is_scored_on_what_it_never_trains_on(tmp_path, monkeypatch):
+    """A synthetic entry holds out the model's next ``count`` matrices (its 2·count draw from
+    the entry's seed, as a run's own synthetic traffic is split), carrying the matrices before
+    them as history; a real dataset holds out the dataset that follows it, or nothing (B4 trains
+    on all there is). Two entries on one topology are told apart by their traffic."""
+    from experiments.data import HISTORY_PAD, extra_entries, extra_held_out, held_out_after
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    specs = [{"topology": "nsfnet", "traffic": "gravity", "count": 20, "seed": 1}, {"topology": "b4", "traffic": "b4"},
+             {"topology": "nsfnet", "traffic": "bimodal", "count": 5}]
+    scored = extra_held_out(specs, 4, 3, default_seed=7)
+    assert [label for label, _ in scored] == ["nsfnet-gravity", "nsfnet-bimodal"]
+    nsfnet = load_topology("nsfnet")
+    for (_, data), model, count, seed in zip(scored, ("gravity", "bimodal"), (20, 5), (1, 7)):
+        drawn = load_traffic(model, nsfnet, count=2 * count, seed=seed).matrices
+        pad = min(HISTORY_PAD, count)
+        assert data.test.pad == pad
+        assert np.array_equal(data.test.matrices, drawn[count - pad:])  # history, then the held-out matrices
+        assert np.array_equal(data.train.matrices, load_traffic(model, nsfnet, count=count, seed=seed).matrices)
+        held_out = data.test.indices(1)
+        assert data.test.optimum_at(held_out) == pytest.approx(optimal_mlu(nsfnet, drawn[count:]))
+        assert not any(np.array_equal(data.test.matrices[i], m) for i in held_out for m in data.train.matrices)
+        assert data.pathset.same_paths(k_shortest_paths(nsfnet, 4))
+    abilene, b4 = extra_entries([{"topology": "abilene", "traffic": "abilene-train"},
+                                 {"topology": "b4", "traffic": "b4"}], 3)
+    before, after, contiguous = held_out_after(abilene)
+    assert (before.name, after.name, contiguous) == ("abilene-train", "abilene-test", True)
+    assert held_out_after(b4) is None
 
 
 def test_eval_scores_a_graph_run_on_another_topology_beside_its_own_table(tmp_path, monkeypatch):
