@@ -79,5 +79,9 @@ def test_leaf_spine_and_waxman():
     a, b = waxman(30, seed=5), waxman(30, seed=5)
     assert a.fingerprint() == b.fingerprint()  # reproducible
     assert waxman(30, seed=6).fingerprint() != a.fingerprint()
+    # the name tells every draw apart, so several-topology runs' per-topology scores do too
+    assert [waxman(30, 5, **shape).name for shape in ({}, {"beta": 0.4}, {"alpha": 0.6, "beta": 0.4})] == [
+        "waxman_n30_s5", "waxman_n30_s5_b0.4", "waxman_n30_s5_a0.6_b0.4"]
+    assert load_topology("waxman:30,seed=5,beta=0.4").name == "waxman_n30_s5_b0.4"
     sparse = waxman(40, seed=1, alpha=0.05, beta=0.05)  # very sparse draw: components get joined
     assert len(sparse.strong_components()) == 1

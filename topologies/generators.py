@@ -82,7 +82,11 @@ def waxman(
     for a, b in sorted(graph.edges()):
         delay, _ = propagation_delay_s(nodes[a], nodes[b])
         edges.append((nodes[a].name, nodes[b].name, capacity_bps, delay, None))
-    return Topology(f"waxman_n{n}_s{seed}", tuple(nodes[v] for v in sorted(graph)), tuple(bidirectional_links(edges)),
+    # the name tells draws apart: non-default alpha and beta change the graph, so they are in it
+    shape = "".join(f"_{key}{value:g}" for key, value, default in (("a", alpha, 0.4), ("b", beta, 0.2))
+                    if value != default)
+    return Topology(f"waxman_n{n}_s{seed}{shape}", tuple(nodes[v] for v in sorted(graph)),
+                    tuple(bidirectional_links(edges)),
                     (f"generated: waxman(n={n}, seed={seed}, alpha={alpha}, beta={beta}), "
                      f"{capacity_bps:.3g} bit/s, great-circle delays",))
 
