@@ -173,16 +173,22 @@ def extra_held_out(specs: Sequence[Mapping], paths: int, history: int, default_s
                    ) -> list[tuple[str, RunData]]:
     """(label, data) for each ``agent.also_train_on`` entry that has held-out traffic
     (:func:`held_out_after`), ``data.test`` being that traffic, to score a several-topology run
-    on every topology it trains on. The label is the topology's name, with the traffic's after
-    it where two entries share a topology."""
+    on every topology it trains on. The label is the topology's name, with the traffic's (and
+    then the seed) after it where two entries share a topology (and traffic)."""
     entries = extra_entries(specs, history, default_seed)
-    names = [e.topology.name for e in entries]
+
+    def labels(entry: ExtraEntry) -> tuple[str, str, str]:
+        name = entry.topology.name
+        return name, f"{name}-{entry.traffic}", f"{name}-{entry.traffic}-seed{entry.seed}"
+
     scored = []
     for entry in entries:
         if (split := held_out_after(entry)) is None:
             continue
         before, held_out, contiguous = split  # before: the held-out matrices' own past, for their history
-        label = entry.topology.name if names.count(entry.topology.name) == 1 else f"{entry.topology.name}-{entry.traffic}"
+        # the shortest label no other entry has
+        label = next(label for depth, label in enumerate(labels(entry))
+                     if depth == 2 or sum(labels(other)[depth] == label for other in entries) == 1)
         test = _with_history(before, held_out, cached_optimum(entry.topology, held_out.matrices), contiguous)
         matrices = entry.matrices  # what it trained on, its optima cached by extra_training already
         scored.append((label, RunData(entry.topology, k_shortest_paths(entry.topology, paths), entry.training,

@@ -569,6 +569,8 @@ def test_each_also_train_on_entry_is_scored_on_what_it_never_trains_on(tmp_path,
              {"topology": "nsfnet", "traffic": "bimodal", "count": 5}]
     scored = extra_held_out(specs, 4, 3, default_seed=7)
     assert [label for label, _ in scored] == ["nsfnet-gravity", "nsfnet-bimodal"]
+    twice = extra_held_out([*specs, {**specs[0], "seed": 2}, {"topology": "zoo:Sprint", "traffic": "gravity", "count": 4}], 4, 3)
+    assert [label for label, _ in twice] == ["nsfnet-gravity-seed1", "nsfnet-bimodal", "nsfnet-gravity-seed2", "Sprint"]
     nsfnet = load_topology("nsfnet")
     for (_, data), model, count, seed in zip(scored, ("gravity", "bimodal"), (20, 5), (1, 7)):
         drawn = load_traffic(model, nsfnet, count=2 * count, seed=seed).matrices
