@@ -10,8 +10,9 @@ shortest path, ECMP and the LP on the previous matrix:
   without them, side by side), on Abilene plus synthetic gravity traffic on NSFNET, or on
   Abilene plus the four synthetic networks of ``agent=gradient_gnn_mixed`` (its
   ``also_train_on``, read from that config);
-- the same network as ``rlte train agent=gradient_gnn`` and ``agent=gradient_gnn_mixed`` train
-  it (the whole training week; the mixed one also on its four synthetic networks): the runs of
+- the same network as ``rlte train agent=gradient_gnn``, ``agent=gradient_gnn_mixed`` and
+  ``agent=gradient_gnn_diverse`` train it (the whole training week; the mixed one also on its
+  four synthetic networks, the diverse one on NSFNET, Sprint and 16 Topology Zoo backbones): the runs of
   ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the same way;
   scored on three more unseen backbones of the Topology Zoo too (ZOO_UNSEEN, as PPO's graph
   policy is), beside ECMP and LP-previous;
@@ -67,6 +68,8 @@ K = 4
 HISTORY = 3
 
 
+# the gradient learner's `rlte train` runs that part gnn_runs scores (bench/learning.py's, trained here if missing)
+GNN_RUNS = ("gradient_gnn", "gradient_gnn_mixed", "gradient_gnn_diverse")
 PARTS = ("gnn", "gnn_runs", "ppo_gnn", "ppo_gnn_mixed", "dqn_gnn", "dqn_gnn_mixed")
 # PPO's graph-policy parts: part -> (the agent config its runs trained, what they trained on)
 PPO_RUNS = {"ppo_gnn": ("ppo_gnn", "abilene"),
@@ -166,7 +169,7 @@ def main() -> None:
 
     if "gnn_runs" in parts:
         results["gnn_runs"] = {}
-        for agent in ("gradient_gnn", "gradient_gnn_mixed"):
+        for agent in GNN_RUNS:
             per_set = {label: [] for label in {**evaluation, **zoo}}
             for seed in SEEDS:
                 run_dir = trained_run(agent, seed, GRADIENT_MODEL)

@@ -74,7 +74,7 @@ def generalization(data: dict) -> str:
         return [[name, label, f"{s['median']:.3f}", f"{s['p90']:.3f}"]
                 for label, by_name in baselines.items() for name, s in by_name.items()]
 
-    rows = [row for key, policy in (("gnn", "gnn (twin)"), ("ppo_gnn", "ppo_gnn"))
+    rows = [row for key, policy in (("gnn", "gnn (twin)"), ("gnn_runs", "rlte train run"), ("ppo_gnn", "ppo_gnn"))
             for setting, r in data.get(key, {}).items() for row in seed_rows(f"{policy}, {setting}", r["evaluation"])]
     parts = [table(["policy, trained on", "evaluated on", "median (per seed)", "p90"],
                    rows + baseline_rows(data.get("baselines", {})))]

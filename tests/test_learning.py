@@ -432,6 +432,38 @@ def test_also_train_on_gives_the_graph_learner_more_topologies(tmp_path, monkeyp
     assert [len(extra.matrices) for extra in loaded] == [4, 4, 4, 4]
 
 
+def test_the_diverse_mix_trains_on_networks_that_teach_and_that_are_never_scored_as_unseen(tmp_path, monkeypatch):
+    """agent=gradient_gnn_diverse: none of its networks is one bench/gnn_generalization.py
+    scores as unseen, and on every one's held-out matrices routing matters (shortest path and
+    ECMP both >= 5% off the optimum), which it does not on gradient_gnn_mixed's Waxman WANs."""
+    from agents.evaluation import evaluate_policies
+    from agents.policy import baseline_policies
+    from bench.gnn_generalization import ZOO_UNSEEN
+    from experiments.data import extra_held_out
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    diverse = compose_train("agent=gradient_gnn_diverse").agent.also_train_on
+    unseen = {load_topology(name).fingerprint() for name in ("b4", "waxman:30", *(z for z, _ in ZOO_UNSEEN.values()))}
+    assert len(diverse) == 18
+    assert not {load_topology(entry.topology).fingerprint() for entry in diverse} & unseen
+
+    def routing_gap(specs) -> dict[str, float]:
+        """The smaller of shortest path's and ECMP's median normalized MLU on 6 held-out matrices
+        per network (each entry's traffic drawn 8 matrices long, not its count: the same model
+        and seed, so the same structure, for a fraction of the optima)."""
+        gaps = {}
+        for label, data in extra_held_out([{**entry, "count": 8} for entry in specs], 4, 3):
+            indices = data.test.indices(1, limit=6)
+            policies = baseline_policies(data.topology, data.train.matrices, k=4, names=["shortest_path", "ecmp"])
+            _, table = evaluate_policies(policies, data.test.matrices, indices, optimal=data.test.optimum_at(indices))
+            gaps[label] = min(float(np.median(s.normalized_mlu)) for s in table.values())
+        return gaps
+
+    assert min(routing_gap(diverse).values()) >= 1.05
+    mixed = routing_gap(compose_train("agent=gradient_gnn_mixed").agent.also_train_on)
+    assert mixed["waxman_n20_s5"] == pytest.approx(1.0) and mixed["waxman_n16_s9"] == pytest.approx(1.0)
+
+
 def count_steps_by_topology(monkeypatch, env_class) -> dict[str, int]:
     """Steps taken in every ``env_class`` environment from now on, by topology name."""
     steps: dict[str, int] = {}
