@@ -494,12 +494,16 @@ class RotatesTopologies:
     Saving, and the end of :meth:`learn`, see the model's own environment, so a saved or
     trained model is the one-topology model it would otherwise be (``PPO.load`` /
     ``DQN.load`` read it). SB3's episode statistics (``rollout/ep_rew_mean``) pool the
-    topologies; ``rollout/ep_rew_mean/<topology>`` has each one's own."""
+    topologies; ``rollout/ep_rew_mean/<label>`` has each one's own (``also_labels``, else
+    each environment's topology name)."""
 
     buffer_attribute: str  # where the algorithm keeps its buffer: rollout_buffer or replay_buffer
 
-    def __init__(self, policy, env, *args: Any, also_on: Sequence[VecEnv] = (), **kwargs: Any) -> None:
+    def __init__(self, policy, env, *args: Any, also_on: Sequence[VecEnv] = (),
+                 also_labels: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(policy, env, *args, **kwargs)
+        if also_labels is not None and len(also_labels) != len(also_on):
+            raise ValueError(f"also_labels names {len(also_labels)} environments, also_on has {len(also_on)}")
         for i, other in enumerate(also_on):
             if other.num_envs != self.n_envs:
                 raise ValueError(f"every topology's environments share the model's rollout size: also_on[{i}] has "
@@ -510,7 +514,9 @@ class RotatesTopologies:
                                  f"{type(other.action_space).__name__} actions; the model's environment has "
                                  f"{type(self.observation_space).__name__} and {type(self.action_space).__name__}")
         self._stations = [_Station(self.env, getattr(self, self.buffer_attribute), _topology_label(self.env, 0))] + [
-            _Station(other, self._new_buffer(other), _topology_label(other, i + 1)) for i, other in enumerate(also_on)]
+            _Station(other, self._new_buffer(other),
+                     _topology_label(other, i + 1) if also_labels is None else str(also_labels[i]))
+            for i, other in enumerate(also_on)]
         self._at = 0  # the station whose environment, buffer and spaces the model holds now
         self._rollouts = 0
 
@@ -641,7 +647,8 @@ def check_keywords(given: Mapping[str, Any], cls: type, setting: str, set_elsewh
 def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_arch: list[int] | None = None,
                seed: int, tensorboard_log: str | None = None, device: str = "cpu",
                policy_options: Mapping[str, Any] | None = None, policy: str = "mlp",
-               advantage: str = "gae", also_on: Sequence[VecEnv] = ()) -> BaseAlgorithm:
+               advantage: str = "gae", also_on: Sequence[VecEnv] = (),
+               also_labels: Sequence[str] | None = None) -> BaseAlgorithm:
     """An untrained SB3 model. ``policy="mlp"``: an MLP of ``net_arch`` hidden widths;
     ``policy="graph"``: :class:`GraphActorCriticPolicy` for PPO or :class:`GraphQPolicy` for
     DQN (on the graph-wrapped environment, :func:`envs.graph.graph_wrapped`;
@@ -651,7 +658,7 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
     ``advantage``: ``"gae"`` (SB3's, from the critic) or ``"group"`` (PPO only,
     :class:`GroupBaselinePPO`; its environments must share their matrices). ``also_on``: more
     topologies' environments for a graph policy to learn on, one rollout each in turn
-    (:class:`RotatesTopologies`)."""
+    (:class:`RotatesTopologies`), their episode statistics filed under ``also_labels``."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if advantage not in ADVANTAGES:
@@ -687,6 +694,7 @@ def make_model(algorithm: str, env, hyperparameters: Mapping[str, Any], *, net_a
         else:
             algorithm_class = RotatingGroupBaselinePPO if advantage == "group" else RotatingPPO
         resolved["also_on"] = list(also_on)
+        resolved["also_labels"] = also_labels
     return algorithm_class(policy_class, env, seed=seed, verbose=0, device=device,
                            tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, **resolved)
 

@@ -107,6 +107,7 @@ class ExtraEntry:
     count: int
     seed: int
     training: TrafficSequence
+    label: str = ""  # what its TensorBoard scores are filed under (see extra_entries)
 
     @property
     def matrices(self) -> np.ndarray:
@@ -117,7 +118,9 @@ def extra_entries(specs: Sequence[Mapping], history: int, default_seed: int = 0)
     """Each entry of ``agent.also_train_on``: a topology (catalog name, generator spec or file)
     and its traffic: a synthetic model, ``count`` matrices (default 200) drawn with ``seed``
     (default ``default_seed``), or a real dataset of that topology (all its matrices: count
-    and seed are refused there). Each needs more than ``history`` matrices. Errors name the entry."""
+    and seed are refused there). Each needs more than ``history`` matrices. Errors name the entry.
+    Each entry's label is its topology's name, with the traffic's (and then the seed) after it
+    where two entries share a topology (and traffic): the shortest no other entry has."""
     entries = []
     for i, spec in enumerate(specs):
         where = f"agent.also_train_on[{i}]"
@@ -145,16 +148,28 @@ def extra_entries(specs: Sequence[Mapping], history: int, default_seed: int = 0)
             raise TrafficError(f"{where}: {traffic.name!r} has {len(traffic)} matrices; training on it needs "
                                f"more than env.history={history}")
         entries.append(ExtraEntry(topology, str(spec["traffic"]), count, seed, traffic))
-    return entries
+
+    def labels(entry: ExtraEntry) -> tuple[str, str, str]:
+        name = entry.topology.name
+        return name, f"{name}-{entry.traffic}", f"{name}-{entry.traffic}-seed{entry.seed}"
+
+    return [replace(entry, label=next(label for depth, label in enumerate(labels(entry))
+                                      if depth == 2 or sum(labels(other)[depth] == label for other in entries) == 1))
+            for entry in entries]
+
+
+def training_set(entry: ExtraEntry, paths: int):
+    """The ``agents.gnn.TrainingSet`` of an ``agent.also_train_on`` entry, with ``paths`` candidate paths per pair."""
+    from agents.gnn import TrainingSet  # torch: only the graph learners' training needs it
+
+    return TrainingSet(k_shortest_paths(entry.topology, paths), entry.matrices,
+                       cached_optimum(entry.topology, entry.matrices))
 
 
 def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list:
     """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on`` (see
     :func:`extra_entries`), with ``paths`` candidate paths per pair."""
-    from agents.gnn import TrainingSet  # torch: only the graph learner's training needs it
-
-    return [TrainingSet(k_shortest_paths(e.topology, paths), e.matrices, cached_optimum(e.topology, e.matrices))
-            for e in extra_entries(specs, history, default_seed)]
+    return [training_set(entry, paths) for entry in extra_entries(specs, history, default_seed)]
 
 
 def held_out_after(entry: ExtraEntry) -> tuple[TrafficSequence, TrafficSequence, bool] | None:
@@ -173,25 +188,15 @@ def extra_held_out(specs: Sequence[Mapping], paths: int, history: int, default_s
                    ) -> list[tuple[str, RunData]]:
     """(label, data) for each ``agent.also_train_on`` entry that has held-out traffic
     (:func:`held_out_after`), ``data.test`` being that traffic, to score a several-topology run
-    on every topology it trains on. The label is the topology's name, with the traffic's (and
-    then the seed) after it where two entries share a topology (and traffic)."""
-    entries = extra_entries(specs, history, default_seed)
-
-    def labels(entry: ExtraEntry) -> tuple[str, str, str]:
-        name = entry.topology.name
-        return name, f"{name}-{entry.traffic}", f"{name}-{entry.traffic}-seed{entry.seed}"
-
+    on every topology it trains on, under the entry's label (:func:`extra_entries`)."""
     scored = []
-    for entry in entries:
+    for entry in extra_entries(specs, history, default_seed):
         if (split := held_out_after(entry)) is None:
             continue
         before, held_out, contiguous = split  # before: the held-out matrices' own past, for their history
-        # the shortest label no other entry has
-        label = next(label for depth, label in enumerate(labels(entry))
-                     if depth == 2 or sum(labels(other)[depth] == label for other in entries) == 1)
         test = _with_history(before, held_out, cached_optimum(entry.topology, held_out.matrices), contiguous)
         matrices = entry.matrices  # what it trained on, its optima cached by extra_training already
-        scored.append((label, RunData(entry.topology, k_shortest_paths(entry.topology, paths), entry.training,
+        scored.append((entry.label, RunData(entry.topology, k_shortest_paths(entry.topology, paths), entry.training,
                                       cached_optimum(entry.topology, matrices), test)))
     return scored
 

@@ -38,7 +38,7 @@ from envs.split_routing import SharedStarts, SplitRoutingEnv
 from topologies import PathSet, union_pathsets
 
 from .compare import write_json_atomically
-from .data import RunData, ScoredSequence, extra_held_out, extra_training, prepare
+from .data import RunData, ScoredSequence, extra_entries, extra_held_out, extra_training, prepare, training_set
 from .plotting import cdf_figure, topology_figure
 from .run_config import (agent_actions, agent_advantage, agent_policy, baseline_names, check_config,
                          policy_options)
@@ -368,15 +368,15 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     callbacks = exploration_callbacks(cfg)
     # graph policies: rollouts on each of agent.also_train_on's topologies in turn (refused first);
     # path selection routes one matrix per episode, so it needs no history before it
-    extra = extra_training(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.get("history", 0)),
-                           int(cfg.seed))
+    entries = extra_entries(cfg.agent.get("also_train_on") or (), int(cfg.env.get("history", 0)), int(cfg.seed))
     envs = [make_vec_env(cfg, data)]
     try:
-        envs += [make_vec_env(cfg, data, on) for on in extra]
+        envs += [make_vec_env(cfg, data, training_set(entry, int(cfg.paths))) for entry in entries]
         model = make_model(cfg.agent.algorithm, envs[0], OmegaConf.to_container(cfg.agent.hyperparameters),
                            net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                            tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
-                           policy_options=policy_options(cfg), advantage=agent_advantage(cfg), also_on=envs[1:])
+                           policy_options=policy_options(cfg), advantage=agent_advantage(cfg), also_on=envs[1:],
+                           also_labels=[entry.label for entry in entries])
     except BaseException:
         for env in envs:
             env.close()
