@@ -12,8 +12,8 @@ shortest path, ECMP and the LP on the previous matrix:
   ``also_train_on``, read from that config);
 - the same network as ``rlte train agent=gradient_gnn``, ``agent=gradient_gnn_mixed`` and
   ``agent=gradient_gnn_diverse`` train it (the whole training week; the mixed one also on its
-  four synthetic networks, the diverse one on NSFNET, Sprint and 16 Topology Zoo backbones): the runs of
-  ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the same way;
+  four synthetic networks, the diverse one on NSFNET, Sprint and 16 Topology Zoo backbones):
+  the runs of ``bench/learning.py`` under ``bench/runs/`` when they exist, else trained here the same way;
   scored on three more unseen backbones of the Topology Zoo too (ZOO_UNSEEN, as PPO's graph
   policy is), beside ECMP and LP-previous;
 - PPO with the graph policy (``agent=ppo_gnn``), trained on Abilene's real training week by

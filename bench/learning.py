@@ -3,10 +3,11 @@
 - the Abilene table: train on the real training week, score on the test week (routing
   each next matrix from its history), for the gradient learner (MLP and refining graph
   network, the latter also trained on four synthetic networks besides Abilene:
-  ``gradient_gnn_mixed``, or on 18 more networks: ``gradient_gnn_diverse``), PPO (MLP acting per path or per link, the latter also with the
-  spread reward: ``ppo_costs_spread``; graph policy; ``--agents ppo_gnn_refine`` adds the
-  refining graph policy, not a default: ~9 min per seed) and DQN (on
-  its own environment, against greedy least-loaded and shortest path), over several seeds;
+  ``gradient_gnn_mixed``, or on 18 more networks: ``gradient_gnn_diverse``), PPO (MLP acting
+  per path or per link, the latter also with the spread reward: ``ppo_costs_spread``; graph
+  policy; ``--agents ppo_gnn_refine`` adds the refining graph policy, not a default: ~9 min
+  per seed) and DQN (on its own environment, against greedy least-loaded and shortest path),
+  over several seeds;
 - decision time per traffic matrix of each learned policy against the path LP it
   replaces, on abilene, geant and kdl (100 random nodes: 9,900 pairs); path-selection
   agents decide per flow, so theirs is also given per flow;
@@ -301,7 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--agents",
-                        default="gradient,gradient_gnn,gradient_gnn_mixed,gradient_gnn_diverse,ppo,ppo_costs,ppo_costs_spread,ppo_gnn,dqn,dqn_gnn",
+                        default="gradient,gradient_gnn,gradient_gnn_mixed,gradient_gnn_diverse,ppo,ppo_costs,"
+                                "ppo_costs_spread,ppo_gnn,dqn,dqn_gnn",
                         help=f"agent configs, or variants: {', '.join(VARIANTS)}")
     parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",

@@ -181,8 +181,8 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_op
 def train(ctx: typer.Context) -> None:
     """Train an agent (Hydra): rlte train \\[agent=ppo_costs_spread (default)|ppo_costs|ppo|ppo_gnn|
     ppo_gnn_refine|ppo_gnn_mixed|dqn|dqn_gnn|dqn_gnn_mixed|gradient|gradient_gnn|gradient_gnn_mixed|
-    gradient_gnn_diverse] topology=abilene traffic=abilene-real seed=3; multirun: rlte train -m seed=1,2,3 (then rlte summary on its folder);
-    help and config groups: rlte train --help."""
+    gradient_gnn_diverse] topology=abilene traffic=abilene-real seed=3; multirun: rlte train -m
+    seed=1,2,3 (then rlte summary on its folder); help and config groups: rlte train --help."""
     from .hydra_app import run_train
 
     run_train(list(ctx.args))

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,9 @@ from topologies import (PathSet, Topology, TopologyError, TrafficEnvelope, Traff
                         k_shortest_paths, load_topology, load_traffic)
 from topologies.traffic import (DATASET_TRAINING, MODELS, REAL_DATASETS, check_dataset_topology,
                                 training_and_held_out)
+
+if TYPE_CHECKING:
+    from agents.gnn import TrainingSet  # torch: imported where the graph learners train
 
 HISTORY_PAD = 12  # held-out matrices carry this much preceding history when the data has it
 
@@ -158,7 +162,7 @@ def extra_entries(specs: Sequence[Mapping], history: int, default_seed: int = 0)
             for entry in entries]
 
 
-def training_set(entry: ExtraEntry, paths: int):
+def training_set(entry: ExtraEntry, paths: int) -> TrainingSet:
     """The ``agents.gnn.TrainingSet`` of an ``agent.also_train_on`` entry, with ``paths`` candidate paths per pair."""
     from agents.gnn import TrainingSet  # torch: only the graph learners' training needs it
 
@@ -166,10 +170,17 @@ def training_set(entry: ExtraEntry, paths: int):
                        cached_optimum(entry.topology, entry.matrices))
 
 
-def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list:
-    """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on`` (see
-    :func:`extra_entries`), with ``paths`` candidate paths per pair."""
-    return [training_set(entry, paths) for entry in extra_entries(specs, history, default_seed)]
+def extra_sets(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0
+               ) -> list[tuple[ExtraEntry, TrainingSet]]:
+    """Each entry of ``agent.also_train_on`` (:func:`extra_entries`) with its
+    ``agents.gnn.TrainingSet`` (``paths`` candidate paths per pair): what a several-topology
+    run trains on and is scored on, loaded once."""
+    return [(entry, training_set(entry, paths)) for entry in extra_entries(specs, history, default_seed)]
+
+
+def extra_training(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0) -> list[TrainingSet]:
+    """The ``agents.gnn.TrainingSet`` of each entry of ``agent.also_train_on`` (:func:`extra_sets`)."""
+    return [trained for _, trained in extra_sets(specs, paths, history, default_seed)]
 
 
 def held_out_after(entry: ExtraEntry) -> tuple[TrafficSequence, TrafficSequence, bool] | None:
@@ -184,20 +195,18 @@ def held_out_after(entry: ExtraEntry) -> tuple[TrafficSequence, TrafficSequence,
     return training_and_held_out(later[0], entry.topology) if later else None
 
 
-def extra_held_out(specs: Sequence[Mapping], paths: int, history: int, default_seed: int = 0
-                   ) -> list[tuple[str, RunData]]:
-    """(label, data) for each ``agent.also_train_on`` entry that has held-out traffic
+def extra_held_out(extra: Sequence[tuple[ExtraEntry, TrainingSet]]) -> list[tuple[str, RunData]]:
+    """(label, data) for each entry of :func:`extra_sets` that has held-out traffic
     (:func:`held_out_after`), ``data.test`` being that traffic, to score a several-topology run
     on every topology it trains on, under the entry's label (:func:`extra_entries`)."""
     scored = []
-    for entry in extra_entries(specs, history, default_seed):
+    for entry, trained in extra:
         if (split := held_out_after(entry)) is None:
             continue
         before, held_out, contiguous = split  # before: the held-out matrices' own past, for their history
         test = _with_history(before, held_out, cached_optimum(entry.topology, held_out.matrices), contiguous)
-        matrices = entry.matrices  # what it trained on, its optima cached by extra_training already
-        scored.append((entry.label, RunData(entry.topology, k_shortest_paths(entry.topology, paths), entry.training,
-                                      cached_optimum(entry.topology, matrices), test)))
+        scored.append((entry.label, RunData(entry.topology, trained.pathset, entry.training, trained.optimal_mlu,
+                                            test)))
     return scored
 
 

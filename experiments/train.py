@@ -38,7 +38,7 @@ from envs.split_routing import SharedStarts, SplitRoutingEnv
 from topologies import PathSet, union_pathsets
 
 from .compare import write_json_atomically
-from .data import RunData, ScoredSequence, extra_entries, extra_held_out, extra_training, prepare, training_set
+from .data import ExtraEntry, RunData, ScoredSequence, extra_held_out, extra_sets, prepare
 from .plotting import cdf_figure, topology_figure
 from .run_config import (agent_actions, agent_advantage, agent_policy, baseline_names, check_config,
                          policy_options)
@@ -358,25 +358,24 @@ def exploration_callbacks(cfg: DictConfig) -> list:
     return [ExplorationDecay(start, final)]
 
 
-def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
+def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path,
+                extra: Sequence[tuple[ExtraEntry, TrainingSet]] = ()) -> Trainer:
     """The SB3 agent's training, with its environments and model built (so refused here, before
-    the run writes anything)."""
+    the run writes anything). ``extra``: :func:`experiments.data.extra_sets` of
+    ``agent.also_train_on``, for a graph policy's rollouts on each of them in turn."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.sb3 import make_model
 
     callbacks = exploration_callbacks(cfg)
-    # graph policies: rollouts on each of agent.also_train_on's topologies in turn (refused first);
-    # path selection routes one matrix per episode, so it needs no history before it
-    entries = extra_entries(cfg.agent.get("also_train_on") or (), int(cfg.env.get("history", 0)), int(cfg.seed))
     envs = [make_vec_env(cfg, data)]
     try:
-        envs += [make_vec_env(cfg, data, training_set(entry, int(cfg.paths))) for entry in entries]
+        envs += [make_vec_env(cfg, data, trained) for _, trained in extra]
         model = make_model(cfg.agent.algorithm, envs[0], OmegaConf.to_container(cfg.agent.hyperparameters),
                            net_arch=list(cfg.agent.get("net_arch") or []), seed=int(cfg.seed),
                            tensorboard_log=str(run_dir / "tb"), policy=agent_policy(cfg),
                            policy_options=policy_options(cfg), advantage=agent_advantage(cfg), also_on=envs[1:],
-                           also_labels=[entry.label for entry in entries])
+                           also_labels=[entry.label for entry, _ in extra])
     except BaseException:
         for env in envs:
             env.close()
@@ -409,10 +408,12 @@ def sb3_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
     return train
 
 
-def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
+def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path,
+                     extra: Sequence[tuple[ExtraEntry, TrainingSet]] = ()) -> Trainer:
     """The gradient learner's training: agents.gradient's MLP (agent.policy=mlp) or agents.gnn's
     LinkGNN (graph), with its settings and untrained network built (so refused here, before the
-    run writes anything)."""
+    run writes anything). ``extra``: :func:`experiments.data.extra_sets`, more topologies for
+    the graph network's batches."""
     from tqdm import tqdm
 
     agent, seed = cfg.agent, int(cfg.seed)
@@ -427,8 +428,7 @@ def gradient_trainer(cfg: DictConfig, data: RunData, run_dir: Path) -> Trainer:
                                max_grad_norm=float(agent.max_grad_norm))
         untrained = LinkGNN(settings.history, settings.hidden, settings.layers, settings.rounds)
 
-        sets = [TrainingSet(data.pathset, data.train.matrices, data.train_optimum),
-                *extra_training(agent.get("also_train_on") or (), int(cfg.paths), settings.history, seed)]
+        sets = [TrainingSet(data.pathset, data.train.matrices, data.train_optimum), *(trained for _, trained in extra)]
 
         def fit(on_epoch):
             return train_gnn(sets, settings, on_epoch=on_epoch)[0]
@@ -517,11 +517,13 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict:
     # topology, environment or agent settings leave the directory as it was
     data = prepare(cfg)
     prepare_s = time.perf_counter() - started
-    trainer = (gradient_trainer if cfg.agent.algorithm == "gradient" else sb3_trainer)(cfg, data, run_dir)
-    also = []  # the other topologies a several-topology run trains on, scored on their held-out traffic too
-    if cfg.eval.get("periodic_also_train_on", True):
-        also = extra_held_out(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.get("history", 0)),
-                              int(cfg.seed))
+    # agent.also_train_on's topologies, loaded once: trained on (graph policies; refused for the
+    # others by check_config) and scored on their held-out traffic too. Path selection routes
+    # one matrix per episode, so it needs no history before it.
+    extra = extra_sets(cfg.agent.get("also_train_on") or (), int(cfg.paths), int(cfg.env.get("history", 0)),
+                       int(cfg.seed))
+    trainer = (gradient_trainer if cfg.agent.algorithm == "gradient" else sb3_trainer)(cfg, data, run_dir, extra)
+    also = extra_held_out(extra) if cfg.eval.get("periodic_also_train_on", True) else []
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     writer = TEWriter(run_dir / "tb" / "te")

@@ -439,7 +439,7 @@ def test_the_diverse_mix_trains_on_networks_that_teach_and_that_are_never_scored
     from agents.evaluation import evaluate_policies
     from agents.policy import baseline_policies
     from bench.gnn_generalization import ZOO_UNSEEN
-    from experiments.data import extra_held_out
+    from experiments.data import extra_held_out, extra_sets
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     diverse = compose_train("agent=gradient_gnn_diverse").agent.also_train_on
@@ -452,7 +452,7 @@ def test_the_diverse_mix_trains_on_networks_that_teach_and_that_are_never_scored
         per network (each entry's traffic drawn 8 matrices long, not its count: the same model
         and seed, so the same structure, for a fraction of the optima)."""
         gaps = {}
-        for label, data in extra_held_out([{**entry, "count": 8} for entry in specs], 4, 3):
+        for label, data in extra_held_out(extra_sets([{**entry, "count": 8} for entry in specs], 4, 3)):
             indices = data.test.indices(1, limit=6)
             policies = baseline_policies(data.topology, data.train.matrices, k=4, names=["shortest_path", "ecmp"])
             _, table = evaluate_policies(policies, data.test.matrices, indices, optimal=data.test.optimum_at(indices))
@@ -513,7 +513,8 @@ def test_also_train_on_gives_graph_ppo_rollouts_on_more_topologies(tmp_path, mon
     te.Reload()
     for label in ("nsfnet-gravity", "nsfnet-bimodal"):
         assert [e.step for e in te.Scalars(f"heldout/{label}/normalized_mlu_median")] == [0, 768]
-    assert [sorted(point["other_topologies"]) for point in metrics["curve"]] == [["nsfnet-bimodal", "nsfnet-gravity"]] * 2
+    assert ([sorted(point["other_topologies"]) for point in metrics["curve"]]
+            == [["nsfnet-bimodal", "nsfnet-gravity"]] * 2)
     # the last score is the kept model's on NSFNET's next 6 gravity matrices (every 2nd of them,
     # as eval.every says), each routed from the history before it
     from agents.evaluation import evaluate_policies
@@ -595,14 +596,15 @@ def test_each_also_train_on_entry_is_scored_on_what_it_never_trains_on(tmp_path,
     the entry's seed, as a run's own synthetic traffic is split), carrying the matrices before
     them as history; a real dataset holds out the dataset that follows it, or nothing (B4 trains
     on all there is). Two entries on one topology are told apart by their traffic."""
-    from experiments.data import HISTORY_PAD, extra_entries, extra_held_out, held_out_after
+    from experiments.data import HISTORY_PAD, extra_entries, extra_held_out, extra_sets, held_out_after
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     specs = [{"topology": "nsfnet", "traffic": "gravity", "count": 20, "seed": 1}, {"topology": "b4", "traffic": "b4"},
              {"topology": "nsfnet", "traffic": "bimodal", "count": 5}]
-    scored = extra_held_out(specs, 4, 3, default_seed=7)
+    scored = extra_held_out(extra_sets(specs, 4, 3, default_seed=7))
     assert [label for label, _ in scored] == ["nsfnet-gravity", "nsfnet-bimodal"]
-    twice = extra_held_out([*specs, {**specs[0], "seed": 2}, {"topology": "zoo:Sprint", "traffic": "gravity", "count": 4}], 4, 3)
+    twice = extra_held_out(extra_sets([*specs, {**specs[0], "seed": 2},
+                                       {"topology": "zoo:Sprint", "traffic": "gravity", "count": 4}], 4, 3))
     assert [label for label, _ in twice] == ["nsfnet-gravity-seed1", "nsfnet-bimodal", "nsfnet-gravity-seed2", "Sprint"]
     nsfnet = load_topology("nsfnet")
     for (_, data), model, count, seed in zip(scored, ("gravity", "bimodal"), (20, 5), (1, 7)):
