@@ -56,13 +56,21 @@ def kind_of(group: str, option: DictConfig) -> tuple:
 @functools.cache
 def _group_options(group: str) -> tuple[DictConfig, ...]:
     """Every option of a config group, with its own defaults list merged in (ppo_costs_spread
-    extends ppo_costs, gradient_gnn_mixed extends gradient_gnn)."""
+    extends ppo_costs, gradient_gnn_mixed extends gradient_gnn and includes
+    ``/training_mix/four_networks@_here_``)."""
     files = {path.stem: OmegaConf.load(path) for path in sorted((CONFIG_DIR / group).glob("*.yaml"))}
+
+    def base(entry: str) -> DictConfig | None:
+        if entry in files:
+            return composed(entry)
+        if entry.startswith("/") and entry.endswith("@_here_"):  # another group's file, merged in place
+            return OmegaConf.load(CONFIG_DIR / f"{entry[1:-len('@_here_')]}.yaml")
+        return None
 
     def composed(name: str) -> DictConfig:
         own = files[name]
-        bases = [entry for entry in own.get("defaults", []) if isinstance(entry, str) and entry in files]
-        return OmegaConf.merge(*(composed(base) for base in bases), own)
+        bases = [base(entry) for entry in own.get("defaults", []) if isinstance(entry, str)]
+        return OmegaConf.merge(*(found for found in bases if found is not None), own)
 
     return tuple(composed(name) for name in files)
 
