@@ -20,7 +20,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,11 +141,12 @@ def live_backend(cfg: DictConfig, pathset: PathSet) -> Iterator[Backend]:
 
 
 @contextmanager
-def measuring(cfg: DictConfig, runs: int) -> Iterator[Callable[[str, int], None]]:
-    """A progress bar over the live runs (each seconds long), as the ``progress`` callback of the scorers."""
+def scoring_bar(description: str, total: int, unit: str) -> Iterator[Callable[[str, int], None]]:
+    """A progress bar over ``total`` units of scoring (decisions on the twin, runs of seconds each
+    on a live backend), as the ``progress`` callback of the scorers; the postfix names the policy."""
     from tqdm import tqdm
 
-    with tqdm(total=runs, desc=f"measuring on {cfg.backend.name}", unit="run") as bar:
+    with tqdm(total=total, desc=description, unit=unit) as bar:
         def progress(name: str, count: int) -> None:
             bar.set_postfix_str(name)
             bar.update(count)
@@ -154,7 +155,8 @@ def measuring(cfg: DictConfig, runs: int) -> Iterator[Callable[[str, int], None]
 
 
 def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-                        baselines: bool, with_drops: bool = True, live: bool = False) -> dict[str, PolicyScores]:
+                        baselines: bool, with_drops: bool = True, live: bool = False,
+                        bar: bool = False) -> dict[str, PolicyScores]:
     policies = [learned_policy(cfg, data, model)]
     if data.envelope is not None:  # a second instance: the guard keeps its policy's state its own
         policies.append(guarded_policy(cfg, data, model))
@@ -164,16 +166,17 @@ def score_split_routing(cfg: DictConfig, data: RunData, model, sequence: ScoredS
     evaluate = functools.partial(evaluate_policies, policies, sequence.matrices, indices,
                                  optimal=sequence.optimum_at(indices))
     if not live:
-        return evaluate(with_drops=with_drops)[1]
+        with scoring_bar("scoring", len(policies) * len(indices), "decision") if bar else nullcontext() as progress:
+            return evaluate(with_drops=with_drops, progress=progress)[1]
     # one emulated network carries every policy's paths (ECMP's and OSPF's are not all among the K shortest)
     pathsets = {id(policy.pathset): policy.pathset for policy in policies}
     with live_backend(cfg, union_pathsets(data.pathset, *pathsets.values())) as backend, \
-            measuring(cfg, len(policies) * len(indices)) as progress:
+            scoring_bar(f"measuring on {cfg.backend.name}", len(policies) * len(indices), "run") as progress:
         return evaluate(backend=backend, progress=progress)[1]
 
 
 def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-                         baselines: bool, live: bool = False) -> dict[str, PolicyScores]:
+                         baselines: bool, live: bool = False, bar: bool = False) -> dict[str, PolicyScores]:
     """The path-selection model (None: the baselines alone) and, with ``baselines``, every baseline
     rule, each playing ``sequence``'s matrices ``indices`` with the run's seed as flow order."""
     from agents.flows import baseline_choosers, from_model, score_choosers
@@ -196,17 +199,22 @@ def score_path_selection(cfg: DictConfig, data: RunData, model, sequence: Scored
                               **live_options)
 
     if not live:
-        return scores("twin")
-    with live_backend(cfg, data.pathset) as backend, measuring(cfg, len(choosers) * len(indices)) as progress:
+        with scoring_bar("scoring", len(choosers) * len(indices), "matrix") if bar else nullcontext() as progress:
+            return scores("twin", progress=progress)
+    runs = len(choosers) * len(indices)
+    with live_backend(cfg, data.pathset) as backend, \
+            scoring_bar(f"measuring on {cfg.backend.name}", runs, "run") as progress:
         return scores(backend, progress=progress, measured=True)
 
 
 def score(cfg: DictConfig, data: RunData, model, sequence: ScoredSequence, indices: np.ndarray, *,
-          baselines: bool, live: bool = False) -> dict[str, PolicyScores]:
+          baselines: bool, live: bool = False, bar: bool = False) -> dict[str, PolicyScores]:
     """The model (and, with ``baselines``, every baseline) on ``sequence``'s matrices ``indices``;
-    ``live``: measured on the config's backend (the twin's prediction beside each score)."""
+    ``live``: measured on the config's backend (the twin's prediction beside each score), with a
+    progress bar; ``bar``: a progress bar on the twin too (the final table's LPs take minutes on
+    large networks; the periodic scores under the training bar go without)."""
     scorer = score_path_selection if cfg.env.kind == "path_selection" else score_split_routing
-    return scorer(cfg, data, model, sequence, indices, baselines=baselines, live=live)
+    return scorer(cfg, data, model, sequence, indices, baselines=baselines, live=live, bar=bar)
 
 
 # ---------------------------------------------------------------------------- TensorBoard
@@ -503,7 +511,7 @@ def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
     """Score the trained model and the baselines on the held-out matrices; write the JSON report."""
     indices = data.test.indices(int(cfg.eval.every))
     table = score(cfg, data, model, data.test, indices, baselines=bool(cfg.eval.with_baselines),
-                  live=cfg.backend.name != "twin")
+                  live=cfg.backend.name != "twin", bar=True)
     report = table_json(cfg, data, indices, table)
     write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
     return report, table

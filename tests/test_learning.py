@@ -774,6 +774,8 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     result = rlte("eval", f"run={runs[0]}", f"out={out}", cwd=tmp_path, env_extra=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     again = json.loads(out.read_text())
+    decisions = len(again["policies"]) * len(again["tm_index"])  # the bar counts every policy's decisions
+    assert "scoring: 100%" in result.stderr and f"{decisions}/{decisions}" in result.stderr
     assert again["policies"]["gradient"]["normalized_mlu"] == pytest.approx(first["policies"]["gradient"]["normalized_mlu"])
 
     picked = tmp_path / "picked.json"  # eval.baselines: only those rows, in that order, the same scores
