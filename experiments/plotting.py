@@ -40,9 +40,7 @@ def link_segments(topology: Topology, pos: dict[str, tuple[float, float]],
     of travel by ``offset`` of the drawing's span: a link and its reverse are drawn side by side
     instead of one over the other (a hot direction hidden under a cool one)."""
     ends = np.array([[pos[link.src], pos[link.dst]] for link in topology.links], dtype=np.float64)
-    if len(ends) == 0:
-        return ends.reshape(0, 2, 2)
-    points = ends.reshape(-1, 2)
+    points = ends.reshape(-1, 2)  # a Topology always has links (>= 2 nodes, strongly connected)
     span = np.maximum(points.max(axis=0) - points.min(axis=0), 1e-12)  # (x, y) extent of the drawing
     direction = (ends[:, 1] - ends[:, 0]) / span                         # in span units: x and y alike
     length = np.hypot(direction[:, 0], direction[:, 1])
@@ -99,13 +97,13 @@ def cdf_figure(values: dict[str, np.ndarray], *, xlabel: str = "normalized MLU (
     thickest. Colours repeat only with another line style, so a dozen policies stay apart.
     ``close_up`` adds a panel framing the first policy's range, where the baselines that
     decide whether it is any good sit (a shortest path at 5x the optimum would squeeze them)."""
-    panels = 2 if close_up and values else 1
+    ordered = {name: np.sort(np.asarray(x, dtype=np.float64)) for name, x in values.items()}
+    panels = 2 if close_up and ordered else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), dpi=100, squeeze=False)
     colours = plt.get_cmap("tab10").colors
     styles = ("-", "--", ":", "-.")
     for ax in axes[0]:
-        for i, (name, x) in enumerate(values.items()):
-            x = np.sort(np.asarray(x, dtype=np.float64))
+        for i, (name, x) in enumerate(ordered.items()):
             ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=name,
                     color=colours[i % len(colours)], linestyle=styles[(i // len(colours)) % len(styles)],
                     linewidth=2.4 if i == 0 else 1.3)
@@ -113,13 +111,12 @@ def cdf_figure(values: dict[str, np.ndarray], *, xlabel: str = "normalized MLU (
         ax.set_ylabel("fraction of traffic matrices")
         ax.grid(alpha=0.3)
     if panels == 2:
-        first = np.asarray(next(iter(values.values())), dtype=np.float64)
-        low = min(float(np.min(x)) for x in values.values())
-        high = float(first.max())
+        first_name, first = next(iter(ordered.items()))
+        low, high = min(float(x[0]) for x in ordered.values()), float(first[-1])
         pad = max(high - low, 1e-3) * 0.05
         close = axes[0][1]
         close.set_xlim(low - pad, high + pad)
-        close.set_title(f"close-up: {next(iter(values))}'s range", fontsize=9)
+        close.set_title(f"close-up: {first_name}'s range", fontsize=9)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
