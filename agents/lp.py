@@ -12,6 +12,10 @@ they report is recomputed from the solution's own link loads, not read off the s
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -37,11 +41,55 @@ class LPSolution:
     build_time_s: float
 
 
+_banner_lock = threading.Lock()
+_banner_printed = False  # by this process's HiGHS, into /dev/null
+
+
+@contextlib.contextmanager
+def _stdout_discarded():
+    """File descriptor 1 points at /dev/null inside (C code writes there, not to sys.stdout)."""
+    try:
+        sys.stdout.flush()  # Python's pending output goes out first, to where it belongs
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all: nothing to keep clean
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _highs() -> highspy.Highs:
+    """A HiGHS solver that prints nothing.
+
+    ``output_flag`` silences the solver's log, but highspy 1.16 prints its banner ("Running
+    HiGHS ...  Copyright ...") to the C stdout while ``highspy.Highs()`` is being built, before
+    any option can be set, once per process: the first solver is built with stdout discarded.
+    """
+    global _banner_printed
+    with _banner_lock:
+        if _banner_printed:
+            h = highspy.Highs()
+        else:
+            with _stdout_discarded():
+                h = highspy.Highs()
+            _banner_printed = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def _solve(cost, matrix: sparse.csc_matrix, row_lower, row_upper, col_lower, col_upper, *,
            time_limit_s: float | None = None, solver: str = "choose") -> tuple[np.ndarray, float]:
     """Solve min cost·x subject to row and column bounds: (x, seconds); LPError unless optimal."""
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _highs()
     h.setOptionValue("solver", solver)
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))
