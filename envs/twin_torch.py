@@ -92,23 +92,6 @@ class TorchFluidTwin(FluidTwin):
     def _scale_in_place(self, x, factor):
         return x * factor  # out of place: autograd may need x
 
-    def _slots_to_links(self, x):
-        return x @ self._AT if self.dense else (self._A @ x.T).T
-
-    def _slots_to_utilization(self, x):
-        return x @ self._UT if self.dense else (self._U @ x.T).T
-
-    def _links_to_slots(self, y):
-        return y @ self._A if self.dense else (self._AT @ y.T).T
-
-    def _hops_to_links_t(self, h):
-        return self._HL @ h
-
-    def _upstream_t(self, log_pass):
-        if self._UP is not None:
-            return self._UP @ log_pass
-        return super()._upstream_t(log_pass)
-
     def _shared_loads(self, demands, ratios):
         if self.dense:
             return super()._shared_loads(demands, ratios)
