@@ -36,7 +36,8 @@ from envs.graph import equal_split_utilization_matrix, link_graph_edges
 from envs.twin_torch import SparseProduct, TorchFluidTwin
 from topologies import PathSet
 
-from .gradient import DemandHistoryPolicy, load_network, normalized_mlu_loss, save_network, training_samples
+from .gradient import (DemandHistoryPolicy, EpochCallback, TrainingState, load_network, normalized_mlu_loss,
+                       save_network, training_samples)
 
 
 class LinkGraph:
@@ -255,12 +256,14 @@ def train_gnn(
     sets: Sequence[TrainingSet],
     settings: GNNSettings = GNNSettings(),
     *,
-    on_epoch: Callable[[int, float, LinkGNN], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume: TrainingState | None = None,
 ) -> tuple[LinkGNN, list[float]]:
     """Train one :class:`LinkGNN` on one or more topologies (batches alternate between them).
 
     Samples are windows t-h..t-1 -> matrix t; the loss is MLU(matrix t) ÷ its optimum.
-    Returns the network and the mean training loss of every epoch.
+    Returns the network and the mean training loss of every epoch. ``on_epoch`` and
+    ``resume`` as in :func:`agents.gradient.train_gradient`.
     """
     if not sets:
         raise ValueError("train_gnn needs at least one training set")
@@ -272,8 +275,10 @@ def train_gnn(
     net = LinkGNN(h, settings.hidden, settings.layers, settings.rounds)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs)
-    losses = []
-    for epoch in range(settings.epochs):
+    if resume is not None:
+        resume.restore(net, optimizer, generator, schedule)
+    losses = list(resume.losses) if resume is not None else []
+    for epoch in range(resume.epoch if resume is not None else 0, settings.epochs):
         net.train()
         batches = []
         for index, (_, _, _, targets, _) in enumerate(prepared):
@@ -295,5 +300,6 @@ def train_gnn(
         losses.append(total / count)
         net.eval()
         if on_epoch:
-            on_epoch(epoch, losses[-1], net)
+            on_epoch(epoch, losses[-1], net,
+                     lambda: TrainingState.of(epoch + 1, net, optimizer, generator, losses, schedule))
     return net, losses

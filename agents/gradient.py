@@ -147,6 +147,48 @@ class GradientSettings:
     spread_p: float = 8.0
 
 
+@dataclass
+class TrainingState:
+    """What continues a stopped training where it stopped: the network's weights, the
+    optimizer's and the learning-rate schedule's state, the batch order's random generator,
+    and the losses of the ``epoch`` epochs done (:func:`train_gradient`, :func:`agents.gnn.train_gnn`)."""
+
+    epoch: int
+    net: dict
+    optimizer: dict
+    generator: torch.Tensor
+    losses: list[float]
+    schedule: dict | None = None
+
+    @classmethod
+    def of(cls, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+           losses: list[float], schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> "TrainingState":
+        return cls(epoch, net.state_dict(), optimizer.state_dict(), generator.get_state(), list(losses),
+                   schedule.state_dict() if schedule is not None else None)
+
+    def restore(self, net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        net.load_state_dict(self.net)
+        optimizer.load_state_dict(self.optimizer)
+        generator.set_state(self.generator)
+        if schedule is not None and self.schedule is not None:
+            schedule.load_state_dict(self.schedule)
+
+    def save(self, path: str | Path) -> None:
+        torch.save(vars(self), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainingState":
+        try:
+            return cls(**torch.load(path, weights_only=False))
+        except (OSError, pickle.UnpicklingError, TypeError, RuntimeError, EOFError) as exc:
+            raise ValueError(f"{path} is not a training state saved by rlte: {exc}") from None
+
+
+# on_epoch(epoch, loss, net, state): after each epoch; state() is the TrainingState that continues from it
+EpochCallback = Callable[[int, float, nn.Module, Callable[[], TrainingState]], None]
+
+
 def normalized_mlu_loss(utilization: torch.Tensor, optimum: torch.Tensor, spread: float = 0.0,
                         spread_p: float = 8.0) -> torch.Tensor:
     """Mean over the batch of MLU ÷ optimum, for (B, E) link utilizations and (B,) optima; plus
@@ -180,13 +222,14 @@ def train_gradient(
     optimal_mlu: np.ndarray,
     settings: GradientSettings = GradientSettings(),
     *,
-    on_epoch: Callable[[int, float, SplitRatioNet], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume: TrainingState | None = None,
 ) -> tuple[GradientPolicy, list[float]]:
     """Train on consecutive ``matrices`` (T, N, N) whose optima are ``optimal_mlu`` (T,).
 
     Samples are windows t-h..t-1 -> matrix t. Returns the policy and the mean training loss
-    (normalized MLU) of every epoch. ``on_epoch(epoch, loss, net)`` is called after each (as
-    :func:`agents.gnn.train_gnn` calls it).
+    (normalized MLU) of every epoch. ``on_epoch`` is called after each (as
+    :func:`agents.gnn.train_gnn` calls it); ``resume`` continues a training from its state.
     """
     h = settings.history
     demands, optimum, targets, windows = training_samples(pathset, matrices, optimal_mlu, h)
@@ -197,8 +240,10 @@ def train_gradient(
     capacities = torch.as_tensor(np.array(pathset.topology.capacities), dtype=torch.float32)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     policy = GradientPolicy(pathset, net)
-    losses = []
-    for epoch in range(settings.epochs):
+    if resume is not None:
+        resume.restore(net, optimizer, generator)
+    losses = list(resume.losses) if resume is not None else []
+    for epoch in range(resume.epoch if resume is not None else 0, settings.epochs):
         net.train()
         order = torch.randperm(len(targets), generator=generator)
         total = 0.0
@@ -214,6 +259,6 @@ def train_gradient(
         losses.append(total / len(order))
         net.eval()
         if on_epoch:
-            on_epoch(epoch, losses[-1], net)
+            on_epoch(epoch, losses[-1], net, lambda: TrainingState.of(epoch + 1, net, optimizer, generator, losses))
     return policy, losses
 
