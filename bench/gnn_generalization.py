@@ -53,11 +53,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, write  # noqa: E402
-from experiments.train import GRADIENT_MODEL, SB3_MODEL  # noqa: E402
+from experiments import BENCH_CONFIG_DIR, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MIXED_AGENT = ROOT / "experiments" / "conf" / "agent" / "gradient_gnn_mixed.yaml"  # its also_train_on
+MIXED_AGENT = BENCH_CONFIG_DIR / "training_mix" / "four_networks.yaml"  # the *_mixed agents' also_train_on
 SEEDS = (0, 1, 2)
 ZOO_UNSEEN = {  # label -> (topology, synthetic traffic model), for the `rlte train` runs (part gnn_runs)
     "janetbackbone hotspot (unseen zoo backbone, 29 nodes)": ("zoo:Janetbackbone", "hotspot"),
@@ -90,9 +90,8 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from agents.evaluation import evaluate_policies
-    from agents.gnn import GNNPolicy, GNNSettings, LinkGNN, TrainingSet, train_gnn
+    from agents.gnn import GNNPolicy, GNNSettings, TrainingSet, train_gnn
     from agents.policy import LPPolicy, ecmp, shortest_path
-    from agents.sb3 import SB3GraphSplitPolicy, load_model
     from experiments.data import cached_optimum, extra_training
     from topologies import k_shortest_paths, load_topology, load_traffic
 
@@ -172,9 +171,9 @@ def main() -> None:
         for agent in GNN_RUNS:
             per_set = {label: [] for label in {**evaluation, **zoo}}
             for seed in SEEDS:
-                run_dir = trained_run(agent, seed, GRADIENT_MODEL)
-                net = LinkGNN.load(run_dir / GRADIENT_MODEL)
-                score_everywhere(lambda paths: GNNPolicy(paths, net, f"{agent}[run]"), {**evaluation, **zoo}, per_set,
+                run_dir = trained_run(agent, seed)
+                trained = load_run(run_dir).policy
+                score_everywhere(lambda paths: trained.on(paths, f"{agent}[run]"), {**evaluation, **zoo}, per_set,
                                  f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
             results["gnn_runs"][agent] = {"evaluation": summarized(per_set)}
 
@@ -184,9 +183,7 @@ def main() -> None:
         ppo_runs: dict[str, list[dict]] = {label: [] for label in {**evaluation, **zoo}}
         for seed in SEEDS:
             run_dir = trained_run(agent, seed)
-            env = OmegaConf.load(run_dir / "config.yaml").env  # the run's own encoding
-            trained = SB3GraphSplitPolicy(load_model("ppo", str(run_dir / SB3_MODEL)), abilene_paths,
-                                          int(env.history), float(env.action_scale))
+            trained = load_run(run_dir).policy  # with the run's own encoding
             score_everywhere(lambda paths: trained.on(paths, f"{agent}[run]"), {**evaluation, **zoo}, ppo_runs,
                              f"{agent} seed {seed}", seed=seed, run_dir=str(run_dir.relative_to(ROOT)))
         results.setdefault("ppo_gnn", {})[trained_on] = {"evaluation": summarized(ppo_runs)}
@@ -197,11 +194,11 @@ def main() -> None:
     write("gnn_generalization", results)
 
 
-def trained_run(agent: str, seed: int, model: str = SB3_MODEL) -> Path:
+def trained_run(agent: str, seed: int) -> Path:
     """The run directory of ``bench/learning.py``'s run of ``agent`` and ``seed``, trained now if missing."""
     from bench.learning import run_dir, train_runs
 
-    if not (run_dir(agent, seed) / model).exists():
+    if not (run_dir(agent, seed) / "metrics.json").exists():
         train_runs([agent], [seed])
     return run_dir(agent, seed)
 
@@ -211,11 +208,9 @@ def path_selection_part(evaluation: dict, training_paths, agent: str = "dqn_gnn"
     synthetic networks too), playing path selection on every evaluation set, beside the
     path-selection baselines (MLU ÷ optimum of splittable routing)."""
     from agents.flows import baseline_choosers, score_choosers
-    from agents.sb3 import SB3GraphPathChooser, load_model
     from envs import PathSelectionEnv
 
-    trained = {seed: SB3GraphPathChooser(load_model("dqn", str(trained_run(agent, seed) / SB3_MODEL)),
-                                         training_paths) for seed in SEEDS}
+    trained = {seed: load_run(trained_run(agent, seed)).policy for seed in SEEDS}
     part: dict = {"baselines": {}, "evaluation": {}}
     for label, (topology, paths, matrices, indices, optimum) in evaluation.items():
         env = PathSelectionEnv(topology, matrices, pathset=paths)

@@ -58,20 +58,16 @@ def run_dir(agent: str, seed: int) -> Path:
 
 def train_runs(names: list[str], seeds: list[int]) -> list[dict]:
     """Train each of ``names`` (an agent config, or one of VARIANTS) with every seed."""
-    from hydra import compose, initialize_config_dir
-
-    from experiments.hydra_app import CONFIG_DIR
-    from experiments.train import run_training
+    from experiments import BENCH_CONFIG_DIR, compose, train_config
 
     rows = []
     for name in names:
         agent, overrides = VARIANTS.get(name, (name, []))
         for seed in seeds:
-            with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-                cfg = compose("train", overrides=[f"agent={agent}", f"seed={seed}", *overrides])
+            cfg = compose(f"agent={agent}", f"seed={seed}", *overrides, config_dirs=[BENCH_CONFIG_DIR])
             directory = run_dir(name, seed)
             started = time.perf_counter()
-            metrics = run_training(cfg, directory)
+            metrics = train_config(cfg, directory).metrics
             rows.append({**metrics, "agent": name, "policy": agent, "seed": seed, "overrides": overrides,
                          "machine": machine(),  # merged results keep each run's own versions
                          "run_dir": str(directory.relative_to(ROOT)), "wall_seconds": time.perf_counter() - started})
@@ -218,16 +214,9 @@ def rescore_baselines(results: dict) -> None:
 
 def path_selection_baselines(seed: int) -> dict[str, dict]:
     """The path-selection rules' summaries on a DQN run's final-table matrices, flows drawn from ``seed``."""
-    from hydra import compose, initialize_config_dir
+    from experiments import BENCH_CONFIG_DIR, baselines_only, compose, score_run
 
-    from experiments.data import prepare
-    from experiments.hydra_app import CONFIG_DIR
-    from experiments.train import score_path_selection
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("train", overrides=["agent=dqn", f"seed={seed}"])
-    data = prepare(cfg)
-    scores = score_path_selection(cfg, data, None, data.test, data.test.indices(int(cfg.eval.every)), baselines=True)
+    scores = score_run(baselines_only(compose("agent=dqn", f"seed={seed}", config_dirs=[BENCH_CONFIG_DIR])))
     return {name: score.summary() for name, score in scores.items()}
 
 
@@ -246,24 +235,19 @@ def rescore_guarded(results: dict) -> None:
     run directory kept (the guarded policy runs the agent in shadow on every matrix, so the row
     is what the run's own final table would hold). A directory whose model does not score the
     run's own row again (a later run written over it) is left out."""
-    from omegaconf import OmegaConf
-
-    from experiments.data import prepare
-    from experiments.train import load_trained, model_file, score
+    from experiments import load_run, score_run
 
     for run in results["abilene_runs"]:
         if "lp_previous" not in run["final"] or guarded_name(run) in run["final"]:
             continue
         directory = ROOT / run["run_dir"]
-        cfg = OmegaConf.load(directory / "config.yaml") if (directory / "config.yaml").exists() else None
-        if cfg is None or not (directory / model_file(cfg)).exists():
+        try:
+            loaded = load_run(directory, "eval.guard=true")
+        except FileNotFoundError:
             print(f"{run['agent']} seed {run['seed']}: no model in {run['run_dir']}; train it again for its "
                   f"guarded row", flush=True)
             continue
-        OmegaConf.update(cfg, "eval.guard", True, force_add=True)
-        data = prepare(cfg)
-        model = load_trained(cfg, data, directory)
-        table = score(cfg, data, model, data.test, data.test.indices(int(cfg.eval.every)), baselines=False)
+        table = score_run(loaded, baselines=False)
         own, recorded = table[run_policy(run)].summary(), run["final"][run_policy(run)]
         if any(not np.isclose(own[key], recorded[key], rtol=1e-9) for key in ("median", "p90", "max")):
             print(f"{run['agent']} seed {run['seed']}: {run['run_dir']} holds another run than the results "

@@ -57,33 +57,27 @@ def replay_settings(stem: str, measured: dict) -> tuple[int, str]:
 
 
 def score_file(stem: str) -> dict:
-    from omegaconf import OmegaConf
-
     from agents.evaluation import decide
     from agents.policy import BASELINES, baseline_policies
     from controllers.fabric import FabricPlan
     from envs.backend import TwinBackend
     from envs.ovs_hashing import flow_sources, hashed_ratios
-    from experiments.data import prepare
-    from experiments.hydra_app import group_config
-    from experiments.train import learned_policy, load_trained
+    from experiments import load_run
     from topologies import lift_ratios, union_pathsets
 
     run_name, topology, every = MEASURED[stem]
     measured = json.loads((RESULTS / f"{stem}.json").read_text())
     flows, addresses = replay_settings(stem, measured)
     run = RUNS / run_name
-    cfg = OmegaConf.load(run / "config.yaml")
-    if topology is not None:
-        cfg.topology, cfg.traffic = group_config("topology", topology), group_config("traffic", f"{topology}-real")
-    cfg.eval.guard = False
-    data = prepare(cfg)
+    loaded = load_run(run, "eval.guard=false", *((f"topology={topology}", f"traffic={topology}-real")
+                                                 if topology is not None else ()))
+    cfg, data = loaded.config, loaded.data
     sequence = data.test
     indices = sequence.indices(every)
     optimum = sequence.optimum_at(indices)
-    policies = [learned_policy(cfg, data, load_trained(cfg, data, run))]
+    policies = [loaded.policy]
     # the file's baselines, in its order: the emulation laid out their paths in that order
-    policies += baseline_policies(data.topology, data.train.matrices, k=int(cfg.paths),
+    policies += baseline_policies(data.topology, data.train.matrices, k=cfg.paths,
                                   names=[name for name in measured["policies"] if name in BASELINES])
     # the emulated network carried the union of the file's policies' paths, in this order
     union = union_pathsets(data.pathset, *{id(p.pathset): p.pathset for p in policies}.values())

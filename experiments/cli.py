@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -167,7 +168,7 @@ def compare(
         table.add_row(name, f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['max']:.3f}", f"{s['mean']:.3f}",
                       f"{s['decision_time_s'] * 1e3:.2f} ms")
     console.print(table)
-    console.print(f"optimal MLU (exact multicommodity flow): median {sorted(report.optimal_mlu)[len(report.optimal_mlu) // 2]:.4g}"
+    console.print(f"optimal MLU (exact multicommodity flow): median {np.median(report.optimal_mlu):.4g}"
                   f" · {time.perf_counter() - began:.1f} s", highlight=False)
     if out is not None:
         write_json_atomically(out, report_json(report))
@@ -175,14 +176,26 @@ def compare(
 
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+CONFIG_DIR = Path(__file__).parent / "conf"
 
 
-@app.command(context_settings=EXTRA_ARGS, add_help_option=False)
+def agent_names(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The agents `rlte train agent=NAME` offers: the config folder's, the default first."""
+    from omegaconf import DictConfig, OmegaConf
+
+    default = next(entry["agent"] for entry in OmegaConf.load(config_dir / "train.yaml").defaults
+                   if isinstance(entry, DictConfig) and "agent" in entry)
+    names = sorted(path.stem for path in (config_dir / "agent").glob("*.yaml"))
+    return [default, *(name for name in names if name != default)]
+
+
+@app.command(context_settings=EXTRA_ARGS, add_help_option=False,
+             help=f"Train an agent (Hydra): rlte train \\[agent={'|'.join(agent_names())}] (the first is the "
+                  "default) topology=abilene traffic=abilene-real seed=3; experiment variants: rlte train -cd "
+                  "bench/conf agent=NAME; multirun: rlte train -m seed=1,2,3 (then rlte summary on its folder); "
+                  "continue a stopped run: rlte train resume=runs/DIR; help and config groups: rlte train --help.")
+@friendly_errors
 def train(ctx: typer.Context) -> None:
-    """Train an agent (Hydra): rlte train \\[agent=ppo_costs_spread (default)|ppo_costs|ppo|ppo_gnn|
-    ppo_gnn_refine|ppo_gnn_mixed|dqn|dqn_gnn|dqn_gnn_mixed|gradient|gradient_gnn|gradient_gnn_mixed|
-    gradient_gnn_diverse] topology=abilene traffic=abilene-real seed=3; multirun: rlte train -m
-    seed=1,2,3 (then rlte summary on its folder); help and config groups: rlte train --help."""
     from .hydra_app import run_train
 
     run_train(list(ctx.args))

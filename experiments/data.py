@@ -240,7 +240,7 @@ def load_run_topology(cfg: DictConfig) -> Topology:
 def prepare(cfg: DictConfig) -> RunData:
     topology = load_run_topology(cfg)
     traffic = cfg.traffic
-    target = traffic.get("target_mlu")
+    target = traffic.target_mlu
     factor = 1.0
     # optimal MLU scales with the traffic: optima of matrices scaled here are derived, not solved again
     train_optimum = held_out_optimum = None
@@ -248,10 +248,10 @@ def prepare(cfg: DictConfig) -> RunData:
         name = traffic.dataset
         if name not in REAL_DATASETS:
             raise TrafficError(f"unknown dataset {name!r}; real datasets: {', '.join(REAL_DATASETS)}")
-        if traffic.get("split"):  # one sequence: the first `split` matrices train
+        if traffic.split:  # one sequence: the first `split` matrices train
             check_dataset_topology(name, topology)
             held_out = load_traffic(name, topology)
-            split = int(traffic.split)
+            split = traffic.split
             if not 0 < split < len(held_out):
                 raise TrafficError(f"split {split} must leave matrices on both sides of {len(held_out)}")
             train, held_out, contiguous = held_out[:split], held_out[split:], True
@@ -259,34 +259,31 @@ def prepare(cfg: DictConfig) -> RunData:
             train, held_out, contiguous = training_and_held_out(name, topology)
         if target:
             held_out_optimum = cached_optimum(topology, held_out.matrices)
-            factor = float(target) / float(held_out_optimum.max())
+            factor = target / float(held_out_optimum.max())
             held_out_optimum = held_out_optimum * factor
             train_optimum = cached_optimum(topology, train.matrices) * factor
     else:
-        model = traffic.get("model", traffic.name)
+        model = traffic.model or traffic.name
         if model not in MODELS:
             raise TrafficError(f"unknown traffic model {model!r}; choose one of {', '.join(MODELS)}")
-        train, held_out, contiguous = training_and_held_out(model, topology, count=int(traffic.count),
-                                                            seed=int(cfg.seed))
+        train, held_out, contiguous = training_and_held_out(model, topology, count=traffic.count, seed=cfg.seed)
         if target:  # each matrix to the target: synthetic matrices have no common scale to keep
-            train = train.scaled(float(target) / cached_optimum(topology, train.matrices))
-            held_out = held_out.scaled(float(target) / cached_optimum(topology, held_out.matrices))
-            train_optimum, held_out_optimum = np.full(len(train), float(target)), np.full(len(held_out), float(target))
+            train = train.scaled(target / cached_optimum(topology, train.matrices))
+            held_out = held_out.scaled(target / cached_optimum(topology, held_out.matrices))
+            train_optimum, held_out_optimum = np.full(len(train), target), np.full(len(held_out), target)
     train = train.scaled(factor) if factor != 1.0 else train
     held_out = held_out.scaled(factor) if factor != 1.0 else held_out
-    pathset = k_shortest_paths(topology, int(cfg.paths))
+    pathset = k_shortest_paths(topology, cfg.paths)
     if train_optimum is None:
         train_optimum = cached_optimum(topology, train.matrices)
     if held_out_optimum is None:
         held_out_optimum = cached_optimum(topology, held_out.matrices)
     test = _with_history(train, held_out, held_out_optimum, contiguous)
-    train, train_optimum, validation = split_validation(train, train_optimum, int(cfg.eval.get("validation", 0)),
-                                                        contiguous)
+    train, train_optimum, validation = split_validation(train, train_optimum, cfg.eval.validation, contiguous)
     envelope, guard_skipped = None, ""
-    if cfg.env.kind == "split_routing" and cfg.eval.get("guard", False):
+    if cfg.env.kind == "split_routing" and cfg.eval.guard:
         try:  # fitted on what the policy trains on
-            envelope = TrafficEnvelope.fit(train, window=int(cfg.env.history),
-                                           blocks=int(cfg.eval.get("guard_blocks", 7)))
+            envelope = TrafficEnvelope.fit(train, window=cfg.env.history, blocks=cfg.eval.guard_blocks)
         except TrafficError as exc:  # an optional row: too little traffic to calibrate it must not stop the run
             guard_skipped = f"no drift-guarded row: {exc}"
             warnings.warn(guard_skipped, stacklevel=2)

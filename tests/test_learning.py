@@ -4,6 +4,7 @@ untrained policy, the RoutingPolicy adapter, and the Hydra entry points."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,148 +130,147 @@ def test_sb3_adapter_with_link_cost_actions_routes_as_the_environment_does(trian
 
 # ---------------------------------------------------------------------------- Hydra
 def test_config_groups_compose():
-    from hydra import compose, initialize_config_dir
-
-    from experiments.hydra_app import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        default = compose("train")
-        assert (default.agent.name, default.env.kind, default.topology.name, default.backend.name) == \
-            ("ppo_costs_spread", "split_routing", "abilene", "twin")
-        assert default.env.spread_weight == 0.1 and default.agent.actions == "link_costs"  # the agent brings it
-        dqn = compose("train", overrides=["agent=dqn", "seed=3"])
-        assert dqn.env.kind == "path_selection" and dqn.seed == 3  # the agent brings its environment
-        b4 = compose("train", overrides=["topology=b4", "traffic=b4-real", "agent=gradient", "env.history=5"])
-        assert (b4.topology.name, b4.traffic.dataset, b4.env.history) == ("b4", "b4", 5)
-        graph = compose("train", overrides=["agent=ppo_gnn"])
-        assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("ppo", "graph", "split_routing")
-        graph = compose("train", overrides=["agent=dqn_gnn"])
-        assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("dqn", "graph", "path_selection")
-        costs = compose("train", overrides=["agent=ppo_costs"])
-        assert (costs.agent.algorithm, costs.agent.policy, costs.agent.actions) == ("ppo", "mlp", "link_costs")
-        assert costs.env.spread_weight == 0.0  # the plain reward, as every other agent's
-        assert compose("train", overrides=["env.spread_weight=0.3"]).env.spread_weight == 0.3  # overrides win
+    default = compose_train()
+    assert (default.agent.name, default.env.kind, default.topology.name, default.backend.name) == \
+        ("ppo_costs_spread", "split_routing", "abilene", "twin")
+    assert default.env.spread_weight == 0.1 and default.agent.actions == "link_costs"  # the agent brings it
+    dqn = compose_train("agent=dqn", "seed=3")
+    assert dqn.env.kind == "path_selection" and dqn.seed == 3  # the agent brings its environment
+    b4 = compose_train("topology=b4", "traffic=b4-real", "agent=gradient", "env.history=5")
+    assert (b4.topology.name, b4.traffic.dataset, b4.env.history) == ("b4", "b4", 5)
+    graph = compose_train("agent=ppo_gnn")
+    assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("ppo", "graph", "split_routing")
+    graph = compose_train("agent=dqn_gnn")
+    assert (graph.agent.algorithm, graph.agent.policy, graph.env.kind) == ("dqn", "graph", "path_selection")
+    costs = compose_train("agent=ppo_costs")
+    assert (costs.agent.algorithm, costs.agent.policy, costs.agent.actions) == ("ppo", "mlp", "link_costs")
+    assert costs.env.spread_weight == 0.0  # the plain reward, as every other agent's
+    assert compose_train("env.spread_weight=0.3").env.spread_weight == 0.3  # overrides win
+    # typed by the schemas: values arrive as their types, and unset settings take the schema's default
+    assert isinstance(default.agent.total_timesteps, int) and default.agent.also_train_on is None
 
 
-def test_mismatched_agent_and_environment_is_a_clear_error():
-    from omegaconf import OmegaConf
+def config_refusal(*overrides: str) -> str:
+    """What `rlte train OVERRIDES` refuses, as the one line it prints (Hydra's refusal or check_config's)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    from experiments.hydra_app import config_error_line
     from experiments.run_config import check_config
 
-    scoring = {"every": 24, "periodic_matrices": 32, "periodic_every": 10000}
-    cfg = OmegaConf.create({"agent": {"algorithm": "ppo"}, "env": {"kind": "path_selection"},
-                            "backend": {"name": "twin"}, "eval": scoring})
-    with pytest.raises(ValueError, match="agent 'ppo' learns in env=split_routing"):
-        check_config(cfg)
-    cfg = OmegaConf.create({"agent": {"algorithm": "gradient", "policy": "cnn"}, "env": {"kind": "split_routing"},
-                            "backend": {"name": "twin"}, "eval": scoring})
-    with pytest.raises(ValueError, match="agent.policy must be mlp or graph, got 'cnn'"):
-        check_config(cfg)
-    cfg.agent.policy = "mlp"
-    with pytest.raises(ValueError, match="agent.actions must be one of slots, link_costs, got 'paths'"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"actions": "paths"}}))
-    with pytest.raises(ValueError, match="agent.actions=link_costs is for PPO's MLP policy"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"actions": "link_costs"}}))  # the gradient learner
-    for key, value in (("every", 0), ("periodic_every", -5), ("periodic_matrices", "abc"), ("every", 2.5)):
-        with pytest.raises(ValueError, match=f"eval.{key} must be a whole number >= 1, got {value!r}"):
-            check_config(OmegaConf.merge(cfg, {"eval": {key: value}}))
-    with pytest.raises(ValueError, match=r"eval.every must be a whole number >= 1, got None"):
-        check_config(OmegaConf.merge(cfg, {"eval": {"every": None}}))
-    for key, value, minimum in (("seed", "abc", 0), ("seed", -1, 0), ("env.episode_length", 0, 1),
-                                ("agent.total_timesteps", 1e5, 1), ("threads", True, 1), ("eval.validation", -1, 0),
-                                ("eval.guard_blocks", 1, 2)):
-        with pytest.raises(ValueError, match=rf"{key} must be a whole number >= {minimum}, got {value!r}"):
-            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
-    check_config(OmegaConf.merge(cfg, {"seed": 0, "eval": {"validation": 0}}))  # the smallest allowed
-    with pytest.raises(ValueError, match="eval.baselines must be a list of baseline names, got 'ecmp'"):
-        check_config(OmegaConf.merge(cfg, {"eval": {"baselines": "ecmp"}}))
-    with pytest.raises(ValueError, match=r"each split_routing baseline \(eval.baselines\) may be named once"):
-        check_config(OmegaConf.merge(cfg, {"eval": {"baselines": ["ecmp", "ecmp"]}}))
-    with pytest.raises(ValueError, match=r"unknown path_selection baseline \(eval.baselines\) 'ecmp'; choose from "
-                                         "least_loaded, least_4norm, lp_rounded, lp_previous_rounded, shortest_path"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"},
-                                           "eval": {"baselines": ["ecmp"]}}))
-    with pytest.raises(ValueError, match="agent.log_std_final schedules PPO's exploration noise; "
-                                         "agent.algorithm=gradient has none"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"log_std_final": -3.0}}))
-    with pytest.raises(ValueError, match="agent.advantage=group is PPO's group baseline; agent.algorithm=gradient"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"advantage": "group"}}))
-    with pytest.raises(ValueError, match="agent.advantage must be one of gae, group, got 'critic'"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo", "advantage": "critic"}}))
-    group = {"algorithm": "ppo", "advantage": "group", "hyperparameters": {"gamma": 0.0}}
-    check_config(OmegaConf.merge(cfg, {"agent": group, "env": {"n_envs": 2}}))
-    with pytest.raises(ValueError, match="agent.advantage=group .* needs agent.hyperparameters.gamma=0, got 0.99"):
-        check_config(OmegaConf.merge(cfg, {"agent": {**group, "hyperparameters": {}}, "env": {"n_envs": 2}}))
-    with pytest.raises(ValueError, match="agent.advantage=group .* env.n_envs must be >= 2, got 1"):
-        check_config(OmegaConf.merge(cfg, {"agent": group, "env": {"n_envs": 1}}))
-    for weight in (-0.1, "abc", float("nan"), True):
-        with pytest.raises(ValueError, match=r"env.spread_weight must be a finite number >= 0, got "):
-            check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo"}, "env": {"spread_weight": weight}}))
-    with pytest.raises(ValueError, match="env.spread_weight shapes the environment's reward, and "
-                                         "agent.algorithm=gradient does not learn from it"):
-        check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0.1}}))
-    check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "ppo"}, "env": {"spread_weight": 0.1}}))
-    check_config(OmegaConf.merge(cfg, {"env": {"spread_weight": 0}}))  # 0: off, whatever the agent
-    with pytest.raises(ValueError, match="env.spread_weight is split routing's reward; env=path_selection has none"):
-        check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"},
-                                           "env": {"kind": "path_selection", "spread_weight": 0.1}}))
-    for key, value in (("env.action_scale", "abc"), ("env.utilization_norm", "four"), ("env.bottleneck_weight", True)):
-        with pytest.raises(ValueError, match=rf"{key} must be a number, got {value!r}"):
-            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
-    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["env.action_scale=3"])))
-    for key, value in (("eval.guard", "nope"), ("eval.with_baselines", 1), ("eval.periodic_also_train_on", "maybe")):
-        with pytest.raises(ValueError, match=rf"{key} must be true or false, got {value!r}"):
-            check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"])))
-    check_config(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["eval.guard=false", "eval.periodic_also_train_on=true"])))
-    check_config(OmegaConf.merge(cfg, {"agent": {"algorithm": "dqn"}, "env": {"kind": "path_selection"}},
-                                 OmegaConf.from_dotlist(["env.utilization_norm=.inf"])))
-    cfg = OmegaConf.create({"agent": {"algorithm": "gradient"}, "env": {"kind": "split_routing"},
-                            "backend": {"name": "mininet"}, "eval": scoring})
-    with pytest.raises(ValueError, match="training runs in the twin .* rlte eval run=<run directory> backend=mininet"):
-        check_config(cfg)
-    check_config(cfg, training=False)  # scoring a run there is what the emulated network is for
-    cfg.backend.name = "ns3"
-    with pytest.raises(ValueError, match="unknown backend 'ns3'; choose one of twin, mininet"):
-        check_config(cfg, training=False)
+    try:
+        check_config(compose_train(*overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        return config_error_line(exc)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError(f"{overrides} was accepted")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["env=path_selection"], "agent 'ppo' learns in env=split_routing, not env=path_selection"),
+    (["agent=gradient", "agent.policy=cnn"], "agent.policy must be one of mlp, graph, got 'cnn'"),
+    (["agent=gradient", "agent.policy=graph"], "agent.policy=graph takes GradientGNNConfig's settings"),
+    (["agent.actions=paths"], "agent.actions must be one of slots, link_costs, got 'paths'"),
+    (["agent=ppo_gnn", "agent.actions=link_costs"], "agent.actions=link_costs is for PPO's MLP policy"),
+    (["eval.every=0"], "eval.every must be a whole number >= 1, got 0"),
+    (["eval.periodic_every=-5"], "eval.periodic_every must be a whole number >= 1, got -5"),
+    (["eval.periodic_matrices=abc"], "eval.periodic_matrices=abc: Value 'abc' of type 'str' could not be "
+                                     "converted to Integer"),
+    (["eval.every=2.5"], "Value '2.5' of type 'float' could not be converted to Integer"),
+    (["eval.every=null"], "eval.every=null: field 'eval.every' is not Optional"),
+    (["seed=-1"], "seed must be a whole number >= 0, got -1"),
+    (["seed=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+    (["env.episode_length=0"], "env.episode_length must be a whole number >= 1, got 0"),
+    (["agent.total_timesteps=1e5"], "Value '100000.0' of type 'float' could not be converted to Integer"),
+    (["threads=true"], "Value 'True' of type 'bool' could not be converted to Integer"),
+    (["eval.validation=-1"], "eval.validation must be a whole number >= 0, got -1"),
+    (["eval.guard_blocks=1"], "eval.guard_blocks must be a whole number >= 2, got 1"),
+    (["eval.baselines=ecmp"], "eval.baselines=ecmp: Invalid value assigned: str is not a ListConfig, list or tuple"),
+    (["eval.baselines=[ecmp,ecmp]"], r"each split_routing baseline (eval.baselines) may be named once"),
+    (["agent=dqn", "eval.baselines=[ecmp]"], "unknown path_selection baseline (eval.baselines) 'ecmp'; choose from "
+                                             "least_loaded, least_4norm, lp_rounded, lp_previous_rounded, "
+                                             "shortest_path"),
+    (["agent=gradient", "+agent.log_std_final=-3.0"], "unknown setting agent.log_std_final: nothing would read it"),
+    (["agent=gradient", "+agent.advantage=group"], "unknown setting agent.advantage"),
+    (["agent.advantage=critic"], "agent.advantage must be one of gae, group, got 'critic'"),
+    (["agent.advantage=group", "env.n_envs=2", "agent.hyperparameters.gamma=0.99"], "agent.advantage=group compares one step's rewards, so it needs "
+                                                "agent.hyperparameters.gamma=0, got 0.99"),
+    (["agent.advantage=group", "env.n_envs=1", "agent.hyperparameters.gamma=0"],
+     "agent.advantage=group compares environments on the same matrix: env.n_envs must be >= 2, got 1"),
+    (["env.spread_weight=-0.1"], "env.spread_weight must be a finite number >= 0, got -0.1"),
+    (["env.spread_weight=nan"], "env.spread_weight must be a finite number >= 0, got nan"),
+    (["env.spread_weight=abc"], "Value 'abc' of type 'str' could not be converted to Float"),
+    (["agent=gradient", "env.spread_weight=0.1"], "env.spread_weight shapes the environment's reward, and "
+                                                  "agent.algorithm=gradient does not learn from it"),
+    (["agent=dqn", "+env.spread_weight=0.1"], "unknown setting env.spread_weight: nothing would read it"),
+    (["env.action_scale=abc"], "Value 'abc' of type 'str' could not be converted to Float"),
+    (["agent=dqn", "env.utilization_norm=four"], "Value 'four' of type 'str' could not be converted to Float"),
+    (["eval.guard=nope"], "Value 'nope' is not a valid bool"),
+    (["eval.with_baselines=maybe"], "Value 'maybe' is not a valid bool"),
+    (["env.vec_env=threads"], "env.vec_env must be one of dummy, subproc, got 'threads'"),
+    (["backend=mininet"], r"training runs in the twin .* rlte eval run=<run directory> backend=mininet"),
+    (["backend=mininet", "backend.flow_addresses=random"], "backend.flow_addresses must be one of even, sequential"),
+    (["agent=gradient", "agent.also_train_on=[{topology: nsfnet, traffic: gravity}]"],
+     "agent.also_train_on is for the graph policies (agent.policy=graph)"),
+    (["agent=nope"], "Could not find 'agent/nope'; choose one of dqn, dqn_gnn"),
+])
+def test_a_config_that_does_not_go_together_is_refused_in_one_line(overrides, message):
+    """Hydra's schemas refuse wrong types; check_config what a type cannot say; either way one line."""
+    refusal = config_refusal(*overrides)
+    assert "\n" not in refusal
+    assert re.search(message if "(" not in message or ".*" in message else re.escape(message), refusal), refusal
+
+
+def test_configs_that_go_together_are_accepted():
+    from experiments.run_config import check_config
+
+    for overrides in (["seed=0", "eval.validation=0"], ["agent.advantage=group", "env.n_envs=2",
+                                                         "agent.hyperparameters.gamma=0"],
+                      ["env.spread_weight=0"], ["agent=gradient", "env.spread_weight=0"], ["env.action_scale=3"],
+                      ["eval.guard=false", "eval.periodic_also_train_on=true"],
+                      ["agent=dqn", "env.utilization_norm=inf"], ["eval.baselines=[ecmp,lp_previous]"]):
+        check_config(compose_train(*overrides))
+    check_config(compose_train("backend=mininet"), training=False)  # scoring a run there is what it is for
 
 
 def test_every_shipped_config_holds_only_settings_its_kind_reads():
-    from experiments.hydra_app import CONFIG_DIR
+    from experiments import BENCH_CONFIG_DIR
+    from experiments.hydra_app import CONFIG_PATH
     from experiments.run_config import check_config
 
-    for agent in sorted(p.stem for p in (Path(CONFIG_DIR) / "agent").glob("*.yaml")):
+    agents = sorted(p.stem for folder in (CONFIG_PATH, BENCH_CONFIG_DIR) for p in (folder / "agent").glob("*.yaml"))
+    assert len(agents) == 13
+    for agent in agents:
         for topology, traffic in (("abilene", "abilene-real"), ("b4", "b4-real"), ("nsfnet", "gravity")):
             check_config(compose_train(f"agent={agent}", f"topology={topology}", f"traffic={traffic}"))
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["+env.spred_weight=0.1"], r"unknown setting env.spred_weight: no config file for env.kind=split_routing has it, "
-                                r"so nothing would read it; did you mean env.spread_weight\? its settings: "
-                                r"env.action_scale, env.episode_length, env.history, env.kind"),
-    (["+env.flows_per_pair=2"], r"unknown setting env.flows_per_pair: no config file for env.kind=split_routing"),
-    (["agent=dqn", "+env.history=5"], r"unknown setting env.history: no config file for env.kind=path_selection"),
-    (["agent=gradient", "+agent.rounds=5"], r"unknown setting agent.rounds: no config file for "
-                                            r"agent.algorithm=gradient agent.policy=mlp has it"),
-    (["+agent.epochs=5"], r"unknown setting agent.epochs: no config file for agent.algorithm=ppo agent.policy=mlp"),
-    (["traffic=gravity", "+traffic.split=3"], r"unknown setting traffic.split: no config file for synthetic traffic"),
-    (["+backend.window_s=3"], r"unknown setting backend.window_s: no config file for backend=twin has it"),
+    (["+env.spred_weight=0.1"], r"unknown setting env.spred_weight: nothing would read it; did you mean "
+                                r"env.spread_weight\? its settings: env.action_scale, env.episode_length, "
+                                r"env.history, env.kind"),
+    (["+env.flows_per_pair=2"], r"unknown setting env.flows_per_pair: nothing would read it"),
+    (["agent=dqn", "+env.history=5"], r"unknown setting env.history: nothing would read it"),
+    (["agent=gradient", "+agent.rounds=5"], r"unknown setting agent.rounds: nothing would read it"),
+    (["+agent.epochs=5"], r"unknown setting agent.epochs: nothing would read it; its settings: agent.actions"),
+    (["traffic=gravity", "+traffic.split=3"], r"unknown setting traffic.split: nothing would read it"),
+    (["+backend.window_s=3"], r"unknown setting backend.window_s: nothing would read it"),
     (["+eval.evrey=6"], r"unknown setting eval.evrey: .* did you mean eval.every\?"),
-    (["+seeds=3"], r"unknown setting seeds: no config file for the run \(train.yaml\) has it, .* did you mean seed\?"),
+    (["eval.evrey=6"], r"unknown setting eval.evrey: .* did you mean eval.every\?"),
+    (["+seeds=3"], r"unknown setting seeds: nothing would read it; did you mean seed\?"),
 ])
 def test_train_refuses_a_setting_nothing_reads(overrides, message):
-    """Hydra's ``+key=value`` adds a key it does not know: a typo there must not train as if unsaid."""
-    from experiments.run_config import check_config
-
-    with pytest.raises(ValueError, match=message):
-        check_config(compose_train(*overrides))
+    """Hydra's ``+key=value`` adds a key past the struct flag: a typo there must not train as if unsaid."""
+    assert re.search(message, config_refusal(*overrides))
 
 
 def test_settings_of_the_kind_are_accepted_where_no_shipped_option_sets_them():
     from experiments.run_config import check_config
 
-    # a key one option of the kind has is the kind's: gradient_gnn_mixed's also_train_on for gradient_gnn,
+    # every setting of the kind's schema is the kind's: also_train_on for gradient_gnn,
     # mininet's settings once backend=mininet is picked (rlte eval), agent.log_std_final on ppo_gnn
-    check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=[]"))
+    check_config(compose_train("agent=gradient_gnn", "agent.also_train_on=[]"))
     check_config(compose_train("backend=mininet", "backend.window_s=3"), training=False)
     check_config(compose_train("agent=ppo_gnn", "agent.log_std_final=-3"))
     check_config(compose_train("+agent.hyperparameters.max_grad_norm=0.5", "+agent.policy_options.ortho_init=false"))
@@ -303,10 +303,14 @@ def test_make_model_names_a_keyword_sb3_does_not_take(triangle_traffic, algorith
                         "agent.policy_options.rounds=2"]),
     ("dqn_gnn", ["agent.hyperparameters.learning_starts=128", "eval.validation=6"]),
 ])
-def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
+def test_graph_agents_run_and_are_evaluated_through_the_hydra_run(agent, overrides, tmp_path, monkeypatch):
+    """Plumbing, not learning: 512 steps are too few to move these agents reliably (measured,
+    held-out median at steps 0 -> 512, seed 0: ppo_gnn 1.0516 -> 1.0512, dqn_gnn 2.04 -> 1.20
+    but 1.07 -> 1.15 with seed 2), so it checks the run's files, the loaded model and its table."""
     from agents.sb3 import GraphActorCriticPolicy, GraphQPolicy, SB3GraphSplitPolicy
     from experiments.data import prepare
-    from experiments.train import learned_policy, load_trained, run_training
+    from experiments.scoring import learned_policy
+    from experiments.train import load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     cfg = compose_train(f"agent={agent}", "agent.total_timesteps=512", "agent.policy_options.hidden=16", *overrides,
@@ -335,15 +339,23 @@ def test_graph_agents_train_and_are_evaluated_through_the_hydra_run(agent, overr
 def test_the_default_agent_trains_and_is_evaluated_through_the_hydra_run(tmp_path, monkeypatch):
     """`rlte train`'s default: PPO acting with link costs, on the spread reward."""
     from experiments.data import prepare
-    from experiments.train import learned_policy, load_trained, make_vec_env, run_training, score
+    from experiments.learners import learner
+    from experiments.scoring import learned_policy, score
+    from experiments.train import load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     cfg = compose_train("agent.total_timesteps=512", "agent.hyperparameters.n_steps=64",
                         "agent.hyperparameters.batch_size=64", "agent.net_arch=[16]", "topology=b4",
                         "traffic=b4-real", "eval.every=3", "eval.periodic_every=256", "eval.with_baselines=false")
-    run_training(cfg, tmp_path / "run")
+    metrics = run_training(cfg, tmp_path / "run")
+    # it learns: the held-out median closes at least 5% of the untrained checkpoint's gap to the
+    # optimum (measured, seed 0: 1.0504 -> 1.0414, 18% of the gap; seeds 0-7: 18% to 44%)
+    untrained, trained = metrics["curve"][0], metrics["curve"][-1]
+    assert (untrained["step"], trained["step"]) == (0, 512)
+    assert 1.0 - 1e-9 <= trained["median"] and trained["median"] - 1.0 < 0.95 * (untrained["median"] - 1.0), \
+        (untrained["median"], trained["median"])
     data = prepare(cfg)
-    training_env = make_vec_env(cfg, data)
+    training_env = learner("ppo").make_vec_env(cfg, data)
     assert training_env.envs[0].unwrapped.spread_weight == 0.1  # the agent's environment, as trained
     training_env.close()
     model = load_trained(cfg, data, tmp_path / "run")
@@ -367,7 +379,8 @@ def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, mo
     its refinement rounds; eval.json scores the loaded network."""
     from agents.gnn import GNNPolicy, LinkGNN
     from experiments.data import prepare
-    from experiments.train import learned_policy, load_trained, run_training, score
+    from experiments.scoring import learned_policy, score
+    from experiments.train import load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     cfg = compose_train("agent=gradient_gnn", "agent.epochs=2", "agent.hidden=8", "agent.layers=1", "agent.rounds=2",
@@ -375,6 +388,10 @@ def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, mo
                         "eval.with_baselines=false")
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 1, 2]
+    # it learns: two epochs close at least 5% of the untrained network's gap to the optimum on the
+    # held-out matrices (measured, seed 0: 1.0216 -> 1.0170, 21% of the gap; seeds 0-5: 12% to 26%)
+    untrained, trained = metrics["curve"][0]["median"], metrics["curve"][-1]["median"]
+    assert 1.0 - 1e-9 <= trained and trained - 1.0 < 0.95 * (untrained - 1.0), (untrained, trained)
     data = prepare(cfg)
     net = load_trained(cfg, data, tmp_path / "run")
     assert isinstance(net, LinkGNN) and (net.hidden, net.layers, net.rounds) == (8, 1, 2)
@@ -562,15 +579,14 @@ def test_also_train_on_refuses_what_it_cannot_use(tmp_path, monkeypatch):
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     entry = "{topology: nsfnet, traffic: gravity}"
     for agent, algorithm in (("gradient", "gradient"), ("ppo_costs", "ppo"), ("dqn", "dqn")):
-        with pytest.raises(ValueError, match=r"agent.also_train_on is for the graph policies \(agent=gradient_gnn, "
-                                             rf"ppo_gnn, dqn_gnn\), .* not agent.algorithm={algorithm} agent.policy=mlp"):
-            check_config(compose_train(f"agent={agent}", f"+agent.also_train_on=[{entry}]"))
+        with pytest.raises(ValueError, match=r"agent.also_train_on is for the graph policies \(agent.policy=graph\), "
+                                             rf".* not agent.algorithm={algorithm} agent.policy=mlp"):
+            check_config(compose_train(f"agent={agent}", f"agent.also_train_on=[{entry}]"))
     for agent in ("ppo_gnn", "dqn_gnn"):
-        check_config(compose_train(f"agent={agent}", f"+agent.also_train_on=[{entry}]"))
+        check_config(compose_train(f"agent={agent}", f"agent.also_train_on=[{entry}]"))
     check_config(compose_train("agent=ppo_gnn_mixed"))
     check_config(compose_train("agent=dqn_gnn_mixed"))
-    with pytest.raises(ValueError, match="agent.also_train_on must be a list"):
-        check_config(compose_train("agent=gradient_gnn", "+agent.also_train_on=nsfnet"))
+    assert "str is not a ListConfig" in config_refusal("agent=gradient_gnn", "agent.also_train_on=nsfnet")
     check_config(compose_train("agent=gradient_gnn_mixed"))
     for spec, error, message in (
             ("nsfnet", ValueError, r"agent.also_train_on\[0\] must be a mapping with topology and traffic"),
@@ -669,12 +685,10 @@ def test_eval_scores_a_graph_run_on_another_topology_beside_its_own_table(tmp_pa
 
 
 def compose_train(*overrides: str):
-    from hydra import compose, initialize_config_dir
+    """The config `rlte train -cd bench/conf OVERRIDES` composes (the experiment variants too)."""
+    from experiments import BENCH_CONFIG_DIR, compose
 
-    from experiments.hydra_app import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("train", overrides=list(overrides))
+    return compose(*overrides, config_dirs=[BENCH_CONFIG_DIR])
 
 
 def test_validation_is_cut_from_the_end_of_training(tmp_path, monkeypatch):
@@ -705,7 +719,8 @@ def test_validation_picks_the_kept_gradient_checkpoint(tmp_path, monkeypatch):
     """The kept model is the checkpoint with the best validation median, not the last one;
     `rlte eval` and the final table score that kept model."""
     from experiments.data import prepare
-    from experiments.train import load_trained, run_training, score
+    from experiments.scoring import score
+    from experiments.train import load_trained, run_training
 
     monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
     cfg = compose_train("agent=gradient", "agent.epochs=6", "agent.hidden=[16]", "topology=b4", "traffic=b4-real",
@@ -738,7 +753,9 @@ def rlte(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.Com
 
 
 @pytest.mark.slow
-def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
+def test_multirun_runs_and_eval_rereads_a_run(tmp_path):
+    """Plumbing, not learning: 3 epochs do not reliably beat the untrained network here
+    (measured held-out median, epoch 0 -> 3: seed 1 1.0611 -> 1.0549, seed 3 1.0475 -> 1.0495)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cache = {"RLTE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
@@ -812,11 +829,11 @@ def test_multirun_trains_and_eval_rereads_a_run(tmp_path):
     for setting, message in (("env.reward=foo", "error: unknown reward 'foo'"),
                              ("agent.hyperparameters.learning_rate=lin_x", "error: learning_rate must be a number"),
                              ("+env.spred_weight=0.1", "error: unknown setting env.spred_weight")):
-        result = rlte("train", "agent=ppo", setting, f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
+        result = rlte("train", setting, f"hydra.run.dir={runs[0]}", cwd=tmp_path, env_extra=cache)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
         assert {p.name: p.read_bytes() for p in runs[0].iterdir() if p.is_file()} == before
-        assert not (runs[0] / "tb" / "ppo_1").exists()
-    result = rlte("train", "agent=ppo", "env.reward=foo", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path,
+        assert not (runs[0] / "tb" / "ppo_costs_spread_1").exists()
+    result = rlte("train", "env.reward=foo", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path,
                   env_extra=cache)
     assert result.returncode == 2 and not (tmp_path / "refused").exists()
     result = rlte("train", "backend=mininet", f"hydra.run.dir={tmp_path / 'refused'}", cwd=tmp_path, env_extra=cache)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from envs import FluidTwin
 from envs.backend import TwinBackend
 from experiments.cli import app
 from experiments.compare import CompareSettings, run_compare
-from topologies import Routing, TopologyError, k_shortest_paths, load_topology, load_traffic, union_pathsets
+from topologies import TopologyError, k_shortest_paths, load_topology, load_traffic, union_pathsets
 
 runner = CliRunner()
 
@@ -47,9 +50,24 @@ def test_oracle_is_optimal_and_history_rules():
 
 
 def test_single_path_policy_sends_everything_on_one_path():
-    policy = shortest_path(load_topology("geant"))
-    assert isinstance(policy, StaticPolicy) and policy.pathset.k == 1
-    assert Routing.first_path(policy.pathset).ratios.sum() == policy.pathset.num_pairs
+    """Its decision, for any traffic: each pair's whole demand on one path, a hop-shortest one
+    (hop counts from networkx's breadth-first search on the topology, not from the path set)."""
+    import networkx as nx
+
+    topology = load_topology("geant")
+    policy = shortest_path(topology)
+    assert isinstance(policy, StaticPolicy)
+    hops = dict(nx.all_pairs_shortest_path_length(topology.to_networkx()))
+    pathset = policy.pathset
+    gravity = load_traffic("gravity", topology, count=2, seed=0).matrices
+    for history in (gravity, np.zeros_like(gravity[:1])):  # static: the same decision whatever the traffic
+        ratios = policy.route(history)
+        assert ratios.shape == (pathset.num_pairs, pathset.k)
+        assert set(np.unique(ratios)) <= {0.0, 1.0} and (ratios.sum(axis=1) == 1.0).all()
+        for (src, dst), row, candidates in zip(pathset.pairs, ratios, pathset.paths):
+            path = candidates[int(np.argmax(row))]
+            assert topology.link_src[path[0]] == src and topology.link_dst[path[-1]] == dst
+            assert len(path) == hops[topology.nodes[src].name][topology.nodes[dst].name], (src, dst)
 
 
 # DESIGN.md reference table (every 24th TM of the test week): (median, p90)
@@ -104,6 +122,36 @@ def test_cli_compare_writes_the_documented_json(tmp_path):
     for policy in data["policies"].values():
         assert len(policy["mlu"]) == len(policy["normalized_mlu"]) == 6
         np.testing.assert_allclose(np.array(policy["mlu"]) / data["optimal_mlu"], policy["normalized_mlu"])
+
+
+def test_cli_compare_prints_the_median_optimum_the_json_has(tmp_path):
+    """The table's footer and the JSON agree on the median, also for an even count of matrices
+    (the mean of the middle two, not the upper one)."""
+    out = tmp_path / "result.json"
+    result = runner.invoke(app, ["compare", "--topology", "nsfnet", "--traffic", "gravity", "--count", "4",
+                                 "--seed", "1", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    optimum = json.loads(out.read_text())["optimal_mlu"]
+    assert len(optimum) == 4
+    assert f"{sorted(optimum)[2]:.4g}" != f"{np.median(optimum):.4g}"  # the case tells the two apart
+    printed = re.search(r"optimal MLU \(exact multicommodity flow\): median (\S+) ", result.output)
+    assert printed is not None, result.output
+    assert printed.group(1) == f"{np.median(optimum):.4g}"
+
+
+def test_solving_an_lp_prints_no_solver_banner(capfd):
+    """HiGHS (1.16) writes "Running HiGHS ..." to the process's stdout once, when the first
+    solver is built, before any option can be set. A fresh interpreter solves both LPs; what
+    reaches its file descriptors 1 and 2 is captured here."""
+    code = ("import numpy as np; from agents.lp import optimal_mlu, path_lp; from tests.networks import triangle; "
+            "from topologies import k_shortest_paths; t = triangle(); m = np.zeros((3, 3)); m[0, 2] = 9e6; "
+            "print('mlu', optimal_mlu(t, m)[0], path_lp(k_shortest_paths(t, 2), m).mlu)")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True)
+    out, err = capfd.readouterr()
+    # what the child printed is here: 9 Mb/s a->c splits 5/9 via b (5 Mb/s) and 4/9 direct (4 Mb/s)
+    [line] = [line for line in out.splitlines() if line.startswith("mlu ")]
+    assert [float(x) for x in line.split()[1:]] == pytest.approx([1.0, 1.0], rel=1e-6), out
+    assert "HiGHS" not in out and "HiGHS" not in err, out + err
 
 
 @pytest.mark.parametrize(
@@ -192,9 +240,11 @@ def test_eval_usage_and_errors_print_their_brackets():
 
 
 def test_train_help_names_every_shipped_agent():
-    """`rlte --help` lists the agents `rlte train agent=...` takes: every file of conf/agent."""
-    from experiments.config_keys import CONFIG_DIR
-    from experiments.cli import train
+    """`rlte --help` lists the agents `rlte train agent=...` takes, read from conf/agent (the default first)."""
+    from experiments.cli import CONFIG_DIR
 
-    listed = set(re.findall(r"[a-z0-9_]+", train.__doc__.split("agent=", 1)[1].split("]", 1)[0]))
-    assert listed - {"default"} == {path.stem for path in (CONFIG_DIR / "agent").glob("*.yaml")}
+    import typer
+
+    listed = re.search(r"agent=([a-z0-9_|]+)\]", typer.main.get_command(app).commands["train"].help).group(1)
+    assert listed.split("|")[0] == "ppo_costs_spread"
+    assert set(listed.split("|")) == {path.stem for path in (CONFIG_DIR / "agent").glob("*.yaml")}
