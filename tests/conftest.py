@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from topologies import Topology
+from agents.lp import optimal_mlu
+from topologies import Topology, load_traffic
 
-from .networks import triangle
+from tests.networks import triangle
 
 # The networks under test are small: one thread each is fastest, and several threads per
 # process oversubscribe a shared 2-core machine (a short PPO run went from 16 s to 35 s).
@@ -26,3 +27,10 @@ def _sb3_logs_stay_in_pytest_tmp(tmp_path_factory):
 @pytest.fixture
 def tri() -> Topology:
     return triangle()
+
+
+@pytest.fixture(scope="module")
+def triangle_traffic():
+    topology = triangle()
+    traffic = load_traffic("gravity", topology, count=60, seed=1)
+    return topology, traffic, optimal_mlu(topology, traffic.matrices)

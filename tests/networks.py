@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from topologies import Node, Topology, bidirectional_links
+
+GBPS = 1e9
+
+A_TO_C = 4e6  # b/s: the only demand in the hand-computed cases
 
 
 def triangle() -> Topology:
@@ -31,3 +37,22 @@ def square_with_spur(a_d_capacity: float = 10e6) -> Topology:
     edges = [("a", "b", 10e6, 1e-3, 1.0), ("b", "c", 10e6, 1e-3, 1.0), ("c", "d", 10e6, 1e-3, 1.0),
              ("a", "d", a_d_capacity, 1e-3, 1.0), ("a", "e", 1e6, 1e-3, 1.0)]
     return Topology("square_with_spur", tuple(Node(n) for n in "abcde"), tuple(bidirectional_links(edges)))
+
+
+def diamond() -> Topology:
+    """A-B-D and A-C-D, plus a stub E hanging off D."""
+    edges = [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D"), ("D", "E")]
+    return Topology("diamond", tuple(Node(n) for n in "ABCDE"),
+                    tuple(bidirectional_links((a, b, 10 * GBPS, 0.001, 1.0) for a, b in edges)))
+
+
+def ring(n: int = 4) -> Topology:
+    names = [f"r{i}" for i in range(n)]
+    return Topology("ring", tuple(Node(x) for x in names),
+                    tuple(bidirectional_links((names[i], names[(i + 1) % n], GBPS, 0.0, 1.0) for i in range(n))))
+
+
+def a_to_c_traffic(count: int = 4) -> np.ndarray:
+    tm = np.zeros((count, 3, 3))
+    tm[:, 0, 2] = A_TO_C
+    return tm

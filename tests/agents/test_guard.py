@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agents import DriftGuard, LPPolicy, StaticPolicy, evaluate_policies, lp_guard
 from topologies import Routing, TrafficEnvelope, TrafficError, TrafficSequence, k_shortest_paths, load_topology
 
-from .networks import triangle
+from tests.networks import triangle
 
 
 def two_pair_sequence(shares_of_first: list[float], totals: list[float] | None = None) -> TrafficSequence:

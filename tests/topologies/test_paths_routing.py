@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from topologies import (Node, PathSet, Routing, RoutingError, Topology, TopologyError, bidirectional_links,
                         equal_cost_paths, fortz_thorup_cost, k_shortest_paths, load_topology, per_hop_ecmp_ratios, waxman)
 
-from .networks import ecmp_fan
+from tests.networks import ecmp_fan
 
 
 def test_k_shortest_paths_on_the_triangle(tri):

@@ -7,7 +7,7 @@ import pytest
 
 from topologies import Link, Node, Topology, TopologyError, bidirectional_links
 
-from .networks import triangle
+from tests.networks import triangle
 
 
 def nodes(*names: str) -> tuple[Node, ...]:

@@ -28,9 +28,7 @@ from envs.split_routing import ratios_from_action
 from envs.twin import FluidTwin
 from topologies import Routing, k_shortest_paths, load_topology, load_traffic
 
-from .networks import ecmp_fan, triangle
-from .test_envs import a_to_c_traffic
-from .test_controller import ring
+from tests.networks import a_to_c_traffic, ecmp_fan, ring, triangle
 
 
 def test_link_graph_of_the_triangle_by_hand():

@@ -1,5 +1,5 @@
 """The model of Open vSwitch's select-group hashing (envs.ovs_hashing). Whether it predicts
-what OVS does is tested on the live network (tests/test_live.py) and benchmarked against
+what OVS does is tested on the live network (tests/envs/test_mininet.py) and benchmarked against
 every committed live measurement (bench/ovs_hashing.py); these check its parts."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from topologies import (TopologyError, load_topology, read_abilene, read_graphml
 from topologies.catalog import ZOO_ARCHIVE
 from topologies.resources import DATA
 
-HERE = Path(__file__).parent / "data"
+HERE = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

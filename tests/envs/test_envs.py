@@ -13,15 +13,7 @@ import envs
 from envs import PathSelectionEnv, SplitRoutingEnv, ratios_from_action
 from topologies import TopologyError, TrafficError, k_shortest_paths, load_traffic
 
-from .networks import triangle
-
-A_TO_C = 4e6  # b/s: the only demand in the hand-computed cases
-
-
-def a_to_c_traffic(count: int = 4) -> np.ndarray:
-    tm = np.zeros((count, 3, 3))
-    tm[:, 0, 2] = A_TO_C
-    return tm
+from tests.networks import A_TO_C, a_to_c_traffic, triangle
 
 
 def pair(pathset, o: int, d: int) -> int:

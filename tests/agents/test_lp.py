@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agents.lp import mcf_optimum, optimal_mlu, path_lp, scale_to_optimal_mlu, scaled_with_optimum
 from topologies import Link, Topology, fortz_thorup_cost, k_shortest_paths, load_topology, load_traffic, waxman
 
-from .networks import square_with_spur, triangle
+from tests.networks import square_with_spur, triangle
 
 
 def test_hand_computed_split_on_the_triangle():

@@ -17,20 +17,7 @@ from controllers.state import ControllerState, RequestError
 from topologies import (Node, Topology, TopologyError, bidirectional_links, equal_cost_paths, k_shortest_paths,
                         lift_ratios, load_topology, pathset_from_dict, pathset_to_dict, union_pathsets)
 
-GBPS = 1e9
-
-
-def diamond() -> Topology:
-    """A-B-D and A-C-D, plus a stub E hanging off D."""
-    edges = [("A", "B"), ("B", "D"), ("A", "C"), ("C", "D"), ("D", "E")]
-    return Topology("diamond", tuple(Node(n) for n in "ABCDE"),
-                    tuple(bidirectional_links((a, b, 10 * GBPS, 0.001, 1.0) for a, b in edges)))
-
-
-def ring(n: int = 4) -> Topology:
-    names = [f"r{i}" for i in range(n)]
-    return Topology("ring", tuple(Node(x) for x in names),
-                    tuple(bidirectional_links((names[i], names[(i + 1) % n], GBPS, 0.0, 1.0) for i in range(n))))
+from tests.networks import GBPS, diamond, ring
 
 
 def walk(plan: FabricPlan, pair: int, bucket) -> list[str]:

@@ -24,7 +24,7 @@ if not PROBLEMS:
     from envs.mininet_backend import MininetBackend, ReplaySettings
     from topologies import k_shortest_paths, load_topology
 
-from tests.test_controller import diamond  # noqa: E402
+from tests.networks import diamond  # noqa: E402
 
 POLL_S = 0.5
 
@@ -200,7 +200,7 @@ CRASHING_RUN = """
 import sys, time
 from controllers.fabric import FabricPlan
 from envs.emulation import EmulatedNetwork
-from tests.test_controller import diamond
+from tests.networks import diamond
 from topologies import k_shortest_paths
 EmulatedNetwork(FabricPlan(k_shortest_paths(diamond(), 1)), 6999).start()
 print("up", flush=True)
@@ -222,7 +222,7 @@ def test_cleanup_after_a_killed_run_removes_only_what_rlte_made(tmp_path):
     foreign_log = Path("/tmp/rlte-test-foreign.log")  # `mn -c` would delete this
     foreign_log.write_text("keep me")
     run = subprocess.Popen([sys.executable, "-c", CRASHING_RUN], stdout=subprocess.PIPE, text=True,
-                           cwd=Path(__file__).resolve().parent.parent)
+                           cwd=Path(__file__).resolve().parents[2])
     try:
         assert run.stdout.readline().strip() == "up"
         running = leftovers(settle_s=0, owner=run.pid)
@@ -296,7 +296,7 @@ def test_a_trained_run_is_scored_on_the_emulated_network(agent, training, scored
     import json
 
     from experiments.train import run_training
-    from tests.test_learning import ROOT, compose_train, rlte
+    from tests.support import ROOT, compose_train, rlte
 
     cache = {"RLTE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     monkeypatch.setenv("RLTE_CACHE", cache["RLTE_CACHE"])

@@ -13,7 +13,7 @@ from envs.twin import FluidTwin, QueueModel
 from envs.twin_torch import TorchFluidTwin
 from topologies import k_shortest_paths, load_topology, waxman
 
-from .networks import triangle
+from tests.networks import triangle
 
 A, B, C = 0, 1, 2
 AB, BA, BC, CB, AC, CA = range(6)  # link order of networks.triangle()

@@ -10,7 +10,7 @@ from agents.gnn import GNNPolicy, GNNSettings, LinkGNN, LinkGraph, TrainingSet, 
 from agents.lp import optimal_mlu
 from envs.twin import FluidTwin
 from topologies import Routing, k_shortest_paths, load_topology, load_traffic
-from tests.test_controller import diamond, ring
+from tests.networks import diamond, ring
 
 
 @pytest.mark.parametrize("rounds", [0, 2])

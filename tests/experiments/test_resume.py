@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from .test_learning import ROOT, compose_train
+from tests.support import ROOT, compose_train
 
 SMALL_GRADIENT = ("agent=gradient", "agent.epochs=6", "agent.hidden=[16]", "topology=b4", "traffic=b4-real",
                   "eval.every=3", "eval.periodic_every=2000", "eval.with_baselines=false")
