@@ -1,8 +1,11 @@
-"""The controller's JSON HTTP API (WSGI on eventlet, os-ken's own hub).
+"""The controller's JSON HTTP API: a WSGI app served by a thread per connection.
 
 Reads are open; requests that change state need ``Authorization: Bearer <token>``.
 Bound to 127.0.0.1 unless told otherwise. ``GET /openapi.json`` describes every route.
-Bad requests get a 4xx with ``{"error": reason}`` and change nothing.
+Bad requests get a 4xx with ``{"error": reason}`` and change nothing. Every byte is
+treated as hostile: bodies are JSON objects of a bounded size with no duplicate keys,
+validated strictly, and a connection that stalls is closed after ``SOCKET_TIMEOUT_S``.
+A write waiting on switches holds only its own thread: reads are served meanwhile.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import hmac
 import json
 import logging
 import math
+import threading
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 
@@ -23,7 +29,8 @@ if TYPE_CHECKING:
     from .app import TEController
 
 LOG = logging.getLogger("rlte.controller.api")
-MAX_BODY = 8 << 20
+SOCKET_TIMEOUT_S = 10.0  # a client silent this long mid-request is disconnected
+MAX_CONNECTIONS = 64     # served at once; more are closed at once (each holds a thread)
 
 RATIOS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number", "minimum": 0}}}
 OPENAPI: dict[str, Any] = {
@@ -45,7 +52,7 @@ OPENAPI: dict[str, Any] = {
                                "returns after every switch confirmed (barrier)",
                     "security": [{"token": []}],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object",
+                        "type": "object", "additionalProperties": False,
                         "properties": {"ratios": RATIOS_SCHEMA,
                                        "pairs": {"type": "object", "additionalProperties":
                                                  {"type": "array", "items": {"type": "number"}},
@@ -55,7 +62,12 @@ OPENAPI: dict[str, Any] = {
                                   "400": {"description": "invalid ratios or body",
                                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                                   "401": {"description": "missing or wrong token"},
-                                  "404": {"description": "unknown pair"}}}},
+                                  "404": {"description": "unknown pair"},
+                                  "411": {"description": "no Content-Length"},
+                                  "413": {"description": "body larger than this network's routing needs"},
+                                  "415": {"description": "body not sent as application/json"},
+                                  "503": {"description": "another routing change is being installed; "
+                                                         "nothing changed, try again"}}}},
         "/stats": {"get": {"summary": "Per-link utilization and the measured traffic matrix (last polling interval)",
                            "responses": {"200": {"description": "telemetry"}}}},
         "/counters": {"get": {"summary": "Cumulative link tx bytes and per-pair ingress bytes with sample times; "
@@ -85,6 +97,43 @@ def _array(values: np.ndarray | None) -> list | None:
     return None if values is None else _clean(np.asarray(values, dtype=np.float64).tolist())
 
 
+def body_limit(num_pairs: int, k: int, label_bytes: int) -> int:
+    """The largest body a routing of this network needs: every ratio written out in full
+    (``-1.2345678901234567e-300,`` is 25 bytes) under its pair's label, with room to spare."""
+    return 4096 + 2 * num_pairs * (k * 26 + label_bytes + 16)
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON, refused (RequestError) when it is not: invalid, nested too deeply, a key
+    given twice in one object, or a NaN / Infinity literal (not JSON numbers)."""
+
+    def unique_keys(items: list[tuple[str, Any]]) -> dict:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise RequestError(f"key {key!r} appears twice in one object")
+            seen.add(key)
+        return dict(items)
+
+    def no_constant(name: str) -> None:
+        raise RequestError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(raw, object_pairs_hook=unique_keys, parse_constant=no_constant)
+    except RecursionError:
+        raise RequestError("body nests too deeply") from None
+    except RequestError:
+        raise
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RequestError(f"body is not JSON: {error}") from None
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme is case-insensitive in HTTP)."""
+    scheme, _, credentials = header.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
 class Api:
     """WSGI application over one controller."""
 
@@ -93,6 +142,9 @@ class Api:
             raise ValueError("the API needs a token for requests that change state")
         self.controller = controller
         self.token = token
+        ps = controller.plan.pathset
+        labels = max((len(controller.state.pair_label(p).encode()) for p in range(ps.num_pairs)), default=0)
+        self.max_body = body_limit(ps.num_pairs, ps.k, labels)
         self.routes: dict[tuple[str, str], Callable[[dict, Any], tuple[int, Any]]] = {
             ("GET", "/health"): self.health,
             ("GET", "/topology"): self.topology,
@@ -111,12 +163,13 @@ class Api:
             status, payload = self._dispatch(environ, method, path)
         except RequestError as error:
             status, payload = error.status, {"error": str(error)}
-        except Exception as error:  # never let one request take the controller down
+        except Exception:  # never let one request take the controller down, nor tell a client its internals
             LOG.exception("API request %s %s failed", method, path)
-            status, payload = 500, {"error": f"internal error: {error}"}
+            status, payload = 500, {"error": "internal error (the controller's log has the details)"}
         data = json.dumps(_clean(payload)).encode()
         reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-                  413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "")
+                  411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "")
         start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
@@ -128,18 +181,26 @@ class Api:
                 raise RequestError(f"{method} is not allowed on {path}; use {', '.join(allowed)}", 405)
             raise RequestError(f"no such route {path}; see /openapi.json", 404)
         if (method, path) in self.writes:
-            supplied = environ.get("HTTP_AUTHORIZATION", "")
-            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode()):
+            supplied = bearer_token(environ.get("HTTP_AUTHORIZATION", "")) or ""
+            if not hmac.compare_digest(supplied.encode(), self.token.encode()):
                 raise RequestError("this request changes state: send 'Authorization: Bearer <token>'", 401)
         body = None
         if method in ("PUT", "POST"):
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            if length > MAX_BODY:
-                raise RequestError(f"body of {length} bytes is over the {MAX_BODY}-byte limit", 413)
+            media_type = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+            if media_type != "application/json":
+                raise RequestError(f"send the body as Content-Type: application/json, not {media_type or 'none'!r}",
+                                   415)
             try:
-                body = json.loads(environ["wsgi.input"].read(length) or b"null")
-            except (ValueError, UnicodeDecodeError) as error:
-                raise RequestError(f"body is not JSON: {error}") from None
+                length = int(environ.get("CONTENT_LENGTH") or "")
+            except ValueError:
+                raise RequestError("say the body's size in Content-Length", 411) from None
+            if not 0 <= length <= self.max_body:
+                raise RequestError(f"a body of {length} bytes is over this network's {self.max_body}-byte limit "
+                                   "(every pair's ratios written out in full fit in it)", 413)
+            raw = environ["wsgi.input"].read(length)
+            if len(raw) < length:
+                raise RequestError(f"the body ended after {len(raw)} of {length} bytes")
+            body = parse_json(raw)
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         return handler(query, body)
 
@@ -197,11 +258,44 @@ class Api:
         return 200, [event for event in self.controller.state.events if event["time"] > since]
 
 
-def serve(controller: "TEController", host: str, port: int) -> None:
-    """Run the API forever in the calling green thread."""
-    import eventlet
-    import eventlet.wsgi
+class _RequestHandler(WSGIRequestHandler):
+    timeout = SOCKET_TIMEOUT_S  # set on each connection: a stalled or idle client is dropped
 
-    listener = eventlet.listen((host, port))
+    def log_message(self, format: str, *args: Any) -> None:  # not stderr per request
+        LOG.debug("%s %s", self.address_string(), format % args)
+
+
+class ApiServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once (more are closed at once)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            LOG.warning("API: %d connections already open; closing one from %s", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_api_server(controller: "TEController", host: str, port: int) -> ApiServer:
+    return make_server(host, port, Api(controller, controller.settings.token), server_class=ApiServer,
+                       handler_class=_RequestHandler)
+
+
+def serve(controller: "TEController", host: str, port: int) -> None:
+    """Run the API forever in the calling thread."""
+    server = make_api_server(controller, host, port)
     LOG.info("API on http://%s:%d (see /openapi.json)", host, port)
-    eventlet.wsgi.server(listener, Api(controller, controller.settings.token), log_output=False)
+    server.serve_forever()

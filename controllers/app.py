@@ -10,19 +10,24 @@ sets :data:`SETTINGS` before os-ken instantiates the app.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER, MAIN_DISPATCHER,
+                                       set_ev_cls)
 from os_ken.lib import hub
 from os_ken.lib.packet import arp, ethernet, ether_types, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from .fabric import HOST_PORT, FabricPlan, dpid_of, host_ip, host_mac
-from .state import ControllerState, EffectiveRouting
+from .state import ControllerState, EffectiveRouting, RequestError
 
 LOG = logging.getLogger("rlte.controller")
 
@@ -31,7 +36,23 @@ PRIORITY_INGRESS = 200
 PRIORITY_ARP = 100
 INGRESS_COOKIE = 1 << 32     # ingress rule of pair p has cookie INGRESS_COOKIE | p
 COOKIE_KIND_MASK = 0xFFFFFFFF00000000
-BARRIER_TIMEOUT_S = 5.0
+BARRIER_TIMEOUT_S = 5.0      # a switch that has not confirmed by then is reported unconfirmed
+ROUTING_LOCK_TIMEOUT_S = 2.0  # an API write waits this long for another routing change, then gets 503
+# a reconnecting switch or a link change waits longer: the holder gives the lock back within
+# two barrier timeouts whatever the switches do
+BACKGROUND_LOCK_TIMEOUT_S = 4 * BARRIER_TIMEOUT_S
+HANDSHAKE_TIMEOUT_S = 10.0    # a connection that has not said which switch it is by then is closed
+
+
+@dataclass
+class Pending:
+    """A request a switch must answer (barrier, last stats reply): set when it does, or failed
+    when the switch disconnects first. os-ken's native hub.Event ignores its timeout, so these
+    are threading events with real deadlines."""
+
+    node: int
+    answered: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False
 
 
 @dataclass
@@ -59,25 +80,51 @@ class TEController(app_manager.OSKenApp):
         self.state = SETTINGS.state
         self.datapaths: dict[int, object] = {}   # node -> datapath
         self.ready: set[int] = set()             # nodes whose state is installed
-        self.waiting: dict[int, hub.Event] = {}  # xid -> event set by the barrier or last stats reply
+        self.waiting: dict[int, Pending] = {}    # xid -> what the barrier or last stats reply answers
         self.backup_installed: dict[int, tuple[int, ...]] = {}
         self.host_of_ip = {host_ip(n): n for n in range(self.plan.topology.num_nodes)}  # for ARP replies
-        # One routing change at a time: installs wait on barriers (they yield), and two
-        # interleaved installs could leave a switch with the older routing's groups.
-        self.routing_lock = hub.Semaphore(1)
+        self.unknown_dpids: set[int] = set()     # logged once each
+        self.failed_handshakes: set[str] = set()  # peer addresses, logged once each
+        # One routing change at a time: installs wait on barriers, and two interleaved
+        # installs could leave a switch with the older routing's groups. Taken with a deadline.
+        self.routing_lock = threading.Lock()
+        self.routing_since: float | None = None  # when the holder took it
         self.started = time.time()
         self.threads = [hub.spawn(self._poll_loop)]
         from .api import serve  # local: the API module imports this one for type names
         self.threads.append(hub.spawn(serve, self, SETTINGS.api_host, SETTINGS.api_port))
 
     # ------------------------------------------------------------------ switches
+    @set_ev_cls(ofp_event.EventOFPStateChange, HANDSHAKE_DISPATCHER)
+    def _on_connect(self, ev) -> None:
+        """Whatever connects to the OpenFlow port must say which switch it is in time: garbage,
+        a wrong protocol or a silent peer would otherwise hold its connection open forever."""
+        timer = threading.Timer(HANDSHAKE_TIMEOUT_S, self._check_handshake, args=(ev.datapath,))
+        timer.daemon = True
+        timer.start()
+
+    def _check_handshake(self, datapath) -> None:
+        if datapath.id is not None or datapath.state == DEAD_DISPATCHER:
+            return
+        peer = str(datapath.address[0]) if datapath.address else "?"
+        if peer not in self.failed_handshakes:
+            self.failed_handshakes.add(peer)
+            self.state.note("bad_openflow_peer", address=peer)
+            LOG.warning("OpenFlow port: %s sent no valid handshake within %.0f s (garbage, another protocol or "
+                        "silence); closing its connection (logged once per address)", peer, HANDSHAKE_TIMEOUT_S)
+        _hang_up(datapath)
+
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _on_features(self, ev) -> None:
         datapath = ev.msg.datapath
         node = self.plan.node_of_dpid(datapath.id)
-        if node is None:
-            self.state.note("unknown_switch", dpid=datapath.id)
-            LOG.warning("switch with dpid %s is not part of %s; ignoring it", datapath.id, self.plan.topology.name)
+        if node is None:  # not one of ours: log it once, and hang up rather than keep it open
+            if datapath.id not in self.unknown_dpids:
+                self.unknown_dpids.add(datapath.id)
+                self.state.note("unknown_switch", dpid=datapath.id)
+                LOG.warning("switch with dpid %s from %s is not part of %s; closing its connection (logged once "
+                            "per dpid)", datapath.id, datapath.address, self.plan.topology.name)
+            _hang_up(datapath)
             return
         self.datapaths[node] = datapath
         parser = datapath.ofproto_parser
@@ -109,11 +156,34 @@ class TEController(app_manager.OSKenApp):
             del self.datapaths[node]
             self.ready.discard(node)
             self.state.note("switch_disconnected", switch=self.plan.topology.node_names[node])
+            for xid, pending in list(self.waiting.items()):  # nothing it owed will come: release the waits
+                if pending.node == node:
+                    pending.failed = True
+                    pending.answered.set()
+                    self.waiting.pop(xid, None)
+
+    @contextmanager
+    def routing_change(self, timeout: float, who: str) -> Iterator[None]:
+        """The routing lock, waited for ``timeout`` seconds at most: an API write is then refused
+        with 503 (nothing changed), a background change is logged and dropped."""
+        if not self.routing_lock.acquire(timeout=timeout):
+            held = time.monotonic() - self.routing_since if self.routing_since is not None else 0.0
+            raise RequestError(f"another routing change is being installed (for {held:.1f} s); {who} was not "
+                               f"applied: try again", 503)
+        self.routing_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.routing_since = None
+            self.routing_lock.release()
 
     def _install_switch(self, node: int, datapath) -> None:
         """Everything a (re)connecting switch needs, from scratch: rules, then groups, then ingress."""
-        with self.routing_lock:
-            self._install_switch_locked(node, datapath)
+        try:
+            with self.routing_change(BACKGROUND_LOCK_TIMEOUT_S, "installing a connecting switch"):
+                self._install_switch_locked(node, datapath)
+        except RequestError as busy:
+            LOG.error("switch %s not installed: %s", self.plan.topology.node_names[node], busy)
 
     def _install_switch_locked(self, node: int, datapath) -> None:
         ofp, parser = datapath.ofproto, datapath.ofproto_parser
@@ -179,7 +249,7 @@ class TEController(app_manager.OSKenApp):
         Raises :class:`~controllers.state.RequestError` (nothing changed) for a bad body. Parsing
         happens under the lock too: a partial update is read against the routing it replaces.
         """
-        with self.routing_lock:
+        with self.routing_change(ROUTING_LOCK_TIMEOUT_S, "this request"):
             routing = self.state.set_ratios(self.state.parse_routing(body), "api")
             return routing, self._apply(routing)
 
@@ -223,45 +293,51 @@ class TEController(app_manager.OSKenApp):
 
     def _sync_links(self) -> None:
         """Reroute after links went down or came back, judged from every port's latest report."""
-        with self.routing_lock:
-            change = self.state.sync_links()
-            if change is None:
-                return
-            routing, pairs = change
-            result = self._apply(routing, pairs)
+        try:
+            with self.routing_change(BACKGROUND_LOCK_TIMEOUT_S, "a link change"):
+                change = self.state.sync_links()
+                if change is None:
+                    return
+                routing, pairs = change
+                result = self._apply(routing, pairs)
+        except RequestError as busy:
+            LOG.error("links not resynchronised: %s", busy)
+            return
         LOG.info("links down now %s: %s pairs updated in %.1f ms",
                  [self.state.link_label(l) for l in np.flatnonzero(~self.state.link_up).tolist()],
                  "all" if pairs is None else len(pairs), result["latency_ms"])
 
     # ------------------------------------------------------------------ barriers and telemetry
     def _barrier(self, nodes: list[int], timeout: float = BARRIER_TIMEOUT_S) -> bool:
-        events = []
+        """True when every switch of ``nodes`` confirmed what was sent before, within ``timeout``."""
+        expected = []
         for node in nodes:
             datapath = self.datapaths.get(node)
             if datapath is None:
                 continue
-            request = datapath.ofproto_parser.OFPBarrierRequest(datapath)
-            events.append(self._expect(datapath, request))
-        return self._wait(events, timeout)
+            expected.append(self._expect(node, datapath, datapath.ofproto_parser.OFPBarrierRequest(datapath)))
+        return self._wait(expected, timeout)
 
-    def _expect(self, datapath, request) -> hub.Event:
+    def _expect(self, node: int, datapath, request) -> tuple[int, Pending]:
         datapath.set_xid(request)
-        event = hub.Event()
-        self.waiting[request.xid] = event
+        pending = Pending(node)
+        self.waiting[request.xid] = pending
         datapath.send_msg(request)
-        return event
+        return request.xid, pending
 
-    def _wait(self, events: list[hub.Event], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        for event in events:
-            if not event.wait(timeout=max(0.0, deadline - time.monotonic())):
-                return False
-        return True
+    def _wait(self, expected: list[tuple[int, Pending]], timeout: float) -> bool:
+        """Whether every expected answer came within ``timeout`` (a disconnect fails its own at once)."""
+        deadline, answered = time.monotonic() + timeout, True
+        for xid, pending in expected:
+            if not pending.answered.wait(max(0.0, deadline - time.monotonic())) or pending.failed:
+                answered = False
+                self.waiting.pop(xid, None)  # a late answer finds nobody waiting
+        return answered
 
     def _done(self, xid: int) -> None:
-        event = self.waiting.pop(xid, None)
-        if event is not None:
-            event.set()
+        pending = self.waiting.pop(xid, None)
+        if pending is not None:
+            pending.answered.set()
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _on_barrier(self, ev) -> None:
@@ -269,13 +345,17 @@ class TEController(app_manager.OSKenApp):
 
     def poll(self, wait: bool = False, timeout: float = 2.0) -> bool:
         """Ask every switch for port and ingress-rule counters; with ``wait``, until all answered."""
-        events = []
+        expected = []
         for node, datapath in list(self.datapaths.items()):
             ofp, parser = datapath.ofproto, datapath.ofproto_parser
-            events.append(self._expect(datapath, parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY)))
-            events.append(self._expect(datapath, parser.OFPFlowStatsRequest(
+            expected.append(self._expect(node, datapath, parser.OFPPortStatsRequest(datapath, 0, ofp.OFPP_ANY)))
+            expected.append(self._expect(node, datapath, parser.OFPFlowStatsRequest(
                 datapath, 0, 0, ofp.OFPP_ANY, ofp.OFPG_ANY, INGRESS_COOKIE, COOKIE_KIND_MASK, parser.OFPMatch())))
-        return self._wait(events, timeout) if wait else True
+        if not wait:  # the replies update the state when they come; nobody waits for them
+            for xid, _ in expected:
+                self.waiting.pop(xid, None)
+            return True
+        return self._wait(expected, timeout)
 
     def _poll_loop(self) -> None:
         while True:
@@ -340,6 +420,15 @@ class TEController(app_manager.OSKenApp):
             "uptime_s": round(time.time() - self.started, 3),
             "dpids": {names[n]: dpid_of(n) for n in range(len(names))},
         }
+
+
+def _hang_up(datapath) -> None:
+    """Close a switch connection now (os-ken's close() alone waits for its reader's next timeout)."""
+    datapath.close()
+    try:
+        datapath.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _port_live(ofp, port) -> bool:

@@ -47,6 +47,21 @@ def resolve_pathset(config: ControllerConfig, topology: Topology) -> PathSet:
     return k_shortest_paths(topology, config.k, config.metric)
 
 
+def write_secret(path: Path, text: str) -> None:
+    """``text`` in a new file of mode 600, renamed over ``path``: a symlink or another file
+    already there is replaced, never followed or written through (as root, following one
+    would overwrite its target and change its mode)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def run_controller(config: ControllerConfig) -> None:
     """Blocks until the process is stopped."""
     from os_ken.lib import hub
@@ -65,10 +80,7 @@ def run_controller(config: ControllerConfig) -> None:
     plan = FabricPlan(resolve_pathset(config, topology))
     token = config.token or os.environ.get("RLTE_CONTROLLER_TOKEN") or secrets.token_urlsafe(24)
     if config.token_file:
-        path = Path(config.token_file)
-        path.touch(mode=0o600)
-        path.chmod(0o600)  # touch keeps the mode of a file that already exists
-        path.write_text(token)
+        write_secret(Path(config.token_file), token)
     elif not (config.token or os.environ.get("RLTE_CONTROLLER_TOKEN")):
         print(f"API token (send as 'Authorization: Bearer <token>'): {token}", flush=True)
     state = ControllerState(plan, make_decision(config.initial_routing), capacity_scale=config.capacity_scale)

@@ -11,15 +11,24 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import networkx as nx
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from topologies import PathSet, RoutingError, check_ratios
 
 from .decision import FixedRatios, NetworkView, RoutingDecision
 from .fabric import FabricPlan
+
+
+class RoutingRequest(BaseModel):
+    """The body of ``PUT /routing``, strictly typed: the same numbers the OpenAPI schema documents."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    ratios: Optional[list[list[float]]] = None
+    pairs: Optional[dict[str, list[float]]] = None
 
 
 class RequestError(ValueError):
@@ -81,36 +90,40 @@ class ControllerState:
 
     def parse_routing(self, body: Any) -> np.ndarray:
         """Ratios from an API body: ``{"ratios": [[...] per pair]}`` (all pairs) or
-        ``{"pairs": {"A->B": [...], ...}}`` (some pairs, the rest unchanged). Raises RequestError."""
-        if not isinstance(body, dict) or (("ratios" in body) == ("pairs" in body)):
+        ``{"pairs": {"A->B": [...], ...}}`` (some pairs, the rest unchanged). Numbers only (no
+        strings, booleans, NaN or infinities), no other fields, each pair once. Raises RequestError."""
+        try:
+            request = RoutingRequest.model_validate(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise RequestError(f"{where}: {first['msg']} (send {{'ratios': [[...] per pair]}} or "
+                               f"{{'pairs': {{'origin->destination': [...]}}}})") from None
+        if (request.ratios is None) == (request.pairs is None):
             raise RequestError("send a JSON object with exactly one of 'ratios' (every pair) or 'pairs' (some pairs)")
         ps = self.pathset
-        if "ratios" in body:
-            try:
-                ratios = np.array(body["ratios"], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise RequestError("'ratios' must be a list of lists of numbers") from None
-            if ratios.shape != (ps.num_pairs, ps.k):
-                raise RequestError(f"'ratios' has shape {list(ratios.shape)}; this network has "
-                                   f"{ps.num_pairs} pairs × {ps.k} paths")
+        if request.ratios is not None:
+            if len(request.ratios) != ps.num_pairs or any(len(row) != ps.k for row in request.ratios):
+                shape = [len(request.ratios), *sorted({len(row) for row in request.ratios})[:1]]
+                raise RequestError(f"'ratios' has shape {shape}; this network has {ps.num_pairs} pairs × {ps.k} paths")
+            ratios = np.array(request.ratios, dtype=np.float64)
         else:
-            if not isinstance(body["pairs"], dict) or not body["pairs"]:
+            if not request.pairs:
                 raise RequestError("'pairs' must be a non-empty object mapping 'origin->destination' to ratios")
             ratios = np.array(self.requested, dtype=np.float64)
-            names = ps.topology.node_index
-            for label, row in body["pairs"].items():
-                origin, _, destination = str(label).partition("->")
+            names, given = ps.topology.node_index, {}
+            for label, row in request.pairs.items():
+                origin, _, destination = label.partition("->")
                 key = (names.get(origin.strip()), names.get(destination.strip()))
                 if None in key or key not in ps.pair_index:
                     raise RequestError(f"unknown pair {label!r}; pairs are written 'origin->destination'", 404)
                 p = ps.pair_index[key]
-                try:
-                    row = np.array(row, dtype=np.float64)
-                except (TypeError, ValueError):
-                    raise RequestError(f"pair {label!r}: ratios must be a list of numbers") from None
+                if p in given:
+                    raise RequestError(f"pair {self.pair_label(p)} is given twice (as {given[p]!r} and {label!r})")
+                given[p] = label
                 count = len(ps.paths[p])
-                if row.shape != (count,):
-                    raise RequestError(f"pair {label!r} has {count} candidate paths; got {row.size} ratios")
+                if len(row) != count:
+                    raise RequestError(f"pair {label!r} has {count} candidate paths; got {len(row)} ratios")
                 ratios[p] = 0.0
                 ratios[p, :count] = row
         try:

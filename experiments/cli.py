@@ -296,7 +296,8 @@ def fidelity(
         table.add_row(label, f"{error['utilization_mae']:.4f}", f"{error['utilization_p95']:.4f}",
                       f"{error['mlu_relative_error_mean']:.2%}", f"{error['mlu_relative_error_max']:.2%}")
     console.print(table)
-    console.print(f"same ranking of routings in every matrix: {result['same_ranking']}")
+    console.print(f"same ranking of routings in every matrix: {result['same_ranking']} (MLUs within "
+                  f"{result['ranking_tolerance']:.0%} of each other count as ties)", highlight=False)
     for note in report.notes:
         console.print(f"note: {escape(note)}")
     if out is not None:
@@ -313,8 +314,9 @@ def controller(
     of_host: str = typer.Option("127.0.0.1", help="OpenFlow listening address."),
     api_port: int = typer.Option(8080, help="HTTP API port."),
     api_host: str = typer.Option("127.0.0.1", help="HTTP API address (loopback unless you mean it)."),
-    token: Optional[str] = typer.Option(None, help="API token for changes (default: $RLTE_CONTROLLER_TOKEN "
-                                                   "or generated and printed)."),
+    token: Optional[str] = typer.Option(None, help="API token for changes. Visible to every user in `ps`: prefer "
+                                                   "$RLTE_CONTROLLER_TOKEN or --token-file (default: the variable, or "
+                                                   "generated and printed, or written to --token-file)."),
     token_file: Optional[Path] = typer.Option(None, help="Write the API token to this file (mode 600)."),
     poll_interval: float = typer.Option(1.0, help="Seconds between counter polls."),
     capacity_scale: float = typer.Option(1e-3, help="Emulated capacity = model capacity × this."),

@@ -121,9 +121,10 @@ def state_for(topology: Topology, k: int = 2, decision=None) -> ControllerState:
 
 
 @pytest.mark.parametrize("body, message, status", [
-    (None, "exactly one of", 400),
+    (None, "body: Input should be a valid dictionary", 400),
+    ({}, "exactly one of", 400),
     ({"ratios": [[1.0, 0.0]]}, "shape", 400),
-    ({"ratios": "x"}, "list of lists", 400),
+    ({"ratios": "x"}, "ratios: Input should be a valid list", 400),
     ({"pairs": {"A->Z": [1.0, 0.0]}}, "unknown pair 'A->Z'", 404),
     ({"pairs": {"A->D": [0.7, 0.7]}}, "sum to 1.4", 400),
     ({"pairs": {"A->D": [1.0]}}, "has 2 candidate paths", 400),
@@ -286,13 +287,14 @@ class FakeController:
         return {"status": "ok"}
 
 
-def call(api: Api, method: str, path: str, body=None, token: str | None = None, raw: bytes | None = None):
+def call(api: Api, method: str, path: str, body=None, token: str | None = None, raw: bytes | None = None,
+         scheme: str = "Bearer", headers: dict | None = None):
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path.split("?")[0],
                "QUERY_STRING": path.partition("?")[2], "CONTENT_LENGTH": str(len(data)),
-               "wsgi.input": io.BytesIO(data)}
+               "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data), **(headers or {})}
     if token:
-        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        environ["HTTP_AUTHORIZATION"] = f"{scheme} {token}"
     status = []
     payload = b"".join(api(environ, lambda s, headers: status.append(s)))
     return int(status[0].split()[0]), json.loads(payload)
@@ -323,6 +325,88 @@ def test_api_guards_changes_with_the_token_and_reports_errors():
     status, spec = call(api, "GET", "/openapi.json")
     assert status == 200 and set(spec["paths"]) == set(OPENAPI["paths"])
     assert {path for _, path in api.routes} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"pairs": {"A->D": ["0.25", 0.75]}}', "pairs.A->D.0: Input should be a valid number"),
+    (b'{"pairs": {"A->D": [true, false]}}', "pairs.A->D.0: Input should be a valid number"),
+    (b'{"ratios": "1"}', "ratios: Input should be a valid list"),
+    (b'{"pairs": {"A->D": [0.25, 0.75]}, "force": true}', "force: Extra inputs are not permitted"),
+    (b'{"pairs": {"A->D": [0.25, 0.75], "A->D": [1, 0]}}', "key 'A->D' appears twice in one object"),
+    (b'{"pairs": {"A->D": [0.25, 0.75], " A -> D ": [1, 0]}}', "pair A->D is given twice (as 'A->D' and ' A -> D ')"),
+    (b'{"pairs": {"A->D": [1e400, 0]}}', "pairs.A->D.0: Input should be a finite number"),
+    (b'{"pairs": {"A->D": [' + b"1" * 400 + b', 0]}}', "pairs.A->D.0: Input should be a valid number"),
+    (b'{"pairs": {"A->D": [NaN, 0]}}', "NaN is not a JSON number"),
+    (b'{"pairs": {"A->D": [Infinity, 0]}}', "Infinity is not a JSON number"),
+    (b"[" * 3000 + b"]" * 3000, "body nests too deeply"),  # within the size limit, past the parser's depth
+    (b"\xff\xfe{}", "body is not JSON"),
+])
+def test_hostile_routing_bodies_get_a_400_naming_the_problem_and_change_nothing(raw, message):
+    state = state_for(diamond())
+    controller = FakeController(state)
+    status, reply = call(Api(controller, "secret"), "PUT", "/routing", raw=raw, token="secret")
+    assert (status, reply["error"][:len(message)]) == (400, message), reply
+    assert state.version == 0 and not controller.applied
+
+
+def test_the_api_refuses_bodies_of_the_wrong_kind_or_size_and_takes_any_case_of_bearer():
+    state = state_for(diamond())
+    controller = FakeController(state)
+    api, good = Api(controller, "secret"), {"pairs": {"A->D": [0.25, 0.75]}}
+    status, reply = call(api, "PUT", "/routing", good, token="secret", headers={"CONTENT_TYPE": "text/plain"})
+    assert status == 415 and "application/json" in reply["error"]
+    status, reply = call(api, "PUT", "/routing", good, token="secret", headers={"CONTENT_LENGTH": ""})
+    assert status == 411
+    every_pair = {"ratios": [[-1.2345678901234567e-300] * state.pathset.k] * state.pathset.num_pairs}
+    assert len(json.dumps(every_pair)) < api.max_body  # the largest routing of this network fits
+    status, reply = call(api, "PUT", "/routing", raw=b" " * (api.max_body + 1), token="secret")
+    assert status == 413 and f"{api.max_body}-byte limit" in reply["error"]
+    assert state.version == 0 and not controller.applied
+    for scheme in ("bearer", "BEARER", "Bearer"):  # HTTP's auth scheme is case-insensitive
+        assert call(api, "PUT", "/routing", good, token="secret", scheme=scheme)[0] == 200
+    assert call(api, "PUT", "/routing", good, token="secret", scheme="Basic")[0] == 401
+
+
+def test_an_internal_error_is_a_500_that_does_not_echo_its_exception():
+    state = state_for(diamond())
+    controller = FakeController(state)
+    controller.poll = lambda wait=False, timeout=2.0: 1 / 0  # a bug behind the route
+    status, reply = call(Api(controller, "secret"), "GET", "/counters?fresh=1")
+    assert status == 500 and "division" not in reply["error"] and "log" in reply["error"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda children: st.lists(children, max_size=6) | st.dictionaries(
+                        st.sampled_from(["ratios", "pairs", "A->D", "D->A", "B->C", "x"]) | st.text(max_size=6),
+                        children, max_size=4), max_leaves=30))
+def test_random_json_at_put_routing_is_a_4xx_or_a_valid_routing_never_a_500(body):
+    state = state_for(diamond())
+    controller = FakeController(state)
+    before = state.requested.copy()
+    raw = json.dumps(body, allow_nan=True).encode()
+    status, reply = call(Api(controller, "secret"), "PUT", "/routing", raw=raw, token="secret")
+    assert status in (200, 400, 404), (status, reply)
+    if status != 200:
+        assert state.version == 0 and not controller.applied and np.array_equal(state.requested, before)
+        assert reply["error"]
+    else:
+        assert np.allclose(state.requested.sum(axis=1), 1.0)
+
+
+def test_the_token_file_replaces_a_symlink_instead_of_writing_through_it(tmp_path):
+    from controllers.main import write_secret
+
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    target.chmod(0o644)
+    link = tmp_path / "token"
+    link.symlink_to(target)
+    write_secret(link, "s3cret")
+    assert target.read_text() == "keep me" and oct(target.stat().st_mode & 0o777) == "0o644"
+    assert not link.is_symlink() and link.read_text() == "s3cret" and oct(link.stat().st_mode & 0o777) == "0o600"
+    write_secret(link, "again")  # over its own earlier file too
+    assert link.read_text() == "again" and sorted(p.name for p in tmp_path.iterdir()) == ["precious", "token"]
 
 
 def test_api_topology_and_stats_are_json_even_before_measurements():
