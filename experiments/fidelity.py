@@ -13,6 +13,7 @@ samples and the errors are reported before and after on the other half.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 
@@ -22,6 +23,19 @@ from topologies import (PathSet, Routing, Topology, equal_cost_paths, k_shortest
                         per_hop_ecmp_ratios, union_pathsets)
 
 ROUTINGS = ("shortest_path", "ecmp", "lp")
+# Two routings whose MLUs are within this share of each other are tied: their measured order is
+# noise (the emulation's MLU is off the twin's by about this much after calibration)
+RANK_TOLERANCE = 0.02
+
+
+def same_order(twin: dict[str, float], measured: dict[str, float], tolerance: float = RANK_TOLERANCE) -> bool:
+    """Whether the routings' MLUs rank them alike in the twin and measured: only a pair that both
+    order, each by more than ``tolerance`` (relative to the larger), in opposite directions disagrees."""
+    def ordered(values: dict[str, float], a: str, b: str) -> int:
+        difference = values[a] - values[b]
+        return 0 if abs(difference) <= tolerance * max(values[a], values[b]) else (1 if difference > 0 else -1)
+
+    return all(ordered(twin, a, b) * ordered(measured, a, b) >= 0 for a, b in combinations(twin, 2))
 
 
 @dataclass
@@ -92,8 +106,9 @@ class FidelityReport:
                 "mlu_relative_error_mean": float(mlu_error.mean()),
                 "mlu_relative_error_max": float(mlu_error.max())}
 
-    def ranking(self) -> dict:
-        """Per matrix: routings ordered by MLU in the twin and in the emulation."""
+    def ranking(self, tolerance: float = RANK_TOLERANCE) -> dict:
+        """Per matrix: routings ordered by MLU in the twin and in the emulation, and whether the
+        orders agree with MLUs within ``tolerance`` of each other taken as ties (:func:`same_order`)."""
         by_tm: dict[int, list[Sample]] = {}
         for s in self.samples:
             by_tm.setdefault(s.tm_index, []).append(s)
@@ -101,7 +116,9 @@ class FidelityReport:
         for t, samples in by_tm.items():
             twin = [s.routing for s in sorted(samples, key=lambda s: s.twin.max())]
             measured = [s.routing for s in sorted(samples, key=lambda s: s.measured.max())]
-            out[t] = {"twin": twin, "measured": measured, "same": twin == measured}
+            same = same_order({s.routing: float(s.twin.max()) for s in samples},
+                              {s.routing: float(s.measured.max()) for s in samples}, tolerance)
+            out[t] = {"twin": twin, "measured": measured, "same": same}
         return out
 
     def calibration(self) -> dict:
@@ -121,6 +138,7 @@ class FidelityReport:
             "notes": self.notes,
             "errors": self.errors(self.samples),
             "same_ranking": all(r["same"] for r in ranking.values()),
+            "ranking_tolerance": RANK_TOLERANCE,  # relative MLU difference counted as a tie
             "ranking": {str(t): r for t, r in ranking.items()},
             "calibration": self.calibration(),
             "samples": [{"tm_index": s.tm_index, "routing": s.routing, "twin_mlu": float(s.twin.max()),
