@@ -360,6 +360,8 @@ class TEController(app_manager.OSKenApp):
     def _poll_loop(self) -> None:
         while True:
             hub.sleep(self.settings.poll_interval_s)
+            if self.routing_lock.locked():  # the switches' replies would queue behind it: poll next time
+                continue
             try:
                 self.poll()
             except Exception:  # a switch vanishing mid-poll must not stop telemetry
