@@ -26,6 +26,8 @@ app = typer.Typer(help="rlte: reinforcement-learning traffic engineering testbed
                   add_completion=False, pretty_exceptions_enable=False)
 topo_app = typer.Typer(help="Browse the bundled topologies.", no_args_is_help=True)
 app.add_typer(topo_app, name="topo")
+policy_app = typer.Typer(help="Trained policies for the live network.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # one line per error, easy to grep
 
@@ -302,6 +304,36 @@ def fidelity(
         console.print(f"note: {escape(note)}")
     if out is not None:
         write_json_atomically(out, json_module.dumps(result, indent=1))
+
+
+@policy_app.command("export")
+@friendly_errors
+def policy_export(
+    run_argument: Optional[str] = typer.Argument(None, metavar="RUN", help="The run directory (or run=DIR)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="The run directory (instead of the argument)."),
+    out: Path = typer.Option(..., "--out", help="The bundle directory to write (an earlier bundle there is "
+                                                "replaced once the new one is complete)."),
+) -> None:
+    """Export a trained split-routing policy (agent.algorithm=gradient) as a bundle the live
+    controller runs with onnxruntime: policy.onnx and manifest.json, checked against the policy
+    on the run's held-out traffic."""
+    if run_argument is not None and run is not None:
+        raise ValueError("name the run once: as the argument or with --run")
+    if run_argument is None and run is None:
+        raise ValueError("say which run to export: rlte policy export run=runs/<run directory> --out BUNDLE")
+    run_dir = run if run is not None else Path(run_argument.removeprefix("run="))
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    from agents.bundle import MANIFEST_FILE
+    from agents.export import export_bundle
+
+    from .api import load_run
+
+    manifest = export_bundle(load_run(run_dir), out)
+    size = (out / manifest.onnx_file).stat().st_size
+    console.print(f"bundle {out}: policy {manifest.policy} ({manifest.kind}) for {manifest.topology}, "
+                  f"H={manifest.history}, parity max |diff| {manifest.parity_max_abs_diff:.2g}, "
+                  f"{manifest.onnx_file} {size / 1024:.1f} KiB (+ {MANIFEST_FILE})", highlight=False, soft_wrap=True)
 
 
 @app.command()

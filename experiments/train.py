@@ -4,9 +4,11 @@ model, and compare it on held-out traffic with every baseline (:mod:`experiments
 
 A run directory holds: ``config.yaml`` (resolved), ``model.zip`` (SB3) or ``model.pt``
 (gradient learner), ``metrics.json`` (training curve, wall time, final table), ``eval.json``
-(the comparison table; rewritten by `rlte eval`), ``state.json`` (running, interrupted or
-finished) and ``tb/`` (TensorBoard logs). While it trains, ``last_model.*`` is its latest
-checkpoint: a run stopped by a signal keeps it, and ``resume=True`` continues from it.
+(the comparison table; rewritten by `rlte eval`), ``envelope.json`` (the training traffic's
+envelope, which an exported policy's drift guard checks; with ``eval.guard``), ``state.json``
+(running, interrupted or finished) and ``tb/`` (TensorBoard logs). While it trains,
+``last_model.*`` is its latest checkpoint: a run stopped by a signal keeps it, and
+``resume=True`` continues from it.
 
 What the config's settings mean, and which configs are refused, is :mod:`experiments.run_config`.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .compare import write_json_atomically
-from .data import extra_held_out, extra_sets, prepare
+from .data import RunData, extra_held_out, extra_sets, prepare
 from .learners import learner
 from .progress import Progress, TEWriter, TrainingInterrupted, load_trained, read_state
 from .run_config import check_config
@@ -40,6 +42,20 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
     if not checkpoint.exists():
         raise FileNotFoundError(f"run {run_dir} stopped before its first checkpoint: start it again instead")
     return checkpoint, state
+
+
+ENVELOPE_FILE = "envelope.json"
+
+
+def write_envelope(run_dir: Path, data: RunData) -> None:
+    """The training traffic's envelope (``data.envelope``: fitted when ``eval.guard`` is on and
+    the traffic is long enough) as ``envelope.json``, what an exported policy's drift guard
+    checks (agents.export); none: a file an earlier run left there is removed."""
+    path = run_dir / ENVELOPE_FILE
+    if data.envelope is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json_atomically(path, json.dumps(data.envelope.to_dict()))
 
 
 def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dict:
@@ -73,6 +89,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dic
         writer.close()
         raise
     train_s = progress.elapsed()
+    write_envelope(run_dir, data)
     report, table = evaluate_run(cfg, data, model, run_dir)
     utilization = None
     if kind.env_kind == "split_routing":

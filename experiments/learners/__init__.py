@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
+    import torch
+
     from agents.gnn import TrainingSet
     from agents.policy import RoutingPolicy
     from experiments.data import ExtraEntry, RunData
@@ -80,6 +82,13 @@ class Learner:
     def chooser(self, cfg: DictConfig, data: RunData, model: Any) -> Callable:
         """A path-selection model as a flow chooser (agents.flows)."""
         raise NotImplementedError(f"agent {self.algorithm!r} does not choose paths")
+
+    def export_module(self, cfg: DictConfig, data: RunData, model: Any) -> torch.nn.Module:
+        """The trained model as one torch module for export (agents.export): the pair-demand
+        history (1, H, P) float32, in the topology's own units, -> split ratios (1, P, K),
+        everything the policy does in between inside it. A ValueError saying why a kind cannot."""
+        raise ValueError(f"agent.algorithm={self.algorithm} cannot be exported: only split-routing policies "
+                         f"that map the demand history to split ratios export (agent.algorithm=gradient)")
 
 
 LEARNERS: dict[str, Learner] = {}

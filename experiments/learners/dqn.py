@@ -40,3 +40,8 @@ class DQNLearner(SB3Learner):
         from agents.flows import from_model
 
         return from_model(model)
+
+    def export_module(self, cfg: DictConfig, data: RunData, model: Any):
+        raise ValueError("agent.algorithm=dqn cannot be exported: it chooses one path per flow (path selection), "
+                         "not split ratios, and a bundle holds a split-routing policy (demand history -> split "
+                         "ratios); export an agent.algorithm=gradient run")

@@ -142,3 +142,12 @@ class GradientLearner(Learner):
         from agents.gradient import GradientPolicy
 
         return GradientPolicy(data.pathset, model, name=cfg.agent.name)
+
+    def export_module(self, cfg: DictConfig, data: RunData, model: Any):
+        """The MLP (SplitRatioNet) maps the demand history to ratios itself; the graph network
+        (LinkGNN) with its refinement rounds routes on the run's path set (agents.export.DenseLinkGNN)."""
+        if cfg.agent.policy == "graph":
+            from agents.export import DenseLinkGNN
+
+            return DenseLinkGNN(model, data.pathset).eval()
+        return model.eval()

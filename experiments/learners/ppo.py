@@ -97,6 +97,12 @@ class PPOLearner(SB3Learner):
         return SB3SplitPolicy(model, data.pathset, cfg.env.history, cfg.env.action_scale, name=cfg.agent.name,
                               link_costs=cfg.agent.actions == "link_costs")
 
+    def export_module(self, cfg: DictConfig, data: RunData, model: Any):
+        raise ValueError(f"agent.algorithm=ppo (agent.policy={cfg.agent.policy}) cannot be exported yet: its policy "
+                         "observes the link utilization its own previous routing caused, a stateful loop through "
+                         "the network that the exported graph (demand history -> split ratios) does not hold; "
+                         "export an agent.algorithm=gradient run")
+
 
 def shared_starts_then(schedule_seed: int, wrapper: Callable | None, env):
     """``env`` starting its episodes on the shared schedule, then wrapped by ``wrapper``."""
