@@ -16,11 +16,12 @@ import logging
 import math
 import threading
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .fabric import dpid_of, host_ip, host_mac
 from .state import RequestError
@@ -31,6 +32,39 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("rlte.controller.api")
 SOCKET_TIMEOUT_S = 10.0  # a client silent this long mid-request is disconnected
 MAX_CONNECTIONS = 64     # served at once; more are closed at once (each holds a thread)
+
+ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+WRITE_ERRORS = {"401": {"description": "missing or wrong token"},
+                "404": {"description": "this controller runs no policy runtime"},
+                "415": {"description": "body not sent as application/json"}}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PolicyUpload(_Body):
+    """``PUT /policy``: a bundle directory on the controller's own machine (not the bytes)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class ModeRequest(_Body):
+    mode: Literal["shadow", "active"]
+
+
+class RollbackRequest(_Body):
+    version: Optional[str] = Field(None, pattern=r"^[0-9a-f]{12}$")
+
+
+def _validated(model: type[BaseModel], body: Any, hint: str) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise RequestError(f"{where}: {first['msg']} (send {hint})") from None
+
 
 RATIOS_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "number", "minimum": 0}}}
 OPENAPI: dict[str, Any] = {
@@ -77,6 +111,45 @@ OPENAPI: dict[str, Any] = {
         "/events": {"get": {"summary": "Switch, link and routing events, oldest first",
                             "parameters": [{"name": "since", "in": "query", "schema": {"type": "number"}}],
                             "responses": {"200": {"description": "events"}}}},
+        "/policy": {
+            "get": {"summary": "The learned policy: version, mode (shadow/active), status (policy, fallback with "
+                               "its reason, warming up), deployed versions, decision latency, the last decision",
+                    "responses": {"200": {"description": "policy report"}, **WRITE_ERRORS}},
+            "put": {"summary": "Deploy a bundle: the body names a bundle directory on the controller's own machine "
+                               "(the files are not uploaded); it is checked (network, path set, sha256, format "
+                               "version, tensor shapes), copied into the state directory under its version and "
+                               "starts in shadow mode (the same version keeps its mode)",
+                    "security": [{"token": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": False, "required": ["path"],
+                        "properties": {"path": {"type": "string", "description": "absolute path of the bundle "
+                                                                                 "directory on the controller"}}}}}},
+                    "responses": {"200": {"description": "deployed; its version"},
+                                  "400": {"description": "not a usable bundle for this network: the error names "
+                                                         "the problem; nothing changed", **ERROR}, **WRITE_ERRORS}}},
+        "/policy/mode": {"post": {
+            "summary": "Switch between shadow (record only) and active (install the policy's decisions); "
+                       "shadow -> active is the promotion (never automatic)",
+            "security": [{"token": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["mode"],
+                "properties": {"mode": {"enum": ["shadow", "active"]}}}}}},
+            "responses": {"200": {"description": "the policy report"},
+                          "400": {"description": "bad body, or no policy deployed", **ERROR}, **WRITE_ERRORS}}},
+        "/policy/rollback": {"post": {
+            "summary": "Back to the version deployed before the current one, or to a named deployed version",
+            "security": [{"token": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"version": {"type": "string", "pattern": "^[0-9a-f]{12}$"}}}}}},
+            "responses": {"200": {"description": "the policy report"},
+                          "400": {"description": "no such version, or none to go back to", **ERROR},
+                          **WRITE_ERRORS}}},
+        "/decisions": {"get": {"summary": "The policy's audit records kept in memory (decisions and mode, deploy, "
+                                          "rollback, fallback events), oldest first; the state directory's "
+                                          "decisions.jsonl has them all",
+                               "parameters": [{"name": "since", "in": "query", "schema": {"type": "number"}}],
+                               "responses": {"200": {"description": "audit records"}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     },
 }
@@ -153,9 +226,15 @@ class Api:
             ("GET", "/stats"): self.stats,
             ("GET", "/counters"): self.counters,
             ("GET", "/events"): self.events,
+            ("GET", "/policy"): self.get_policy,
+            ("PUT", "/policy"): self.put_policy,
+            ("POST", "/policy/mode"): self.policy_mode,
+            ("POST", "/policy/rollback"): self.policy_rollback,
+            ("GET", "/decisions"): self.decisions,
             ("GET", "/openapi.json"): lambda query, body: (200, OPENAPI),
         }
-        self.writes = {("PUT", "/routing")}
+        self.writes = {("PUT", "/routing"), ("PUT", "/policy"), ("POST", "/policy/mode"),
+                       ("POST", "/policy/rollback")}
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/").rstrip("/") or "/"
@@ -256,6 +335,58 @@ class Api:
         except ValueError:
             raise RequestError("'since' must be a number (seconds since the epoch)") from None
         return 200, [event for event in self.controller.state.events if event["time"] > since]
+
+    # ------------------------------------------------------------------ the learned policy
+    def _runtime(self):
+        runtime = getattr(self.controller, "runtime", None)
+        if runtime is None:
+            raise RequestError("this controller runs no policy runtime", 404)
+        return runtime
+
+    def get_policy(self, query, body):
+        return 200, self._runtime().report()
+
+    def put_policy(self, query, body):
+        from agents.bundle import BundleError
+
+        runtime = self._runtime()
+        request = _validated(PolicyUpload, body, "{'path': '/absolute/path/to/bundle'}")
+        if not request.path.startswith("/"):
+            raise RequestError(f"'path' must be an absolute path on the controller's machine, got {request.path!r}")
+        try:
+            version = runtime.deploy(request.path)
+        except BundleError as error:
+            raise RequestError(str(error)) from None
+        return 200, {**runtime.report(), "deployed_version": version}
+
+    def policy_mode(self, query, body):
+        from agents.bundle import BundleError
+
+        runtime = self._runtime()
+        request = _validated(ModeRequest, body, "{'mode': 'shadow' or 'active'}")
+        try:
+            runtime.set_mode(request.mode)
+        except BundleError as error:
+            raise RequestError(str(error)) from None
+        return 200, runtime.report()
+
+    def policy_rollback(self, query, body):
+        from agents.bundle import BundleError
+
+        runtime = self._runtime()
+        request = _validated(RollbackRequest, body, "{} or {'version': '<12 hex digits>'}")
+        try:
+            runtime.rollback(request.version)
+        except BundleError as error:
+            raise RequestError(str(error)) from None
+        return 200, runtime.report()
+
+    def decisions(self, query, body):
+        try:
+            since = float(query.get("since", "-inf"))
+        except ValueError:
+            raise RequestError("'since' must be a number (seconds since the epoch)") from None
+        return 200, self._runtime().since(since)
 
 
 class _RequestHandler(WSGIRequestHandler):

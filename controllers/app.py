@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from os_ken.base import app_manager
@@ -28,6 +29,9 @@ from os_ken.ofproto import ofproto_v1_3
 
 from .fabric import HOST_PORT, FabricPlan, dpid_of, host_ip, host_mac
 from .state import ControllerState, EffectiveRouting, RequestError
+
+if TYPE_CHECKING:
+    from .runtime import PolicyRuntime
 
 LOG = logging.getLogger("rlte.controller")
 
@@ -63,6 +67,7 @@ class Settings:
     api_host: str
     api_port: int
     token: str
+    runtime: "PolicyRuntime | None" = None  # the learned policy's runtime (controllers.runtime)
 
 
 SETTINGS: Settings | None = None
@@ -91,6 +96,9 @@ class TEController(app_manager.OSKenApp):
         self.routing_since: float | None = None  # when the holder took it
         self.started = time.time()
         self.threads = [hub.spawn(self._poll_loop)]
+        self.runtime = SETTINGS.runtime
+        if self.runtime is not None:  # its own real thread: inference deadlines block nobody else
+            self.runtime.start(self.install_ratios)
         from .api import serve  # local: the API module imports this one for type names
         self.threads.append(hub.spawn(serve, self, SETTINGS.api_host, SETTINGS.api_port))
 
@@ -252,6 +260,13 @@ class TEController(app_manager.OSKenApp):
         with self.routing_change(ROUTING_LOCK_TIMEOUT_S, "this request"):
             routing = self.state.set_ratios(self.state.parse_routing(body), "api")
             return routing, self._apply(routing)
+
+    def install_ratios(self, ratios: np.ndarray, source: str) -> dict:
+        """Adopt and install ``ratios`` (a policy's decision or its fallback) as an API write does:
+        the routing lock with a deadline (RequestError 503 when busy: nothing changed), then barriers."""
+        with self.routing_change(ROUTING_LOCK_TIMEOUT_S, f"the policy decision ({source})"):
+            routing = self.state.set_ratios(ratios, source)
+            return {"version": self.state.version, **self._apply(routing)}
 
     def _apply(self, routing: EffectiveRouting, pairs: list[int] | None = None) -> dict:
         """Install ``routing`` for ``pairs`` (all by default): backup paths first, then the groups.

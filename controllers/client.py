@@ -53,6 +53,23 @@ class ControllerClient:
     def counters(self, fresh: bool = True) -> dict:
         return self.get("/counters?fresh=1" if fresh else "/counters")
 
+    # the learned policy (controllers.runtime)
+    def policy(self) -> dict:
+        return self.get("/policy")
+
+    def deploy_policy(self, bundle_path: str) -> dict:
+        """Deploy the bundle directory ``bundle_path`` (a path on the controller's machine)."""
+        return self.request("PUT", "/policy", {"path": bundle_path})
+
+    def set_policy_mode(self, mode: str) -> dict:
+        return self.request("POST", "/policy/mode", {"mode": mode})
+
+    def rollback_policy(self, version: str | None = None) -> dict:
+        return self.request("POST", "/policy/rollback", {} if version is None else {"version": version})
+
+    def decisions(self, since: float | None = None) -> list:
+        return self.get("/decisions" if since is None else f"/decisions?since={since!r}")
+
     def health(self) -> dict:
         """The health report whether or not every switch is ready (503 still carries it)."""
         try:

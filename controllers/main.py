@@ -32,6 +32,19 @@ class ControllerConfig(BaseModel):
     capacity_scale: float = Field(1e-3, gt=0, description="emulated capacity = capacity × scale")
     initial_routing: str = "shortest_path"
     log_level: str = "INFO"
+    policy: str | None = Field(None, description="bundle directory to deploy at start (agents.bundle)")
+    mode: str | None = Field(None, description="shadow or active (default: the resumed mode, else shadow)")
+    decision_interval_s: float | None = Field(None, gt=0, description="default: 3 × poll_interval_s")
+    decision_timeout_s: float = Field(1.0, gt=0)
+    policy_dir: str | None = Field(None, description="state directory (default ~/.local/state/rlte/controller/"
+                                                     "<topology>)")
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("shadow", "active"):
+            raise ValueError(f"unknown mode {value!r}; choose shadow or active")
+        return value
 
     @field_validator("initial_routing")
     @classmethod
@@ -62,6 +75,26 @@ def write_secret(path: Path, text: str) -> None:
         raise
 
 
+def start_runtime(config: ControllerConfig, state):
+    """The policy runtime over ``state``: the bundle of ``config.policy`` deployed, or the
+    version and mode the state directory last had (none: it waits for PUT /policy)."""
+    from .runtime import PolicyRuntime, RuntimeConfig, default_policy_dir
+
+    directory = Path(config.policy_dir) if config.policy_dir else default_policy_dir(state.plan.topology.name)
+    interval = config.decision_interval_s or 3 * config.poll_interval_s
+    runtime = PolicyRuntime(state, directory, RuntimeConfig(decision_interval_s=interval,
+                                                            decision_timeout_s=config.decision_timeout_s))
+    if config.policy:
+        runtime.restore_history()  # rollback can still reach the versions deployed before
+        runtime.deploy(config.policy, config.mode)
+    elif runtime.resume() and config.mode and config.mode != runtime.mode:
+        runtime.set_mode(config.mode)
+    elif config.mode and runtime.bundle is None:
+        raise ValueError("--mode needs a policy: give --policy BUNDLE (no deployed version to resume in "
+                         f"{directory})")
+    return runtime
+
+
 def run_controller(config: ControllerConfig) -> None:
     """Blocks until the process is stopped."""
     from os_ken.lib import hub
@@ -78,13 +111,14 @@ def run_controller(config: ControllerConfig) -> None:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = load_topology(config.topology)
     plan = FabricPlan(resolve_pathset(config, topology))
+    state = ControllerState(plan, make_decision(config.initial_routing), capacity_scale=config.capacity_scale)
+    runtime = start_runtime(config, state)  # a bad bundle stops the start here (BundleError)
     token = config.token or os.environ.get("RLTE_CONTROLLER_TOKEN") or secrets.token_urlsafe(24)
     if config.token_file:
         write_secret(Path(config.token_file), token)
     elif not (config.token or os.environ.get("RLTE_CONTROLLER_TOKEN")):
         print(f"API token (send as 'Authorization: Bearer <token>'): {token}", flush=True)
-    state = ControllerState(plan, make_decision(config.initial_routing), capacity_scale=config.capacity_scale)
-    app.SETTINGS = app.Settings(plan, state, config.poll_interval_s, config.api_host, config.api_port, token)
+    app.SETTINGS = app.Settings(plan, state, config.poll_interval_s, config.api_host, config.api_port, token, runtime)
     cfg.CONF(args=["--ofp-listen-host", config.of_host, "--ofp-tcp-listen-port", str(config.of_port)],
              project="os_ken")
     logging.getLogger("rlte.controller").info(

@@ -353,6 +353,18 @@ def controller(
     poll_interval: float = typer.Option(1.0, help="Seconds between counter polls."),
     capacity_scale: float = typer.Option(1e-3, help="Emulated capacity = model capacity × this."),
     initial_routing: str = typer.Option("shortest_path", help="shortest_path or equal_split until told otherwise."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy bundle directory (rlte policy export) to "
+                                                                 "deploy at start; a bad one stops the start."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="shadow (record what the policy would do) or active "
+                                                            "(install it); default: the resumed mode, shadow for "
+                                                            "a new version."),
+    decision_interval: Optional[float] = typer.Option(None, "--decision-interval",
+                                                      help="Seconds between policy decisions (default 3 × "
+                                                           "--poll-interval)."),
+    decision_timeout: float = typer.Option(1.0, "--decision-timeout", help="Deadline of one inference, seconds."),
+    policy_dir: Optional[Path] = typer.Option(None, "--policy-dir", help="State directory: deployed versions, "
+                                                                         "current.json, decisions.jsonl (default "
+                                                                         "~/.local/state/rlte/controller/TOPOLOGY)."),
 ) -> None:
     """Run the SDN controller (OpenFlow 1.3 on os-ken) for a topology, with its HTTP API."""
     from pydantic import ValidationError
@@ -364,10 +376,83 @@ def controller(
                                   of_host=of_host, of_port=of_port, api_host=api_host, api_port=api_port,
                                   token=token, token_file=str(token_file) if token_file else None,
                                   poll_interval_s=poll_interval, capacity_scale=capacity_scale,
-                                  initial_routing=initial_routing)
+                                  initial_routing=initial_routing, policy=str(policy) if policy else None,
+                                  mode=mode, decision_interval_s=decision_interval,
+                                  decision_timeout_s=decision_timeout,
+                                  policy_dir=str(policy_dir) if policy_dir else None)
     except ValidationError as error:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
     run_controller(config)
+
+
+def _policy_client(controller_url: str, token_file: Optional[Path]):
+    from controllers.client import ControllerClient
+
+    token = None
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    token = token or os.environ.get("RLTE_CONTROLLER_TOKEN")
+    return ControllerClient(controller_url, token)
+
+
+CONTROLLER_URL = typer.Option("http://127.0.0.1:8080", "--controller", help="The controller's API.")
+TOKEN_FILE = typer.Option(None, "--token-file", help="File with the API token (default: $RLTE_CONTROLLER_TOKEN).")
+
+
+def _print_policy(report: dict) -> None:
+    latency = report.get("latency_ms") or {}
+    console.print(f"version {report.get('version')} · mode {report.get('mode')} · status {report.get('status')}"
+                  + (f" ({report['fallback_reason']})" if report.get("fallback_reason") else "")
+                  + (f" · decision latency p50 {latency['p50']:.2f} ms, max {latency['max']:.2f} ms over "
+                     f"{latency['count']}" if latency else ""), highlight=False, soft_wrap=True)
+    last = report.get("last_decision")
+    if last:
+        console.print(f"last decision: {escape(last['explanation']['text'])}", highlight=False, soft_wrap=True)
+
+
+@policy_app.command("status")
+@friendly_errors
+def policy_status(controller: str = CONTROLLER_URL, token_file: Optional[Path] = TOKEN_FILE,
+                  as_json: bool = typer.Option(False, "--json", help="Print the controller's report as JSON.")) -> None:
+    """The controller's policy: version, mode, status, decision latency, last decision."""
+    report = _policy_client(controller, token_file).policy()
+    print(json.dumps(report, indent=1)) if as_json else _print_policy(report)
+
+
+@policy_app.command("deploy")
+@friendly_errors
+def policy_deploy(bundle: Path = typer.Argument(..., help="Bundle directory, on the controller's machine."),
+                  controller: str = CONTROLLER_URL, token_file: Optional[Path] = TOKEN_FILE) -> None:
+    """Deploy a bundle to a running controller (it starts in shadow mode)."""
+    report = _policy_client(controller, token_file).deploy_policy(str(bundle.resolve()))
+    _print_policy(report)
+
+
+@policy_app.command("promote")
+@friendly_errors
+def policy_promote(controller: str = CONTROLLER_URL, token_file: Optional[Path] = TOKEN_FILE,
+                   mode: str = typer.Option("active", "--mode", help="active (promote) or shadow (demote).")) -> None:
+    """Let the policy's decisions be installed (shadow -> active), or go back to shadow."""
+    _print_policy(_policy_client(controller, token_file).set_policy_mode(mode))
+
+
+@policy_app.command("rollback")
+@friendly_errors
+def policy_rollback(version: Optional[str] = typer.Argument(None, help="A deployed version (default: the one "
+                                                                        "before the current)."),
+                    controller: str = CONTROLLER_URL, token_file: Optional[Path] = TOKEN_FILE) -> None:
+    """Go back to the previously deployed policy version (or a named one)."""
+    _print_policy(_policy_client(controller, token_file).rollback_policy(version))
+
+
+@policy_app.command("log")
+@friendly_errors
+def policy_log(controller: str = CONTROLLER_URL, token_file: Optional[Path] = TOKEN_FILE,
+               since: Optional[float] = typer.Option(None, help="Only records after this time (epoch seconds)."),
+               ) -> None:
+    """The controller's recent policy audit records, one JSON line each."""
+    for record in _policy_client(controller, token_file).decisions(since):
+        print(json.dumps(record))
 
 
 def main() -> None:  # pragma: no cover - console entry point
