@@ -4,12 +4,14 @@
 #   make test     - install everything the tests need and run the whole suite; as root it also
 #                   installs Mininet and Open vSwitch from Debian and starts OVS (scripts/setup-live.sh),
 #                   so the live-network tests run instead of being skipped
-# Also: make compare (baselines only, seconds), make bench (benchmarks, long).
+# Also: make compare (baselines only, seconds), make bench (benchmarks, long), and as root
+# make test-container (the live-network tests and a fidelity smoke run in the project's
+# privileged Docker container: scripts/container-test.sh; .ci/run runs it after make test).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: train compare test bench clean
+.PHONY: train compare test test-container bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "rlte needs Python >= 3.10, found " + sys.version.split()[0])'
@@ -43,6 +45,9 @@ test: $(VENV)/.installed-test
 	@if [ "$$(id -u)" = 0 ]; then scripts/setup-live.sh $(VENV); \
 	else echo "not root: the live-network (Mininet) tests will be skipped"; fi
 	$(BIN)/python -m pytest
+
+test-container:
+	scripts/container-test.sh
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/twin_throughput.py
