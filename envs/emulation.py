@@ -101,6 +101,7 @@ class EmulatedNetwork:
     controller_port: int
     settings: EmulationSettings = field(default_factory=EmulationSettings)
     notes: list[str] = field(default_factory=list)
+    controller_host: str = "127.0.0.1"  # the controller's OpenFlow address (an IPv4 address, as OVS needs)
 
     def __post_init__(self) -> None:
         if self.settings.datapath not in ("auto", "kernel", "user"):
@@ -140,7 +141,7 @@ class EmulatedNetwork:
         inherited = os.environ.get(OWNER_ENV)
         os.environ[OWNER_ENV] = str(os.getpid())  # host shells are started by addHost and inherit it
         try:
-            net.addController(RemoteController("c0", ip="127.0.0.1", port=self.controller_port))
+            net.addController(RemoteController("c0", ip=self.controller_host, port=self.controller_port))
             for n in range(topo.num_nodes):
                 switch_node = net.addSwitch(f"s{n + 1}", dpid=f"{dpid_of(n):016x}")
                 host = net.addHost(f"h{n + 1}", ip=f"{host_ip(n)}/8", mac=host_mac(n))
@@ -199,6 +200,35 @@ class EmulatedNetwork:
 
     def host(self, node: int):
         return self.net.get(f"h{node + 1}")
+
+    def switches_not_connected(self) -> list[int]:
+        """Nodes whose switch has no OpenFlow connection to its controller (as OVS reports it)."""
+        controllers = {uuid: connected for (_, uuid), connected in json.loads(_ovs_vsctl(
+            "--format=json", "--columns=_uuid,is_connected", "list", "controller"))["data"]}
+        bridges = {name: column for name, column in json.loads(_ovs_vsctl(
+            "--format=json", "--columns=name,controller", "list", "bridge"))["data"]}
+
+        def connected(column) -> bool:  # ["uuid", U] for one controller, ["set", [["uuid", U], ...]] for several
+            uuids = [column[1]] if column[0] == "uuid" else [u for _, u in column[1]]
+            return any(controllers.get(u) is True for u in uuids)
+
+        return [n for n in range(self.plan.topology.num_nodes)
+                if f"s{n + 1}" not in bridges or not connected(bridges[f"s{n + 1}"])]
+
+    def wait_connected(self, timeout_s: float = 60.0) -> None:
+        """Until every switch holds an OpenFlow connection to the controller (a controller
+        without an API to ask whether it programmed them): EmulationError naming the rest."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = self.switches_not_connected()
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                names = self.plan.topology.node_names
+                raise EmulationError(f"switches {', '.join(f's{n + 1} ({names[n]})' for n in missing)} did not "
+                                     f"connect to the controller at {self.controller_host}:{self.controller_port} "
+                                     f"within {timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def set_cable(self, u: int, v: int, up: bool) -> None:
         """Take the cable between nodes u and v down (both directions) or bring it back."""

@@ -6,6 +6,13 @@ split ratios through the controller's API (the call returns once every switch co
 replays the demands as paced UDP flows from every host, and reads the switches' port
 counters over a measurement window that starts after a warm-up. Utilization is
 measured bits/s ÷ emulated capacity, so it reads like the twin's.
+
+Given ``controller=(host, port)`` it starts no controller: it attaches the emulated network to
+one already running there (``rlte controller``), checks through ``api`` that the controller
+manages the same topology, path set and capacity scale, and waits until the controller reports
+every switch ready. Closing it then removes the network only; the controller keeps running.
+Either way :meth:`MininetBackend.measured_demands` reads the traffic the controller itself
+measures (``GET /stats``), in model units.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import numpy as np
 
 from controllers.client import ControllerClient, ControllerError
 from controllers.fabric import MAX_SOURCE_ADDRESSES, FabricPlan, host_ip, source_ip
-from topologies import PathSet, check_ratios, lift_ratios, pathset_to_dict, union_pathsets
+from topologies import (PathSet, Topology, TopologyError, check_ratios, lift_ratios, pathset_from_dict,
+                        pathset_to_dict, union_pathsets)
 
 from .backend import Measurement
 from .emulation import EmulatedNetwork, EmulationSettings
@@ -42,6 +50,91 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- a controller that is already running
+def parse_address(address: str | tuple[str, int], default_port: int = 6653) -> tuple[str, int]:
+    """``"HOST:PORT"``, ``"HOST"`` or ``(host, port)`` -> (IPv4 address, port): OVS takes no host names."""
+    if isinstance(address, tuple):
+        host, port = address
+    else:
+        host, _, port_text = str(address).strip().rpartition(":")
+        if not host:
+            host, port_text = port_text, str(default_port)
+        if not port_text.isdigit():
+            raise ValueError(f"controller address {address!r} is not HOST:PORT")
+        port = int(port_text)
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"controller port {port} is outside 1..65535")
+    try:
+        return socket.gethostbyname(host), int(port)
+    except OSError as error:
+        raise ValueError(f"controller host {host!r} does not resolve: {error}") from None
+
+
+def check_listening(host: str, port: int, timeout_s: float = 3.0) -> None:
+    """ControllerError unless something accepts TCP connections at host:port (a controller's
+    OpenFlow port: the switches connect there)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = "nothing listens there" if isinstance(error, ConnectionRefusedError) else str(error)
+        raise ControllerError(f"no controller at OpenFlow address {host}:{port} ({reason}); start one first: "
+                              f"rlte controller --topology NAME --of-port {port}") from None
+
+
+def controller_pathset(topology: Topology, described: dict) -> PathSet:
+    """The path set a controller runs, from its ``GET /topology``, on ``topology``; ControllerError
+    when the controller manages another network."""
+    if described.get("fingerprint") != topology.fingerprint():
+        raise ControllerError(f"the controller manages topology {described.get('name')!r} (fingerprint "
+                              f"{described.get('fingerprint')}), not {topology.name!r} (fingerprint "
+                              f"{topology.fingerprint()}): give the topology it was started with")
+    try:
+        return pathset_from_dict(topology, {"fingerprint": described["fingerprint"],
+                                            "pairs": [label.split("->", 1) for label in described["pairs"]],
+                                            "paths": described["paths"]})
+    except (KeyError, TopologyError) as error:
+        raise ControllerError(f"the controller's path set does not fit {topology.name!r}: {error}") from None
+
+
+def check_controller(described: dict, pathset: PathSet, capacity_scale: float, where: str) -> None:
+    """ControllerError unless the controller that answered ``GET /topology`` with ``described``
+    runs ``pathset`` at ``capacity_scale`` (a backend attached to it sends its split ratios
+    and divides its counters by that scale)."""
+    theirs = controller_pathset(pathset.topology, described)
+    if not theirs.same_paths(pathset):
+        raise ControllerError(f"the controller at {where} runs another path set ({theirs.num_pairs} pairs × "
+                              f"{theirs.k} paths) than this backend ({pathset.num_pairs} × {pathset.k}): start it "
+                              "with this path set (--paths-file, topologies.pathset_to_dict)")
+    scale = float(described.get("capacity_scale", float("nan")))
+    if not np.isclose(scale, capacity_scale, rtol=1e-9, atol=0.0):
+        raise ControllerError(f"the controller at {where} emulates capacity × {scale:g}, this backend × "
+                              f"{capacity_scale:g}: give the same capacity scale to both")
+
+
+def wait_switches_ready(client: ControllerClient, timeout_s: float = 60.0, interval_s: float = 0.2) -> dict:
+    """Until the controller's ``GET /health`` reports every switch connected and programmed;
+    ControllerError naming the switches still missing at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    report, failure = None, None
+    while True:
+        try:
+            report, failure = client.health(), None
+        except ControllerError as error:
+            failure = error
+        if report is not None and failure is None and report.get("status") == "ok":
+            return report
+        if time.monotonic() > deadline:
+            if failure is not None:
+                raise ControllerError(f"the controller's API did not answer within {timeout_s:.0f} s: {failure}")
+            missing = report.get("switches_missing") or []
+            raise ControllerError(f"switches {', '.join(missing) or '?'} not ready at the controller "
+                                  f"{client.base_url} after {timeout_s:.0f} s ({len(report.get('switches_ready', []))}"
+                                  f" of {report.get('switches_expected')} ready): do the switches reach its "
+                                  "OpenFlow address, and does it manage this network?")
+        time.sleep(interval_s)
 
 
 @dataclass
@@ -78,7 +171,18 @@ class MininetBackend:
 
     def __init__(self, pathset: PathSet, *, capacity_scale: float = 1e-3, replay: ReplaySettings | None = None,
                  datapath: str = "auto", buffer_s: float = 0.2, poll_interval_s: float = 1.0,
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, controller: str | tuple[str, int] | None = None,
+                 api: str | None = None, token: str | None = None, ready_timeout_s: float = 60.0) -> None:
+        """``controller``: the OpenFlow address (``"host:port"`` or ``(host, port)``) of a controller
+        that is already running, to attach to instead of starting one (``poll_interval_s`` is then
+        the controller's business); ``api`` its HTTP API and ``token`` its API token (routing
+        changes need it). Without ``api`` the backend can only build the network and wait until
+        every switch holds an OpenFlow connection: it cannot install routings nor measure."""
+        if controller is None and (api is not None or token is not None):
+            raise ValueError("api and token are for attaching to a running controller: give controller= too")
+        self.remote = parse_address(controller) if controller is not None else None
+        self.api = api
+        self.ready_timeout_s = ready_timeout_s
         self.pathset = pathset
         self.plan = FabricPlan(pathset)
         self.capacity_scale = capacity_scale
@@ -90,7 +194,7 @@ class MininetBackend:
         self.workdir = Path(workdir or self._tmp.name)
         self.controller: subprocess.Popen | None = None
         self.network: EmulatedNetwork | None = None
-        self.client: ControllerClient | None = None
+        self.client: ControllerClient | None = ControllerClient(api, token) if api else None
         self._installed: np.ndarray | None = None
         self._sources: tuple | None = None
         self.last_update: dict | None = None
@@ -99,6 +203,8 @@ class MininetBackend:
     def start(self) -> "MininetBackend":
         if self.network is not None:
             return self
+        if self.remote is not None:
+            return self._attach()
         from controllers.main import ControllerConfig
 
         of_port, api_port = free_port(), free_port()
@@ -125,6 +231,32 @@ class MininetBackend:
             self.close()
             raise
         return self
+
+    def _attach(self) -> "MininetBackend":
+        """Build the network against the running controller at ``self.remote``."""
+        host, port = self.remote
+        check_listening(host, port)
+        if self.client is not None:
+            check_controller(self.client.get("/topology"), self.pathset, self.capacity_scale, self.client.base_url)
+        try:
+            self.network = EmulatedNetwork(self.plan, port, self.emulation_settings, controller_host=host).start()
+            self.network.add_source_addresses(MAX_SOURCE_ADDRESSES)
+            began = time.monotonic()
+            # OVS first: a controller that has not yet noticed an earlier network leave may still call it ready
+            self.network.wait_connected(self.ready_timeout_s)
+            if self.client is not None:
+                wait_switches_ready(self.client, max(1.0, self.ready_timeout_s - (time.monotonic() - began)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _api(self) -> ControllerClient:
+        if self.client is None:
+            raise ControllerError("attached to the controller without its API (api=URL): it can neither install "
+                                  "routings nor measure" if self.remote is not None else
+                                  "the backend has not started its controller yet (start() or `with`)")
+        return self.client
 
     def _wait_listening(self, port: int, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -173,9 +305,10 @@ class MininetBackend:
     def install(self, ratios: np.ndarray) -> dict | None:
         """Send split ratios to the controller unless they are already installed."""
         ratios = check_ratios(self.pathset, ratios)
-        if self._installed is not None and np.array_equal(ratios, self._installed):
+        # a controller of its own changes only when told; a shared one may have been told by others
+        if self.remote is None and self._installed is not None and np.array_equal(ratios, self._installed):
             return None
-        self.last_update = self.client.set_ratios(ratios)
+        self.last_update = self._api().set_ratios(ratios)
         if not self.last_update.get("confirmed", False):
             raise ControllerError("not every switch confirmed the routing update")
         self._installed = ratios
@@ -186,6 +319,7 @@ class MininetBackend:
         demands = np.asarray(demands, dtype=np.float64)
         if demands.shape != (self.pathset.num_pairs,) or not np.isfinite(demands).all() or (demands < 0).any():
             raise ValueError(f"demands must be {self.pathset.num_pairs} finite non-negative pair rates in bit/s")
+        self._api()
         self.install(ratios)
         traffic = self._replay(demands)
         utilization = traffic["utilization"]
@@ -200,7 +334,7 @@ class MininetBackend:
     def installed(self) -> tuple[PathSet, np.ndarray]:
         """What the controller forwards by now, failover included: the candidate paths plus any
         backup path it installed, and split ratios over them (feed both to the twin to predict it)."""
-        report = self.client.get("/routing")
+        report = self._api().get("/routing")
         ratios = np.array(report["installed"], dtype=np.float64)
         if not report["backup_paths"]:
             return self.pathset, ratios
@@ -220,6 +354,26 @@ class MininetBackend:
             lifted[p] = 0.0
             lifted[p, merged.paths[p].index(path)] = 1.0
         return merged, lifted
+
+    # ------------------------------------------------------------------ what the controller measures
+    def measured_demands(self) -> np.ndarray:
+        """The traffic matrix the controller measured over its last polling interval (``GET /stats``),
+        per pair of the path set, in model units: the bits/s entering the network (Ethernet frames,
+        so ~3% above the replayed payload rate) ÷ ``capacity_scale``. NaN where it has no measurement."""
+        stats = self._api().get("/stats")
+        rates = dict(zip(stats.get("pairs") or [], stats.get("pair_rate_bps") or []))
+        names = self.pathset.topology.node_names
+        labels = [f"{names[o]}->{names[d]}" for o, d in self.pathset.pairs.tolist()]
+        return np.array([np.nan if rates.get(label) is None else float(rates[label]) for label in labels]) \
+            / self.capacity_scale
+
+    def measured_matrix(self) -> np.ndarray:
+        """:meth:`measured_demands` as an N×N matrix (zero diagonal; NaN for pairs the path set lacks)."""
+        n = self.pathset.topology.num_nodes
+        matrix = np.full((n, n), np.nan)
+        np.fill_diagonal(matrix, 0.0)
+        matrix[self.pathset.pairs[:, 0], self.pathset.pairs[:, 1]] = self.measured_demands()
+        return matrix
 
     # ------------------------------------------------------------------ traffic replay
     def flow_sources(self) -> np.ndarray:
