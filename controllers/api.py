@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import threading
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
@@ -24,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .fabric import dpid_of, host_ip, host_mac
-from .state import RequestError
+from .state import RequestError, json_safe
 
 if TYPE_CHECKING:
     from .app import TEController
@@ -155,19 +154,8 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: unknown measurements become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _array(values: np.ndarray | None) -> list | None:
-    return None if values is None else _clean(np.asarray(values, dtype=np.float64).tolist())
+    return None if values is None else json_safe(np.asarray(values, dtype=np.float64).tolist())
 
 
 def body_limit(num_pairs: int, k: int, label_bytes: int) -> int:
@@ -245,7 +233,7 @@ class Api:
         except Exception:  # never let one request take the controller down, nor tell a client its internals
             LOG.exception("API request %s %s failed", method, path)
             status, payload = 500, {"error": "internal error (the controller's log has the details)"}
-        data = json.dumps(_clean(payload)).encode()
+        data = json.dumps(json_safe(payload)).encode()
         reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
                   411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
                   500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "")
@@ -346,39 +334,34 @@ class Api:
     def get_policy(self, query, body):
         return 200, self._runtime().report()
 
-    def put_policy(self, query, body):
+    @staticmethod
+    def _refused(change: Callable[[], Any]) -> Any:
+        """``change()``, a bundle's refusal (BundleError) becoming a 400 with its reason."""
         from agents.bundle import BundleError
 
+        try:
+            return change()
+        except BundleError as error:
+            raise RequestError(str(error)) from None
+
+    def put_policy(self, query, body):
         runtime = self._runtime()
         request = _validated(PolicyUpload, body, "{'path': '/absolute/path/to/bundle'}")
         if not request.path.startswith("/"):
             raise RequestError(f"'path' must be an absolute path on the controller's machine, got {request.path!r}")
-        try:
-            version = runtime.deploy(request.path)
-        except BundleError as error:
-            raise RequestError(str(error)) from None
+        version = self._refused(lambda: runtime.deploy(request.path))
         return 200, {**runtime.report(), "deployed_version": version}
 
     def policy_mode(self, query, body):
-        from agents.bundle import BundleError
-
         runtime = self._runtime()
         request = _validated(ModeRequest, body, "{'mode': 'shadow' or 'active'}")
-        try:
-            runtime.set_mode(request.mode)
-        except BundleError as error:
-            raise RequestError(str(error)) from None
+        self._refused(lambda: runtime.set_mode(request.mode))
         return 200, runtime.report()
 
     def policy_rollback(self, query, body):
-        from agents.bundle import BundleError
-
         runtime = self._runtime()
         request = _validated(RollbackRequest, body, "{} or {'version': '<12 hex digits>'}")
-        try:
-            runtime.rollback(request.version)
-        except BundleError as error:
-            raise RequestError(str(error)) from None
+        self._refused(lambda: runtime.rollback(request.version))
         return 200, runtime.report()
 
     def decisions(self, query, body):

@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.bundle import MANIFEST_FILE, BundleError, load_bundle
 from topologies import TrafficEnvelope
 
-from .state import ControllerState, RequestError
+from .state import ControllerState, RequestError, json_safe
 
 LOG = logging.getLogger("rlte.controller.policy")
 
@@ -270,7 +270,7 @@ class PolicyRuntime:
     # ------------------------------------------------------------------ audit log
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.dir / AUDIT_FILE, "a", encoding="utf-8") as file:
-            file.write(json.dumps(_finite(record), allow_nan=False) + "\n")
+            file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         self.decisions.append(record)
 
     def _audit_event(self, kind: str, reason: str) -> None:
@@ -528,17 +528,6 @@ class PolicyRuntime:
     def since(self, since: float) -> list[dict[str, Any]]:
         with self.lock:
             return [record for record in self.decisions if record["time"] > since]
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite numbers become null."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 __all__ = ["AUDIT_FILE", "CURRENT_FILE", "MODES", "PolicyRuntime", "RuntimeConfig", "bundle_version",

@@ -23,6 +23,17 @@ from .decision import FixedRatios, NetworkView, RoutingDecision
 from .fabric import FabricPlan
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None: JSON has no NaN (an unknown measurement is null)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 class RoutingRequest(BaseModel):
     """The body of ``PUT /routing``, strictly typed: the same numbers the OpenAPI schema documents."""
 

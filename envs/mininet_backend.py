@@ -52,6 +52,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Ask ``process`` to end (SIGTERM); past ``timeout_s``, kill it. Returns once it is gone."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 # ---------------------------------------------------------------------- a controller that is already running
 def parse_address(address: str | tuple[str, int], default_port: int = 6653) -> tuple[str, int]:
     """``"HOST:PORT"``, ``"HOST"`` or ``(host, port)`` -> (IPv4 address, port): OVS takes no host names."""
@@ -281,12 +291,7 @@ class MininetBackend:
             network.stop()
         if self.controller is not None:
             controller, self.controller = self.controller, None
-            controller.terminate()
-            try:
-                controller.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                controller.kill()
-                controller.wait()
+            stop_process(controller)
         self._installed = None
 
     def __enter__(self) -> "MininetBackend":

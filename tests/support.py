@@ -23,3 +23,19 @@ def rlte(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.Com
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-c", "from experiments.cli import main; main()", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600, env=env)
+
+
+def wait_for_port(port: int, process, seconds: float = 60.0) -> None:
+    """Until something listens on ``port`` of 127.0.0.1 (``process``, which must stay alive, opens it)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")

@@ -17,27 +17,10 @@ import urllib.request
 import pytest
 
 from tests.controllers.fake_switch import closed_within, silent_switch
-from tests.support import ROOT
+from envs.mininet_backend import free_port, stop_process
+from tests.support import ROOT, wait_for_port
 
 TOKEN = "test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +37,7 @@ def controller():
         wait_for_port(of_port, process)
         yield {"of_port": of_port, "api": f"http://127.0.0.1:{api_port}", "api_port": api_port, "process": process}
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 20)
 
 
 def request(controller, method: str, path: str, body=None, timeout: float = 30.0) -> tuple[int, dict, float]:

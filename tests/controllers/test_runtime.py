@@ -24,7 +24,8 @@ from controllers.fabric import FabricPlan
 from controllers.runtime import AUDIT_FILE, CURRENT_FILE, PolicyRuntime, RuntimeConfig
 from controllers.state import ControllerState
 from tests.controllers.test_controller import call
-from tests.controllers.test_openflow import free_port, wait_for_port
+from envs.mininet_backend import free_port, stop_process
+from tests.support import wait_for_port
 from tests.support import ROOT
 from topologies import k_shortest_paths, load_topology
 
@@ -395,8 +396,4 @@ def test_the_controller_runs_a_bundle_in_shadow_mode_without_torch(bundles, tmp_
         result = CliRunner().invoke(app, ["policy", "status", "--json", *where])
         assert json.loads(result.output)["mode"] == "active"
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 20)

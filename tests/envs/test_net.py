@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from envs.emulation import emulation_problems, leftovers
+from envs.mininet_backend import free_port, stop_process
 from tests.networks import diamond
 from topologies import k_shortest_paths, pathset_to_dict
 
@@ -35,14 +36,6 @@ FRAME_OVERHEAD = (1400 + 42) / 1400
 
 def rlte(*args) -> list[str]:
     return [sys.executable, "-c", "from experiments.cli import main; main()", *map(str, args)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -135,12 +128,7 @@ def controller(tmp_path_factory):
                 time.sleep(0.2)
         yield Controller(process, of_port, url, folder / "token", topology_file, pathset)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)
 
 
 def agents_of(pid: int) -> list[int]:
