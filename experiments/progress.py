@@ -23,6 +23,7 @@ from .compare import write_json_atomically
 from .data import RunData, ScoredSequence
 from .learners import learner
 from .plotting import cdf_figure, topology_figure
+from .scoring import score
 
 TARGET_NORMALIZED_MLU = 1.10  # training wall time is reported to first reach this held-out median
 STATE_FILE = "state.json"
@@ -103,10 +104,7 @@ class Progress:
 
     def __init__(self, cfg: DictConfig, data: RunData, writer: TEWriter, run_dir: Path,
                  also: Sequence[tuple[str, RunData]] = (), resumed: dict[str, Any] | None = None) -> None:
-        from .scoring import score
-
         self.cfg, self.data, self.writer, self.run_dir = cfg, data, writer, run_dir
-        self._score = score
         self.kind = learner(cfg.agent.algorithm)
         self.path = run_dir / self.kind.model_file  # where the kept checkpoint goes
         self.last_path = run_dir / f"last_{self.kind.model_file}"  # the resume point
@@ -132,7 +130,7 @@ class Progress:
 
     def _median(self, model, sequence: ScoredSequence, indices: np.ndarray,
                 data: RunData | None = None) -> tuple[PolicyScores, float]:
-        scores = self._score(self.cfg, data or self.data, model, sequence, indices, baselines=False)[self.cfg.agent.name]
+        scores = score(self.cfg, data or self.data, model, sequence, indices, baselines=False)[self.cfg.agent.name]
         return scores, float(np.median(scores.normalized_mlu))
 
     def elapsed(self) -> float:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from agents.gnn import TrainingSet
     from agents.policy import RoutingPolicy
     from experiments.data import ExtraEntry, RunData
-    from experiments.train import Progress
+    from experiments.progress import Progress
 
 Trainer = Callable[["Progress"], Any]  # trains, checkpointing through Progress; returns the kept model
 

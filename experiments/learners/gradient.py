@@ -18,7 +18,7 @@ from . import Learner, Trainer, register
 if TYPE_CHECKING:
     from agents.gnn import TrainingSet
     from experiments.data import ExtraEntry, RunData
-    from experiments.train import Progress
+    from experiments.progress import Progress
 
 RESUME_STATE = "resume_state.pt"  # the optimizer's and schedule's state beside last_model.pt
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import register
 from .sb3_training import SB3Config, SB3Learner
@@ -59,13 +59,8 @@ class PPOLearner(SB3Learner):
             options["action_scale"] = cfg.env.action_scale
         return options
 
-    def make_model(self, cfg: DictConfig, env, run_dir, also_on, also_labels):
-        from agents.sb3 import make_model
-
-        return make_model("ppo", env, OmegaConf.to_container(cfg.agent.hyperparameters),
-                          net_arch=list(cfg.agent.net_arch), seed=cfg.seed, tensorboard_log=str(run_dir / "tb"),
-                          policy=cfg.agent.policy, policy_options=self.policy_options(cfg),
-                          advantage=cfg.agent.advantage, also_on=also_on, also_labels=also_labels)
+    def model_options(self, cfg: DictConfig) -> dict[str, Any]:
+        return {"advantage": cfg.agent.advantage}
 
     def wrapper(self, cfg: DictConfig) -> Callable | None:
         from envs.graph import LinkCostActions, graph_wrapped

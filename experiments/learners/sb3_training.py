@@ -19,7 +19,7 @@ from . import Learner, Trainer
 if TYPE_CHECKING:
     from agents.gnn import TrainingSet
     from experiments.data import ExtraEntry, RunData
-    from experiments.train import Progress
+    from experiments.progress import Progress
 
 
 @dataclass
@@ -48,13 +48,17 @@ class SB3Learner(Learner):
         """More SB3 callbacks for training."""
         return []
 
+    def model_options(self, cfg: DictConfig) -> dict[str, Any]:
+        """More keyword arguments of ``agents.sb3.make_model`` this kind sets (e.g. PPO's advantage)."""
+        return {}
+
     def make_model(self, cfg: DictConfig, env, run_dir: Path, also_on: Sequence, also_labels: Sequence[str]):
         from agents.sb3 import make_model
 
         return make_model(self.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
                           net_arch=list(cfg.agent.net_arch), seed=cfg.seed, tensorboard_log=str(run_dir / "tb"),
                           policy=cfg.agent.policy, policy_options=self.policy_options(cfg), also_on=also_on,
-                          also_labels=also_labels)
+                          also_labels=also_labels, **self.model_options(cfg))
 
     def make_vec_env(self, cfg: DictConfig, data: RunData, on: TrainingSet | None = None):
         """The run's vectorized training environments (on ``on``'s topology instead: an
