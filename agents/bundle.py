@@ -5,7 +5,7 @@ history (1, H, P) float32, in the topology's own units, to split ratios (1, P, K
 ``manifest.json`` (:class:`Manifest`): what the graph routes (the topology, its fingerprint
 and the path set), how it was made (the run's config, the training matrices' hash, the git
 commit and package versions), how well it did on held-out traffic in the twin, the traffic
-envelope its drift guard checks, and the ONNX file's sha256. :mod:`agents.export` writes
+envelope its drift guard checks, and the ONNX file's sha256. :mod:`experiments.export` writes
 bundles (with torch); :func:`load_bundle` reads one and refuses anything that does not hold
 together, and :meth:`Bundle.decide` routes with onnxruntime on one CPU thread.
 

@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.bundle import MANIFEST_FILE, BundleError, load_bundle
+from agents.bundle import MANIFEST_FILE, BundleError, check_ratios, load_bundle
 from topologies import TrafficEnvelope
 
 from .state import ControllerState, RequestError, json_safe
@@ -341,8 +341,6 @@ class PolicyRuntime:
         if ratios.shape != (ps.num_pairs, ps.k):
             return f"invalid decision: ratios of shape {ratios.shape}, expected {(ps.num_pairs, ps.k)}"
         try:
-            from agents.bundle import check_ratios
-
             check_ratios(ratios, np.asarray(ps.mask))
         except BundleError as exc:
             return f"invalid decision: {exc}"

@@ -344,7 +344,7 @@ def net(
     ends or Ctrl-C / SIGTERM; then remove the network. One line per matrix: its index, the
     offered payload rate, what the controller measured (its ingress counters over the
     matrix's period; Ethernet frames, so ~3% more) and the share delivered."""
-    from envs.replay import NetSettings, play, prepare, report_json
+    from experiments.replay import NetSettings, play, prepare, report_json
 
     if out is not None and not out.parent.exists():
         raise FileNotFoundError(f"cannot write {out}: directory {out.parent} does not exist")
@@ -412,7 +412,7 @@ def policy_export(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     from agents.bundle import MANIFEST_FILE
-    from agents.export import export_bundle
+    from experiments.export import export_bundle
 
     from .api import load_run
 

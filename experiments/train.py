@@ -50,7 +50,7 @@ ENVELOPE_FILE = "envelope.json"
 def write_envelope(run_dir: Path, data: RunData) -> None:
     """The training traffic's envelope (``data.envelope``: fitted when ``eval.guard`` is on and
     the traffic is long enough) as ``envelope.json``, what an exported policy's drift guard
-    checks (agents.export); none: a file an earlier run left there is removed."""
+    checks (experiments.export); none: a file an earlier run left there is removed."""
     path = run_dir / ENVELOPE_FILE
     if data.envelope is None:
         path.unlink(missing_ok=True)

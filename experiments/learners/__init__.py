@@ -84,7 +84,7 @@ class Learner:
         raise NotImplementedError(f"agent {self.algorithm!r} does not choose paths")
 
     def export_module(self, cfg: DictConfig, data: RunData, model: Any) -> torch.nn.Module:
-        """The trained model as one torch module for export (agents.export): the pair-demand
+        """The trained model as one torch module for export (experiments.export): the pair-demand
         history (1, H, P) float32, in the topology's own units, -> split ratios (1, P, K),
         everything the policy does in between inside it. A ValueError saying why a kind cannot."""
         raise ValueError(f"agent.algorithm={self.algorithm} cannot be exported: only split-routing policies "

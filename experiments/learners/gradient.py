@@ -145,9 +145,9 @@ class GradientLearner(Learner):
 
     def export_module(self, cfg: DictConfig, data: RunData, model: Any):
         """The MLP (SplitRatioNet) maps the demand history to ratios itself; the graph network
-        (LinkGNN) with its refinement rounds routes on the run's path set (agents.export.DenseLinkGNN)."""
+        (LinkGNN) with its refinement rounds routes on the run's path set (experiments.export.DenseLinkGNN)."""
         if cfg.agent.policy == "graph":
-            from agents.export import DenseLinkGNN
+            from experiments.export import DenseLinkGNN
 
             return DenseLinkGNN(model, data.pathset).eval()
         return model.eval()

@@ -37,7 +37,7 @@ TOKEN = "secret"
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """Two tiny b4 MLP policies (different widths: two versions), exported, and the training traffic."""
-    from agents.export import export_bundle
+    from experiments.export import export_bundle
     from experiments import compose, train_config
 
     root = tmp_path_factory.mktemp("runtime")

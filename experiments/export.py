@@ -37,10 +37,10 @@ from torch import nn
 from envs.graph import equal_split_utilization_matrix, link_graph_edges
 from topologies import PathSet, TrafficEnvelope, TrafficError, pathset_to_dict
 
-from .bundle import (FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, ONNX_FILE, OUTPUT_NAME, BundleError, HeldOutScores,
+from agents.bundle import (FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, ONNX_FILE, OUTPUT_NAME, BundleError, HeldOutScores,
                      Lineage, Manifest, TensorSpec, check_ratios, inference_session, load_bundle)
-from .evaluation import history_for
-from .gnn import LinkGNN, LinkMessagePassing
+from agents.evaluation import history_for
+from agents.gnn import LinkGNN, LinkMessagePassing
 
 if TYPE_CHECKING:
     from experiments.api import Run

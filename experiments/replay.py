@@ -36,8 +36,8 @@ import numpy as np
 from controllers.client import ControllerClient, ControllerError
 from topologies import PathSet, Topology, k_shortest_paths, load_topology, load_traffic
 
-from .emulation import EmulationError, _ovs_vsctl, require_emulation
-from .mininet_backend import (AGENT, FIRST_SOURCE_PORT, SINK_PORT, MininetBackend, ReplaySettings,
+from envs.emulation import EmulationError, _ovs_vsctl, require_emulation
+from envs.mininet_backend import (AGENT, FIRST_SOURCE_PORT, SINK_PORT, MininetBackend, ReplaySettings,
                               check_listening, controller_pathset, parse_address)
 
 DEFAULT_SYNTHETIC_COUNT = 100

@@ -1,4 +1,4 @@
-"""Exporting a twin-trained split-routing policy as a bundle (agents.export) and reading it
+"""Exporting a twin-trained split-routing policy as a bundle (experiments.export) and reading it
 back without torch (agents.bundle): the bundle decides as the trained policy routes, its
 manifest says what it routes and how it was made, every damaged or mismatched bundle is
 refused, the kinds that cannot export say why, and `rlte policy export` writes one."""
@@ -32,7 +32,7 @@ GNN = ("agent=gradient_gnn", "agent.epochs=1", "agent.hidden=8", "agent.layers=1
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The two gradient policies (MLP and graph network), trained tiny, each exported once."""
-    from agents.export import export_bundle
+    from experiments.export import export_bundle
 
     root = tmp_path_factory.mktemp("export")
     trained = {}
@@ -186,7 +186,7 @@ def test_a_manifest_that_is_not_this_format_is_refused(runs, tmp_path):
 
 def test_a_graph_whose_shapes_do_not_match_the_manifest_is_refused(runs, tmp_path):
     """Another topology's graph (NSFNET's pairs, not b4's), its digest fixed up: only the shape check sees it."""
-    from agents.export import DenseLinkGNN, onnx_bytes
+    from experiments.export import DenseLinkGNN, onnx_bytes
 
     run, original, _ = runs["graph"]
     bundle = copy_bundle(original, tmp_path)
@@ -203,7 +203,7 @@ def test_decisions_that_are_not_a_routing_are_refused(runs, tmp_path):
     """A graph whose ratios sum to 2, or are not finite: decide raises instead of answering."""
     import torch
 
-    from agents.export import onnx_bytes
+    from experiments.export import onnx_bytes
 
     run, original, _ = runs["mlp"]
     _, windows = held_out_windows(run)
@@ -234,7 +234,7 @@ def test_decisions_that_are_not_a_routing_are_refused(runs, tmp_path):
 def test_export_refuses_a_graph_that_differs_from_the_policy_and_writes_nothing(runs, tmp_path, monkeypatch):
     import torch
 
-    from agents.export import ExportError, export_bundle
+    from experiments.export import ExportError, export_bundle
     from experiments.learners.gradient import GradientLearner
 
     run, original, _ = runs["mlp"]
@@ -261,7 +261,7 @@ def test_export_refuses_a_graph_that_differs_from_the_policy_and_writes_nothing(
 
 
 def test_export_replaces_only_a_bundle(runs, tmp_path):
-    from agents.export import ExportError, export_bundle
+    from experiments.export import ExportError, export_bundle
 
     run, _, _ = runs["mlp"]
     out = tmp_path / "out"
@@ -282,7 +282,7 @@ def test_export_replaces_only_a_bundle(runs, tmp_path):
 
 def test_a_run_without_its_envelope_is_refused(runs, tmp_path):
     """eval.guard=false trains no envelope (and removes one an earlier run left); export does not fit one."""
-    from agents.export import ExportError, export_bundle
+    from experiments.export import ExportError, export_bundle
     from experiments.train import run_training
 
     run_dir = tmp_path / "run"
@@ -300,7 +300,7 @@ def test_a_run_without_its_envelope_is_refused(runs, tmp_path):
     ("dqn_gnn", "chooses one path per flow"),
 ])
 def test_the_kinds_that_cannot_export_say_why(tmp_path, agent, reason):
-    from agents.export import export_bundle
+    from experiments.export import export_bundle
     from experiments.api import Run
 
     cfg = compose(f"agent={agent}", *TINY)
