@@ -5,7 +5,8 @@ history (1, H, P) float32, in the topology's own units, to split ratios (1, P, K
 ``manifest.json`` (:class:`Manifest`): what the graph routes (the topology, its fingerprint
 and the path set), how it was made (the run's config, the training matrices' hash, the git
 commit and package versions), how well it did on held-out traffic in the twin, the traffic
-envelope its drift guard checks, and the ONNX file's sha256. :mod:`experiments.export` writes
+envelope and drift statistics (agents.drift: KS / JS thresholds calibrated on the training
+traffic) its drift guard checks, and the ONNX file's sha256. :mod:`experiments.export` writes
 bundles (with torch); :func:`load_bundle` reads one and refuses anything that does not hold
 together, and :meth:`Bundle.decide` routes with onnxruntime on one CPU thread.
 
@@ -24,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agents.drift import DriftDetector
 from topologies import PathSet, Topology, TopologyError, TrafficEnvelope, TrafficError, pathset_from_dict
 
 FORMAT_VERSION = 1
@@ -79,6 +81,8 @@ class Manifest(_Strict):
     input: TensorSpec                    # (1, H, P) pair demands
     output: TensorSpec                   # (1, P, K) split ratios
     envelope: dict[str, Any]             # TrafficEnvelope.to_dict() of the training traffic
+    drift: Optional[dict[str, Any]] = None  # DriftDetector.to_dict() without its envelope (the one above);
+    #                                         None: the training traffic was too short to calibrate KS / JS
     held_out: HeldOutScores
     lineage: Lineage
     onnx_file: str
@@ -136,6 +140,7 @@ class Bundle:
     topology: Topology
     pathset: PathSet
     envelope: TrafficEnvelope
+    drift: DriftDetector | None  # KS / JS (and the envelope) on measured traffic; None: envelope alone
     session: Any  # onnxruntime.InferenceSession
 
     @property
@@ -225,8 +230,12 @@ def load_bundle(path: str | Path, *, topology: Topology | None = None, pathset: 
     try:
         paths = pathset_from_dict(network, manifest.pathset)
         envelope = TrafficEnvelope.from_dict(manifest.envelope)
+        # the manifest keeps one envelope; the detector scores it beside KS and JS
+        drift = None if manifest.drift is None else DriftDetector.from_dict({**manifest.drift,
+                                                                             "envelope": manifest.envelope})
     except (TopologyError, TrafficError, TypeError, KeyError, ValueError) as exc:
-        raise BundleError(f"{path}: the manifest's path set or envelope is not usable ({exc})") from None
+        raise BundleError(f"{path}: the manifest's path set, envelope or drift statistics are not usable "
+                          f"({exc})") from None
     if pathset is not None:
         if pathset.topology.fingerprint() != manifest.topology_fingerprint:
             raise BundleError(f"{path}: the bundle routes topology {manifest.topology!r}, and the path set given "
@@ -237,6 +246,9 @@ def load_bundle(path: str | Path, *, topology: Topology | None = None, pathset: 
                               f"K={pathset.k}, or other paths)")
     if envelope.num_nodes != network.num_nodes:
         raise BundleError(f"{path}: the manifest's envelope covers {envelope.num_nodes} nodes, the network "
+                          f"{network.num_nodes}")
+    if drift is not None and drift.num_nodes != network.num_nodes:
+        raise BundleError(f"{path}: the manifest's drift statistics cover {drift.num_nodes} nodes, the network "
                           f"{network.num_nodes}")
     expected_in, expected_out = [1, manifest.history, paths.num_pairs], [1, paths.num_pairs, paths.k]
     if manifest.input.shape != expected_in or manifest.output.shape != expected_out:
@@ -263,7 +275,7 @@ def load_bundle(path: str | Path, *, topology: Topology | None = None, pathset: 
         raise BundleError(f"{onnx_path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs, not one each")
     _check_tensor(onnx_path, "input", inputs[0], manifest.input)
     _check_tensor(onnx_path, "output", outputs[0], manifest.output)
-    return Bundle(path, manifest, network, paths, envelope, session)
+    return Bundle(path, manifest, network, paths, envelope, drift, session)
 
 
 __all__ = ["FORMAT_VERSION", "INPUT_NAME", "MANIFEST_FILE", "ONNX_FILE", "OUTPUT_NAME", "Bundle", "BundleError",

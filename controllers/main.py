@@ -36,6 +36,11 @@ class ControllerConfig(BaseModel):
     mode: str | None = Field(None, description="shadow or active (default: the resumed mode, else shadow)")
     decision_interval_s: float | None = Field(None, gt=0, description="default: 3 × poll_interval_s")
     decision_timeout_s: float = Field(1.0, gt=0)
+    drift_statistics: tuple[str, ...] = Field(("ks", "js", "envelope"),
+                                              description="drift statistics that trigger the fallback")
+    promote_after: tuple[int, int] | None = Field(None, description="(N, M): promote shadow -> active once the "
+                                                     "policy's predicted MLU beat the incumbent's on N of the last M "
+                                                     "decisions")
     policy_dir: str | None = Field(None, description="state directory (default ~/.local/state/rlte/controller/"
                                                      "<topology>)")
 
@@ -45,6 +50,20 @@ class ControllerConfig(BaseModel):
         if value is not None and value not in ("shadow", "active"):
             raise ValueError(f"unknown mode {value!r}; choose shadow or active")
         return value
+
+    @field_validator("drift_statistics")
+    @classmethod
+    def _known_statistics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from .runtime import RuntimeConfig
+
+        return RuntimeConfig._known_statistics(value)
+
+    @field_validator("promote_after")
+    @classmethod
+    def _n_of_m(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        from .runtime import RuntimeConfig
+
+        return RuntimeConfig._n_of_m(value)  # one rule, stated once: 1 <= N <= M
 
     @field_validator("initial_routing")
     @classmethod
@@ -83,7 +102,9 @@ def start_runtime(config: ControllerConfig, state):
     directory = Path(config.policy_dir) if config.policy_dir else default_policy_dir(state.plan.topology.name)
     interval = config.decision_interval_s or 3 * config.poll_interval_s
     runtime = PolicyRuntime(state, directory, RuntimeConfig(decision_interval_s=interval,
-                                                            decision_timeout_s=config.decision_timeout_s))
+                                                            decision_timeout_s=config.decision_timeout_s,
+                                                            promote_after=config.promote_after,
+                                                            drift_statistics=config.drift_statistics))
     if config.policy:
         runtime.restore_history()  # rollback can still reach the versions deployed before
         runtime.deploy(config.policy, config.mode)

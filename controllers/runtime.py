@@ -13,11 +13,17 @@ API, telemetry or failover. Then:
 
 It falls back to classic control (the min-MLU path LP on the last measured matrix, shortest
 path if the LP fails) in the same interval when inference fails, times out or returns
-invalid ratios, when the measured traffic drifts out of the bundle's training envelope, or
-when the policy's predicted MLU is worse than the fallback's by ``mlu_margin`` for
-``hurt_intervals`` intervals in a row; it returns once every cause has been gone for
-``recover_intervals`` intervals. Promotion from shadow to active is an explicit command
-(no automatic promotion).
+invalid ratios, when the measured traffic drifts from the training traffic (the bundle's
+:class:`agents.drift.DriftDetector`: KS on per-pair shares, JS over pairs and the envelope
+score, each against its threshold calibrated on the training traffic, in consecutive
+windows), or when the policy's predicted MLU is worse than the fallback's by ``mlu_margin``
+for ``hurt_intervals`` intervals in a row; it returns once every cause has been gone for
+``recover_intervals`` intervals. Promotion from shadow to active is an explicit command, or
+the operator's rule ``promote_after`` = (N, M): the policy's predicted MLU below the
+incumbent's on N of the last M shadow decisions, none of them in fallback. A promotion or a
+rollback in active mode installs at once. Each decision record also carries the MLU the
+controller measured over the polling interval before it (``measured_mlu``): the outcome of
+the routing installed then.
 
 Every bundle deployed is copied into the state directory under its version (the first 12
 hex digits of its ONNX sha256); ``current.json`` (written atomically) names the version and
@@ -41,12 +47,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Optional, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.bundle import MANIFEST_FILE, BundleError, check_ratios, load_bundle
+from agents.drift import STATISTICS, DriftDetector
 from topologies import TrafficEnvelope
 
 from .state import ControllerState, RequestError, json_safe
@@ -66,6 +73,7 @@ class PolicyBundle(Protocol):
 
     history: int
     envelope: TrafficEnvelope
+    drift: DriftDetector | None
 
     def decide(self, history: np.ndarray) -> np.ndarray: ...
 
@@ -81,7 +89,30 @@ class RuntimeConfig(BaseModel):
     hurt_intervals: int = Field(3, ge=1, description="... for this many intervals in a row")
     recover_intervals: int = Field(3, ge=1, description="fallback ends once every cause is gone this long")
     lp_time_limit_s: float = Field(1.0, gt=0)
+    drift_statistics: tuple[str, ...] = Field(
+        STATISTICS, description="the drift statistics that make the runtime fall back (all are recorded): "
+                                "ks, js, envelope")
+    promote_after: Optional[tuple[int, int]] = Field(
+        None, description="(N, M): promote shadow -> active once the policy's predicted MLU beat the incumbent's "
+                          "on N of the last M decisions (none in fallback); None: only an explicit command promotes")
     keep_decisions: int = Field(500, ge=1, description="audit records kept in memory for the API")
+
+    @field_validator("drift_statistics")
+    @classmethod
+    def _known_statistics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in STATISTICS]
+        if unknown or not value:
+            raise ValueError(f"unknown drift statistic(s) {', '.join(unknown) or '(none given)'}; choose from "
+                             f"{', '.join(STATISTICS)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("promote_after")
+    @classmethod
+    def _n_of_m(cls, value: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+        if value is not None and not 1 <= value[0] <= value[1]:
+            raise ValueError(f"promotion needs 1 <= N <= M wins of the last M decisions, got N={value[0]}, "
+                             f"M={value[1]}")
+        return value
 
 
 def default_policy_dir(topology_name: str) -> Path:
@@ -127,6 +158,7 @@ class PolicyRuntime:
         self.loader = loader or (lambda path: load_bundle(path, topology=state.plan.topology, pathset=state.pathset))
         self.installer: Installer | None = None
         self.lock = threading.RLock()            # deploy / mode / rollback / a decision's bookkeeping
+        self.deciding = threading.Lock()         # one decision at a time; taken before ``lock``, never inside it
         self.bundle: Any = None
         self.version: str | None = None
         self.mode: str = "shadow"
@@ -136,6 +168,7 @@ class PolicyRuntime:
         self.fallback_reason: str | None = None
         self.worse_streak = 0                    # intervals in a row the policy predicted worse than the fallback
         self.clear_streak = 0                    # intervals in a row without any fallback cause
+        self.wins: deque[bool] = deque(maxlen=self.config.promote_after[1] if self.config.promote_after else 1)
         self.decisions: deque[dict[str, Any]] = deque(maxlen=self.config.keep_decisions)
         self.latencies_ms: deque[float] = deque(maxlen=1000)
         self.pending: Inference | None = None    # an inference that overran its deadline and still runs
@@ -226,7 +259,8 @@ class PolicyRuntime:
         return version
 
     def rollback(self, version: str | None = None) -> str:
-        """Back to ``version`` (a deployed one), or to the version deployed before the current one."""
+        """Back to ``version`` (a deployed one), or to the version deployed before the current one;
+        in active mode the restored version decides and installs at once (:meth:`decide_now`)."""
         with self.lock:
             if version is None:
                 earlier = [e["version"] for e in self.deployed[:-1] if e["version"] != self.version]
@@ -243,24 +277,33 @@ class PolicyRuntime:
             self.deployed.append({"version": version, "time": self.clock(), "reason": f"rollback from {previous}"})
             self._persist()
             self._audit_event("rollback", f"rolled back from {previous} to {version}")
-            return version
+        if self.mode == "active":  # restore its routing now, not an interval later
+            self.decide_now()
+        return version
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str, reason: str = "by an explicit command", *, decide: bool = True) -> None:
+        """Shadow or active; promotion to active decides and installs at once (:meth:`decide_now`)
+        unless ``decide`` is False (the decision loop promoting installs its own decision)."""
         if mode not in MODES:
             raise BundleError(f"unknown mode {mode!r}; choose shadow or active")
         with self.lock:
             if self.bundle is None:
                 raise BundleError("no policy is deployed: deploy a bundle first (PUT /policy)")
             previous, self.mode = self.mode, mode
+            self.wins.clear()
             self._persist()
             kind = "promotion" if (previous, mode) == ("shadow", "active") else "mode"
-            self._audit_event(kind, f"mode {previous} -> {mode} by an explicit command")
+            self._audit_event(kind, f"mode {previous} -> {mode} {reason}")
+        if kind == "promotion" and decide:
+            self.decide_now()
 
     def _adopt(self, bundle: Any, version: str) -> None:
         self.bundle, self.version = bundle, version
-        keep = max(int(bundle.history), int(bundle.envelope.window))
+        drift = getattr(bundle, "drift", None)
+        keep = max(int(bundle.history), int(bundle.envelope.window) if drift is None else drift.history)
         self.history = deque(list(self.history)[-keep:], maxlen=keep)
         self.in_fallback, self.fallback_reason, self.worse_streak, self.clear_streak = False, None, 0, 0
+        self.wins.clear()
         self.status = "warming up"
 
     def _persist(self) -> None:
@@ -348,23 +391,63 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------ one decision
     def step(self) -> dict[str, Any] | None:
-        """One decision interval. Returns its audit record (None while there is nothing to decide)."""
+        """One decision interval: the last polling interval's matrix joins the history, then
+        :meth:`decide_now`. Returns its audit record (None while there is nothing to decide)."""
+        with self.deciding:
+            with self.lock:
+                if self.bundle is None:
+                    return None
+            matrix = self.measured_matrix()
+            if matrix is None:
+                self.status = "waiting for telemetry"
+                return None
+            with self.lock:
+                self.history.append(matrix)
+            return self._decide()
+
+    def decide_now(self) -> dict[str, Any] | None:
+        """A decision on the history as it is (after a rollback or a promotion: the routing
+        changes now, not an interval later)."""
+        with self.deciding:
+            return self._decide()
+
+    def _drift(self, bundle: Any, history: np.ndarray) -> tuple[dict[str, Any], str | None]:
+        """The drift statistics of ``history`` for the audit log, and the fallback cause if it drifted."""
+        detector: DriftDetector | None = getattr(bundle, "drift", None)
+        if detector is None:  # a bundle without KS / JS statistics: the envelope score alone, one window
+            envelope = bundle.envelope
+            score = float(envelope.score(history))
+            statistics = {"envelope": {"score": score, "threshold": float(envelope.threshold),
+                                       "above": score > envelope.threshold}}
+            fired = ["envelope"] if score > envelope.threshold else []
+            consecutive = 1
+        else:
+            statistics = detector.score(history)
+            fired = detector.drifted(history)[1]
+            consecutive = detector.consecutive
+        fired = [name for name in fired if name in self.config.drift_statistics]
+        record = {"statistics": statistics, "drifted": bool(fired), "fired": fired, "consecutive": consecutive}
+        if not fired:
+            return record, None
+        named = ", ".join(f"{name} {statistics[name]['score']:.4g} > {statistics[name]['threshold']:.4g}"
+                          for name in fired)
+        windows = "the last window" if consecutive == 1 else f"each of the last {consecutive} windows"
+        return record, f"drift: the measured traffic left the training distribution ({named} in {windows})"
+
+    def _decide(self) -> dict[str, Any] | None:
         started = time.perf_counter()
         with self.lock:
             bundle, version, mode = self.bundle, self.version, self.mode
-        if bundle is None:
-            return None
-        matrix = self.measured_matrix()
-        if matrix is None:
-            self.status = "waiting for telemetry"
-            return None
-        with self.lock:
-            self.history.append(matrix)
+            if bundle is None or not self.history:
+                return None
             history = np.stack(self.history)
         need = self.history.maxlen or 1
         if len(history) < need:
             self.status = f"warming up ({len(history)} of {need} matrices)"
             return None
+        matrix = history[-1]
+        measured = self.state.link_utilization()
+        measured_mlu = None if measured is None or not np.isfinite(measured).all() else float(measured.max())
         causes: list[str] = []
         if self.pending is not None and not self.pending.done.is_set():
             inference = Inference(self.pending.done, error="the previous inference is still running past its "
@@ -380,14 +463,12 @@ class PolicyRuntime:
         if inference.error is not None:
             ratios = None
             causes.append(inference.error)
-        if inference.error is None or "timed out" not in inference.error:
+        timed_out = inference.error is not None and "timed out" in inference.error
+        if not timed_out:
             self.latencies_ms.append(1e3 * inference.seconds)
-        envelope = bundle.envelope
-        score = float(envelope.score(history))
-        drifted = score > envelope.threshold
-        if drifted:
-            causes.append(f"drift: the measured traffic's envelope score {score:.4g} is above the threshold "
-                          f"{envelope.threshold:.4g}")
+        drift, drift_cause = self._drift(bundle, history)
+        if drift_cause is not None:
+            causes.append(drift_cause)
         fallback, fallback_kind = self.fallback_routing(matrix)
         effective = self.state.effective
         util_fallback = self.utilization(matrix, fallback)
@@ -404,8 +485,11 @@ class PolicyRuntime:
             causes.append(f"hurt: the policy's predicted MLU was more than {margin:.0%} above the fallback's for "
                           f"{self.worse_streak} intervals in a row ({mlu['policy']:.4g} vs {mlu['fallback']:.4g})")
         events = self._fallback_transition(causes)
+        if mode == "shadow" and self.config.promote_after is not None:
+            events += self._promote_if_earned(mlu, version)
         with self.lock:
-            unchanged = (self.version, self.mode) == (version, mode)
+            unchanged = self.version == version
+            mode = self.mode if unchanged else mode
         action = "shadow"
         install: dict[str, Any] | None = None
         if mode == "active" and unchanged:
@@ -418,10 +502,8 @@ class PolicyRuntime:
             "fallback_reason": self.fallback_reason, "causes": causes, "events": events,
             "action": action, "install": install,
             "installed_version": self.state.version, "installed_source": self.state.decision.name,
-            "drift": {"score": score, "threshold": float(envelope.threshold), "drifted": drifted},
-            "predicted_mlu": mlu, "fallback_routing": fallback_kind,
-            "latency_ms": {"inference": None if inference.error and "timed out" in inference.error
-                           else 1e3 * inference.seconds,
+            "drift": drift, "predicted_mlu": mlu, "measured_mlu": measured_mlu, "fallback_routing": fallback_kind,
+            "latency_ms": {"inference": None if timed_out else 1e3 * inference.seconds,
                            "step": 1e3 * (time.perf_counter() - started)},
             "explanation": self._explain(ratios, util_policy, util_incumbent, effective.ratios),
         }
@@ -431,6 +513,21 @@ class PolicyRuntime:
         for event in events:
             LOG.warning("policy %s: %s (%s)", version, event["kind"], event["reason"])
         return record
+
+    def _promote_if_earned(self, mlu: dict[str, float | None], version: str | None) -> list[dict[str, str]]:
+        """The operator's rule (``promote_after`` = N of M): a shadow decision is a win when the
+        policy decided, nothing made it fall back, and its predicted MLU is below the incumbent's."""
+        wins, of = self.config.promote_after
+        self.wins.append(not self.in_fallback and mlu["policy"] is not None and mlu["policy"] < mlu["incumbent"])
+        if len(self.wins) < of or sum(self.wins) < wins:
+            return []
+        reason = (f"automatically: the policy's predicted MLU beat the incumbent's on {sum(self.wins)} of the last "
+                  f"{of} decisions (rule: {wins} of {of})")
+        with self.lock:
+            if self.version != version or self.mode != "shadow":
+                return []
+            self.set_mode("active", reason, decide=False)  # this decision installs below
+        return [{"kind": "promotion", "reason": reason}]
 
     def _fallback_transition(self, causes: list[str]) -> list[dict[str, str]]:
         events = []

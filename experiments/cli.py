@@ -423,6 +423,13 @@ def policy_export(
                   f"{manifest.onnx_file} {size / 1024:.1f} KiB (+ {MANIFEST_FILE})", highlight=False, soft_wrap=True)
 
 
+def _n_of_m(text: str) -> tuple[int, int]:
+    wins, slash, of = text.partition("/")
+    if not (slash and wins.strip().isdigit() and of.strip().isdigit()):
+        raise ValueError(f"--promote-after takes N/M (e.g. 8/10: N wins of the last M decisions), got {text!r}")
+    return int(wins), int(of)
+
+
 @app.command()
 @friendly_errors
 def controller(
@@ -449,6 +456,14 @@ def controller(
                                                       help="Seconds between policy decisions (default 3 × "
                                                            "--poll-interval)."),
     decision_timeout: float = typer.Option(1.0, "--decision-timeout", help="Deadline of one inference, seconds."),
+    drift_statistics: str = typer.Option("ks,js,envelope", "--drift-statistics",
+                                         help="Drift statistics that make the policy fall back (each is recorded "
+                                              "either way): ks, js, envelope, comma-separated. docs/live.md has "
+                                              "their false-alarm rates and delays on Abilene."),
+    promote_after: Optional[str] = typer.Option(None, "--promote-after", metavar="N/M",
+                                                help="Promote shadow -> active by itself once the policy's predicted "
+                                                     "MLU beat the installed routing's on N of the last M decisions "
+                                                     "(none in fallback). Default: only `rlte policy promote`."),
     policy_dir: Optional[Path] = typer.Option(None, "--policy-dir", help="State directory: deployed versions, "
                                                                          "current.json, decisions.jsonl (default "
                                                                          "~/.local/state/rlte/controller/TOPOLOGY)."),
@@ -466,9 +481,12 @@ def controller(
                                   initial_routing=initial_routing, policy=str(policy) if policy else None,
                                   mode=mode, decision_interval_s=decision_interval,
                                   decision_timeout_s=decision_timeout,
+                                  promote_after=_n_of_m(promote_after) if promote_after else None,
+                                  drift_statistics=tuple(name.strip() for name in drift_statistics.split(",")),
                                   policy_dir=str(policy_dir) if policy_dir else None)
     except ValidationError as error:
-        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                                   for e in error.errors())) from None
     run_controller(config)
 
 
@@ -495,6 +513,12 @@ def _print_policy(report: dict) -> None:
     last = report.get("last_decision")
     if last:
         console.print(f"last decision: {escape(last['explanation']['text'])}", highlight=False, soft_wrap=True)
+        statistics = (last.get("drift") or {}).get("statistics") or {}
+        if statistics:
+            console.print("drift: " + ", ".join(f"{name} {s['score']:.3g} (threshold {s['threshold']:.3g})"
+                                                for name, s in statistics.items())
+                          + (f" · fired: {', '.join(last['drift']['fired'])}" if last["drift"].get("fired") else ""),
+                          highlight=False, soft_wrap=True)
 
 
 @policy_app.command("status")

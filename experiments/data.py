@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from agents.drift import DriftDetector
 from agents.lp import optimal_mlu
 from topologies import (PathSet, Topology, TopologyError, TrafficEnvelope, TrafficError, TrafficSequence,
                         k_shortest_paths, load_topology, load_traffic)
@@ -89,6 +90,20 @@ class RunData:
     validation: ScoredSequence | None = None  # cut from the end of the training sequence: picks the checkpoint
     envelope: TrafficEnvelope | None = None   # the training traffic's, for the drift-guarded row (eval.guard)
     guard_skipped: str = ""                   # why there is no guarded row although eval.guard asked for one
+
+
+DRIFT_WINDOW = 6
+
+
+def fit_drift_detector(data: RunData, blocks: int) -> DriftDetector | None:
+    """KS / JS drift statistics of the traffic the policy trains on (agents.drift), beside its
+    envelope, over windows of 6 matrices (what bench/drift.py measured), fewer when ``blocks``
+    such windows do not fit in the training traffic; None without an envelope or when not even
+    windows of one matrix fit."""
+    window = min(DRIFT_WINDOW, len(data.train.matrices) // blocks)
+    if data.envelope is None or window < 1:
+        return None
+    return DriftDetector.fit(data.train, window=window, blocks=blocks, envelope=data.envelope)
 
 
 def check_whole_number(key: str, value: object, minimum: int) -> None:

@@ -4,8 +4,9 @@ model, and compare it on held-out traffic with every baseline (:mod:`experiments
 
 A run directory holds: ``config.yaml`` (resolved), ``model.zip`` (SB3) or ``model.pt``
 (gradient learner), ``metrics.json`` (training curve, wall time, final table), ``eval.json``
-(the comparison table; rewritten by `rlte eval`), ``envelope.json`` (the training traffic's
-envelope, which an exported policy's drift guard checks; with ``eval.guard``), ``state.json``
+(the comparison table; rewritten by `rlte eval`), ``envelope.json`` and ``drift.json`` (the
+training traffic's envelope and KS / JS statistics, which an exported policy's drift guard
+checks; with ``eval.guard``), ``state.json``
 (running, interrupted or finished) and ``tb/`` (TensorBoard logs). While it trains,
 ``last_model.*`` is its latest checkpoint: a run stopped by a signal keeps it, and
 ``resume=True`` continues from it.
@@ -22,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .compare import write_json_atomically
-from .data import RunData, extra_held_out, extra_sets, prepare
+from .data import RunData, extra_held_out, extra_sets, fit_drift_detector, prepare
 from .learners import learner
 from .progress import Progress, TEWriter, TrainingInterrupted, load_trained, read_state
 from .run_config import check_config
@@ -45,17 +46,21 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
 
 
 ENVELOPE_FILE = "envelope.json"
+DRIFT_FILE = "drift.json"
 
 
-def write_envelope(run_dir: Path, data: RunData) -> None:
+def write_envelope(run_dir: Path, data: RunData, blocks: int) -> None:
     """The training traffic's envelope (``data.envelope``: fitted when ``eval.guard`` is on and
-    the traffic is long enough) as ``envelope.json``, what an exported policy's drift guard
-    checks (experiments.export); none: a file an earlier run left there is removed."""
-    path = run_dir / ENVELOPE_FILE
-    if data.envelope is None:
-        path.unlink(missing_ok=True)
-    else:
-        write_json_atomically(path, json.dumps(data.envelope.to_dict()))
+    the traffic is long enough) as ``envelope.json``, and its KS / JS drift statistics as
+    ``drift.json``: what an exported policy's drift guard checks (experiments.export). A file
+    this run has no content for is removed (an earlier run may have left one)."""
+    detector = fit_drift_detector(data, blocks)
+    for name, content in ((ENVELOPE_FILE, data.envelope), (DRIFT_FILE, detector)):
+        path = run_dir / name
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_json_atomically(path, json.dumps(content.to_dict()))
 
 
 def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dict:
@@ -89,7 +94,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dic
         writer.close()
         raise
     train_s = progress.elapsed()
-    write_envelope(run_dir, data)
+    write_envelope(run_dir, data, cfg.eval.guard_blocks)
     report, table = evaluate_run(cfg, data, model, run_dir)
     utilization = None
     if kind.env_kind == "split_routing":

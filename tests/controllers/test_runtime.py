@@ -5,6 +5,7 @@ the API's policy routes; and the controller process started with a bundle and to
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from agents.bundle import Bundle, BundleError
+from agents.bundle import Bundle, BundleError, load_bundle
 from controllers.api import OPENAPI, Api
 from controllers.decision import FirstPath
 from controllers.fabric import FabricPlan
@@ -55,20 +56,30 @@ def new_state(topology: str = "b4", k: int = 4) -> ControllerState:
 
 
 class Feed:
-    """Per-pair byte counters, as the switches' ingress rules report them, one poll per call."""
+    """Per-pair byte counters, as the switches' ingress rules report them, and per-link port
+    counters of the routing installed at the time, one poll per call."""
 
     def __init__(self, state: ControllerState) -> None:
         self.state, self.time = state, 0.0
         self.totals = np.zeros(state.pathset.num_pairs)
-        for p in range(state.pathset.num_pairs):
-            state.record_pair(p, 0.0, at=0.0)
+        self.sent = np.zeros(state.plan.topology.num_links)
+        self.ports = list(zip(state.plan.topology.link_src.tolist(), state.plan.link_port.tolist()))
+        self.record(0.0)
+
+    def record(self, at: float) -> None:
+        for p in range(self.state.pathset.num_pairs):
+            self.state.record_pair(p, float(self.totals[p]), at=at)
+        for (node, port), sent in zip(self.ports, self.sent):
+            self.state.record_port(node, port, float(sent), at=at)
 
     def __call__(self, matrix: np.ndarray) -> None:
         """One polling interval of 1 s carrying ``matrix`` (model bit/s) on the emulated network."""
         self.time += 1.0
-        self.totals += self.state.pathset.demands(matrix) * SCALE / 8.0
-        for p in range(self.state.pathset.num_pairs):
-            self.state.record_pair(p, float(self.totals[p]), at=self.time)
+        ps = self.state.pathset
+        demand = ps.demands(matrix)
+        self.totals += demand * SCALE / 8.0
+        self.sent += ps.incidence @ (self.state.effective.ratios * demand[:, None]).ravel() * SCALE / 8.0
+        self.record(self.time)
 
 
 class Installer:
@@ -81,10 +92,11 @@ class Installer:
         return {"version": self.state.version, "switches_updated": 0, "confirmed": True, "latency_ms": 0.0}
 
 
-def runtime_for(tmp_path, bundle=None, mode=None, state=None, **config) -> tuple[PolicyRuntime, Feed, Installer]:
+def runtime_for(tmp_path, bundle=None, mode=None, state=None, loader=None,
+                **config) -> tuple[PolicyRuntime, Feed, Installer]:
     state = state or new_state()
     config.setdefault("mlu_margin", 0.5)  # the tiny test policies are within 50% of the LP, not always within 5%
-    runtime = PolicyRuntime(state, tmp_path / "policy", RuntimeConfig(**config))
+    runtime = PolicyRuntime(state, tmp_path / "policy", RuntimeConfig(**config), loader=loader)
     runtime.installer = installer = Installer(state)
     if bundle is not None:
         runtime.deploy(bundle, mode)
@@ -108,8 +120,10 @@ def test_shadow_records_decisions_and_never_installs(bundles, tmp_path):
     runtime, feed, installer = runtime_for(tmp_path, bundles["a"])
     assert runtime.mode == "shadow" and runtime.report()["status"] == "warming up"
     assert runtime.step() is None  # no telemetry yet
-    records = run(runtime, feed, bundles["traffic"][:6])
-    assert records[:2] == [None, None] and runtime.report()["version"] == runtime.version
+    warm = runtime.history.maxlen  # the policy's H, or the drift statistics' longer need
+    assert warm == max(runtime.bundle.history, runtime.bundle.drift.history)
+    records = run(runtime, feed, bundles["traffic"][:warm + 3])
+    assert records[:warm - 1] == [None] * (warm - 1) and runtime.report()["version"] == runtime.version
     decided = [r for r in records if r is not None]
     assert len(decided) == 4
     for record in decided:
@@ -122,7 +136,7 @@ def test_shadow_records_decisions_and_never_installs(bundles, tmp_path):
     # the predicted incumbent MLU is the twin's: the installed (shortest-path) routing on the measured matrix
     from envs.twin import FluidTwin
     twin = FluidTwin(runtime.state.pathset)
-    expected = float(twin.mlu(bundles["traffic"][5][None], runtime.state.effective.ratios)[0])
+    expected = float(twin.mlu(bundles["traffic"][warm + 2][None], runtime.state.effective.ratios)[0])
     assert decided[-1]["predicted_mlu"]["incumbent"] == pytest.approx(expected, rel=1e-6)
     report = runtime.report()
     assert report["latency_ms"]["count"] == 4 and report["latency_ms"]["max"] < 1000
@@ -162,9 +176,10 @@ def sleeps(self, history):
 def test_a_failing_inference_falls_back_to_the_lp_in_the_same_interval(bundles, tmp_path, monkeypatch, decide,
                                                                         reason):
     runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active", decision_timeout_s=0.2)
-    run(runtime, feed, bundles["traffic"][:2])
+    warm = runtime.history.maxlen
+    run(runtime, feed, bundles["traffic"][:warm - 1])
     monkeypatch.setattr(Bundle, "decide", decide)
-    feed(bundles["traffic"][2])
+    feed(bundles["traffic"][warm - 1])
     started = time.perf_counter()
     record = runtime.step()
     assert time.perf_counter() - started < 0.2 + 0.5  # a slow inference delays only its own decision, by its deadline
@@ -175,20 +190,64 @@ def test_a_failing_inference_falls_back_to_the_lp_in_the_same_interval(bundles, 
     assert runtime.report()["status"] == "fallback"
 
 
-def test_drift_falls_back_and_returns_after_hysteresis(bundles, tmp_path):
+def hotspot(matrices: np.ndarray, factor: float = 20.0) -> list[np.ndarray]:
+    """``matrices`` with the pair that carries most of the first one's traffic ×``factor``."""
+    ps = new_state().pathset
+    o, d = ps.pairs[int(np.argmax(ps.demands(matrices[0])))]
+    hot = [m.copy() for m in matrices]
+    for m in hot:
+        m[o, d] *= factor
+    return hot
+
+
+def test_drift_falls_back_when_a_statistic_stays_above_its_threshold_and_returns_after_hysteresis(bundles, tmp_path):
     runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active")
+    detector = runtime.bundle.drift
+    assert detector is not None and set(detector.thresholds) == {"ks", "js", "envelope"}
+    traffic = bundles["traffic"]
+    warm = detector.history  # matrices before the first decision
+    records = [r for r in run(runtime, feed, traffic[:warm + 2]) if r is not None]
+    assert len(records) == 3 and {r["status"] for r in records} == {"policy"}
+    records = run(runtime, feed, hotspot(traffic[warm + 2:warm + 6]))
+    first = next(i for i, r in enumerate(records) if r["status"] == "fallback")
+    assert first >= 1  # one window above a threshold is not drift: `consecutive` (2) windows in a row are
+    drift = records[first]["drift"]
+    assert drift["drifted"] and drift["fired"] and drift["consecutive"] == 2
+    assert all(drift["statistics"][name]["above"] for name in drift["fired"])
+    assert records[first]["fallback_reason"].startswith("drift") and drift["fired"][0] in records[first]["fallback_reason"]
+    assert not any(r["drift"]["drifted"] for r in records[:first])
+    assert installer.calls[-1] == "fallback:lp"
+    # an operator's choice of statistics: the others are recorded, and make nobody fall back
+    chosen = tuple(name for name in ("ks", "js", "envelope") if name not in drift["fired"])
+    assert chosen, "this hotspot fires every statistic at once: the choice below tests nothing"
+    narrow, narrow_feed, _ = runtime_for(tmp_path / "narrow", bundles["a"], "active", drift_statistics=chosen)
+    narrow_records = run(narrow, narrow_feed, traffic[:warm + 2]) + run(narrow, narrow_feed,
+                                                                        hotspot(traffic[warm + 2:warm + 6]))
+    assert narrow_records[warm + 2 + first]["status"] == "policy"
+    assert narrow_records[warm + 2 + first]["drift"]["statistics"] == drift["statistics"]
+    assert all(set(r["drift"]["fired"]) <= set(chosen) for r in narrow_records if r is not None)
+    records = run(runtime, feed, traffic[warm + 6:])
+    back = next(i for i, r in enumerate(records) if r["status"] == "policy")
+    assert records[back]["events"][0]["kind"] == "recovered" and "drift" in records[back]["events"][0]["reason"]
+    clean = next(i for i, r in enumerate(records) if not r["drift"]["drifted"])
+    assert back == clean + runtime.config.recover_intervals - 1  # hysteresis: 3 clean intervals, this one included
+    assert installer.calls[-1] == f"policy:{runtime.version}"
+
+
+def test_without_ks_js_statistics_the_envelope_alone_guards_one_window(bundles, tmp_path):
+    """A bundle whose training traffic was too short for KS / JS: the envelope score, one window."""
+    def envelope_only(path):
+        return dataclasses.replace(load_bundle(path, pathset=new_state().pathset), drift=None)
+
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active", loader=envelope_only)
     traffic = bundles["traffic"]
     run(runtime, feed, traffic[:4])
     assert runtime.status == "policy"
-    ps = runtime.state.pathset
-    o, d = ps.pairs[int(np.argmax(ps.demands(traffic[4])))]
-    hot = [m.copy() for m in traffic[4:6]]
-    for m in hot:
-        m[o, d] *= 20
-    records = run(runtime, feed, hot)
+    records = run(runtime, feed, hotspot(traffic[4:6]))
     assert records[0]["status"] == "policy"  # the median of the last 3 matrices: one hot matrix is not drift
     assert records[1]["status"] == "fallback" and records[1]["fallback_reason"].startswith("drift")
-    assert records[1]["drift"]["drifted"] and records[1]["drift"]["score"] > records[1]["drift"]["threshold"]
+    envelope = records[1]["drift"]["statistics"]["envelope"]
+    assert records[1]["drift"]["fired"] == ["envelope"] and envelope["score"] > envelope["threshold"]
     assert installer.calls[-1] == "fallback:lp"
     records = run(runtime, feed, traffic[6:12])
     statuses = [r["status"] for r in records]
@@ -196,8 +255,6 @@ def test_drift_falls_back_and_returns_after_hysteresis(bundles, tmp_path):
     # (the second normal matrix's included) the policy is back
     assert statuses == ["fallback", "fallback", "fallback", "policy", "policy", "policy"], statuses
     assert [r["drift"]["drifted"] for r in records[:4]] == [True, False, False, False]
-    recovered = records[3]["events"]
-    assert recovered[0]["kind"] == "recovered" and "drift" in recovered[0]["reason"]
     assert installer.calls[-1] == f"policy:{runtime.version}"
 
 
@@ -211,16 +268,79 @@ def test_a_policy_that_hurts_falls_back_after_n_intervals(bundles, tmp_path, mon
         return ratios
 
     monkeypatch.setattr(Bundle, "decide", longest)
-    records = [r for r in run(runtime, feed, bundles["traffic"][:7]) if r is not None]
+    warm = runtime.history.maxlen
+    records = [r for r in run(runtime, feed, bundles["traffic"][:warm + 4]) if r is not None]
     assert all(r["predicted_mlu"]["policy"] > 1.05 * r["predicted_mlu"]["fallback"] for r in records)
     assert [r["status"] for r in records] == ["policy", "policy", "fallback", "fallback", "fallback"]
     assert records[2]["fallback_reason"].startswith("hurt") and "3 intervals in a row" in records[2]["fallback_reason"]
     assert installer.calls == []  # shadow: what it would do is recorded, nothing installed
     # a policy as good as the fallback: the cause is gone, and after 3 clean intervals it is back
     monkeypatch.setattr(Bundle, "decide", lambda self, history: runtime.fallback_routing(history[-1])[0])
-    records = run(runtime, feed, bundles["traffic"][7:10])
+    records = run(runtime, feed, bundles["traffic"][warm + 4:warm + 7])
     assert [r["status"] for r in records] == ["fallback", "fallback", "policy"]
     assert records[-1]["events"][0]["kind"] == "recovered" and "hurt" in records[-1]["events"][0]["reason"]
+
+
+def test_each_decision_records_the_mlu_the_port_counters_measured_under_the_installed_routing(bundles, tmp_path):
+    from envs.twin import FluidTwin
+
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active")
+    traffic = bundles["traffic"]
+    warm = runtime.history.maxlen
+    records = run(runtime, feed, traffic[:warm + 2])
+    twin = FluidTwin(runtime.state.pathset)
+    decided = [(t, r) for t, r in enumerate(records) if r is not None]
+    t, first = decided[0]  # its polling interval ran on the initial shortest-path routing
+    assert first["measured_mlu"] == pytest.approx(float(twin.mlu(traffic[t][None], first_path(runtime))[0]), rel=1e-9)
+    for t, record in decided[1:]:  # later intervals ran on what the previous decision installed
+        assert record["installed_source"] == f"policy:{runtime.version}"
+        previous = runtime.bundle.decide(np.stack(traffic[t - runtime.bundle.history:t]))
+        assert record["measured_mlu"] == pytest.approx(float(twin.mlu(traffic[t][None], previous)[0]), rel=1e-6)
+
+
+def first_path(runtime: PolicyRuntime) -> np.ndarray:
+    ratios = np.zeros((runtime.state.pathset.num_pairs, runtime.state.pathset.k))
+    ratios[:, 0] = 1.0
+    return ratios
+
+
+@pytest.mark.parametrize("decide, promoted", [("lp", True), ("longest", False)])
+def test_automatic_promotion_after_n_of_m_shadow_wins(bundles, tmp_path, monkeypatch, decide, promoted):
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "shadow", promote_after=(2, 3))
+    mask = np.asarray(runtime.state.pathset.mask)
+    if decide == "lp":  # the LP on the matrix it routes: below shortest path's MLU on B4
+        monkeypatch.setattr(Bundle, "decide", lambda self, history: runtime.fallback_routing(history[-1])[0])
+    else:  # everything on each pair's last candidate: worse than shortest path
+        def longest(self, history):
+            ratios = np.zeros(mask.shape)
+            ratios[np.arange(len(mask)), mask.sum(axis=1) - 1] = 1.0
+            return ratios
+        monkeypatch.setattr(Bundle, "decide", longest)
+    warm = runtime.history.maxlen
+    records = [r for r in run(runtime, feed, bundles["traffic"][:warm + 4]) if r is not None]
+    wins = [r["predicted_mlu"]["policy"] < r["predicted_mlu"]["incumbent"] for r in records[:3]]
+    assert all(wins) if promoted else not any(wins)
+    if promoted:  # the third shadow decision completes 2 wins of 3: it promotes and installs itself
+        assert [r["mode"] for r in records] == ["shadow", "shadow", "active", "active", "active"]
+        assert records[2]["events"][0]["kind"] == "promotion" and "2 of 3" in records[2]["events"][0]["reason"]
+        assert records[2]["action"] == "installed" and installer.calls[0] == f"policy:{runtime.version}"
+        assert json.loads((runtime.dir / CURRENT_FILE).read_text())["mode"] == "active"
+        assert [e["kind"] for e in audit(runtime) if e["kind"] != "decision"] == ["deploy", "promotion"]
+    else:
+        assert runtime.mode == "shadow" and installer.calls == []
+    with pytest.raises(ValueError, match="1 <= N <= M"):
+        RuntimeConfig(promote_after=(4, 3))
+
+
+def test_policy_status_shows_the_last_decisions_drift_statistics(bundles, tmp_path, capsys):
+    from experiments.cli import _print_policy
+
+    runtime, feed, _ = runtime_for(tmp_path, bundles["a"])
+    record = [r for r in run(runtime, feed, bundles["traffic"][:runtime.history.maxlen]) if r is not None][-1]
+    _print_policy(runtime.report())
+    out = capsys.readouterr().out
+    ks = record["drift"]["statistics"]["ks"]
+    assert f"drift: ks {ks['score']:.3g} (threshold {ks['threshold']:.3g}), js " in out and "envelope" in out
 
 
 # ---------------------------------------------------------------------- versions
@@ -241,6 +361,22 @@ def test_rollback_restores_the_previous_version(bundles, tmp_path):
     assert runtime.decisions[-1]["version"] == second
 
 
+def test_rollback_in_active_mode_installs_the_restored_version_at_once(bundles, tmp_path):
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active")
+    first = runtime.version
+    run(runtime, feed, bundles["traffic"][:runtime.history.maxlen])
+    assert installer.calls == [f"policy:{first}"]
+    second = runtime.deploy(bundles["b"])  # a new version starts in shadow: nothing installed
+    assert runtime.mode == "shadow" and installer.calls == [f"policy:{first}"]
+    runtime.set_mode("active")  # promoting installs now, not an interval later
+    assert installer.calls[-1] == f"policy:{second}"
+    assert runtime.rollback() == first
+    assert installer.calls[-1] == f"policy:{first}"  # no interval passed: the rollback itself installed it
+    history = np.stack(runtime.history)
+    np.testing.assert_allclose(runtime.state.requested, runtime.bundle.decide(history), atol=1e-9)
+    assert [e["kind"] for e in audit(runtime)][-2:] == ["rollback", "decision"]
+
+
 def test_a_restart_resumes_the_bundle_and_mode(bundles, tmp_path):
     runtime, _, _ = runtime_for(tmp_path, bundles["a"])
     runtime.set_mode("active")
@@ -258,20 +394,23 @@ def test_a_restart_resumes_the_bundle_and_mode(bundles, tmp_path):
 
 def test_the_audit_log_is_append_only_json_lines(bundles, tmp_path):
     runtime, feed, _ = runtime_for(tmp_path, bundles["a"])
-    run(runtime, feed, bundles["traffic"][:4])
+    warm = runtime.history.maxlen
+    run(runtime, feed, bundles["traffic"][:warm + 1])
     before = (runtime.dir / AUDIT_FILE).read_bytes()
-    run(runtime, feed, bundles["traffic"][4:6])
-    runtime.set_mode("active")
+    run(runtime, feed, bundles["traffic"][warm + 1:warm + 3])
+    runtime.set_mode("active")  # a promotion decides and installs at once
     after = (runtime.dir / AUDIT_FILE).read_bytes()
     assert after.startswith(before) and len(after) > len(before)
     lines = audit(runtime)
     decisions = [r for r in lines if r["kind"] == "decision"]
-    assert len(decisions) == 4 and lines[-1]["kind"] == "promotion" and "shadow -> active" in lines[-1]["reason"]
+    assert len(decisions) == 5 and lines[-2]["kind"] == "promotion" and "shadow -> active" in lines[-2]["reason"]
+    assert lines[-1]["kind"] == "decision" and lines[-1]["mode"] == "active" and lines[-1]["action"] == "installed"
     for record in decisions:
         assert {"time", "version", "mode", "installed_version", "drift", "predicted_mlu", "events",
                 "explanation", "status", "fallback_reason"} <= set(record)
         assert set(record["predicted_mlu"]) == {"policy", "incumbent", "fallback"}
-        assert {"score", "threshold", "drifted"} <= set(record["drift"])
+        assert {"statistics", "drifted", "fired"} <= set(record["drift"])
+        assert set(record["drift"]["statistics"]) == {"ks", "js", "envelope"}
         explanation = record["explanation"]
         assert explanation["policy_bottleneck"]["link"] and explanation["incumbent_bottleneck"]["link"]
         assert 1 <= len(explanation["moved_pairs"]) <= 3 and "->" in explanation["moved_pairs"][0]["pair"]
