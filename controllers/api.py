@@ -128,7 +128,8 @@ OPENAPI: dict[str, Any] = {
                                                          "the problem; nothing changed", **ERROR}, **WRITE_ERRORS}}},
         "/policy/mode": {"post": {
             "summary": "Switch between shadow (record only) and active (install the policy's decisions); "
-                       "shadow -> active is the promotion (never automatic)",
+                       "shadow -> active is the promotion: the policy decides and installs before the answer "
+                       "(the controller's --promote-after N/M promotes by itself)",
             "security": [{"token": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False, "required": ["mode"],
@@ -136,7 +137,8 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "the policy report"},
                           "400": {"description": "bad body, or no policy deployed", **ERROR}, **WRITE_ERRORS}}},
         "/policy/rollback": {"post": {
-            "summary": "Back to the version deployed before the current one, or to a named deployed version",
+            "summary": "Back to the version deployed before the current one, or to a named deployed version; "
+                       "in active mode that version decides and installs before the answer",
             "security": [{"token": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,

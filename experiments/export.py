@@ -17,6 +17,7 @@ bundle is made for (E × P·K floats).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -39,6 +40,7 @@ from topologies import PathSet, TrafficEnvelope, TrafficError, pathset_to_dict
 
 from agents.bundle import (FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, ONNX_FILE, OUTPUT_NAME, BundleError, HeldOutScores,
                      Lineage, Manifest, TensorSpec, check_ratios, inference_session, load_bundle)
+from agents.drift import DriftDetector
 from agents.evaluation import history_for
 from agents.gnn import LinkGNN, LinkMessagePassing
 
@@ -59,18 +61,18 @@ def _constant(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Te
     return torch.as_tensor(np.array(array), dtype=dtype)
 
 
-class DenseLinkGNN(nn.Module):
-    """A trained :class:`LinkGNN` on one path set, as an exportable module: (B, H, P) pair
-    demands -> (B, P, K) split ratios, the same computation as ``LinkGNN.forward(LinkGraph(pathset), ·)``
-    with its weights (shared, not copied) and the path set's structure as dense constants."""
+class DenseLinkGraph(nn.Module):
+    """One path set's structure as dense constants for exportable modules (the link × slot
+    incidence, the equal split's pair -> link utilization, capacities, the slot mask), and
+    message passing over its link graph without the index arithmetic ONNX lacks."""
 
-    def __init__(self, net: LinkGNN, pathset: PathSet) -> None:
+    def __init__(self, pathset: PathSet) -> None:
         super().__init__()
         topology = pathset.topology
         if topology.num_links * pathset.num_slots > DENSE_LIMIT:
             raise ExportError(f"{topology.name!r} is too large for a dense export ({topology.num_links} links × "
                               f"{pathset.num_slots} path slots > {DENSE_LIMIT:,} constants)")
-        self.net, self.history, self.num_pairs, self.k = net, net.history, pathset.num_pairs, pathset.k
+        self.num_pairs, self.k = pathset.num_pairs, pathset.k
         capacities = np.array(topology.capacities, dtype=np.float64)
         edges = link_graph_edges(topology)
         links = topology.num_links
@@ -93,6 +95,16 @@ class DenseLinkGNN(nn.Module):
             ahead, behind = (self.ahead @ h) / self.ahead_count, (self.behind @ h) / self.behind_count
             h = norm(h + torch.relu(layer(torch.cat([h, ahead, behind], dim=-1))))
         return h
+
+
+class DenseLinkGNN(DenseLinkGraph):
+    """A trained :class:`LinkGNN` on one path set, as an exportable module: (B, H, P) pair
+    demands -> (B, P, K) split ratios, the same computation as ``LinkGNN.forward(LinkGraph(pathset), ·)``
+    with its weights (shared, not copied) and the path set's structure as dense constants."""
+
+    def __init__(self, net: LinkGNN, pathset: PathSet) -> None:
+        super().__init__(pathset)
+        self.net, self.history = net, net.history
 
     def ratios(self, link_cost: torch.Tensor) -> torch.Tensor:
         """(B, E) link costs -> (B, P, K): softmin over each pair's path costs (LinkGNN.ratios)."""
@@ -191,6 +203,26 @@ def run_envelope(run_dir: Path) -> TrafficEnvelope:
         raise ExportError(f"{path} is not a traffic envelope written by rlte ({exc})") from None
 
 
+def run_drift(run: Run, envelope: TrafficEnvelope) -> DriftDetector | None:
+    """The KS / JS drift statistics ``rlte train`` stored beside the envelope; a run trained
+    before rlte stored them gets them fitted here from the run's own training matrices (the
+    lineage's hash names those), as training would have. None: too little training traffic."""
+    from experiments.data import fit_drift_detector
+    from experiments.train import DRIFT_FILE
+
+    path = run.directory / DRIFT_FILE
+    if not path.exists():
+        detector = fit_drift_detector(dataclasses.replace(run.data, envelope=envelope), run.config.eval.guard_blocks)
+        return None if detector is None else dataclasses.replace(detector, envelope=None)
+    try:
+        detector = DriftDetector.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError, TrafficError) as exc:
+        raise ExportError(f"{path} is not drift statistics written by rlte ({exc})") from None
+    if detector.num_nodes != envelope.num_nodes:
+        raise ExportError(f"{path} covers {detector.num_nodes} nodes, the run's envelope {envelope.num_nodes}")
+    return dataclasses.replace(detector, envelope=None)  # the manifest carries the envelope once
+
+
 def held_out_scores(run: Run) -> HeldOutScores:
     """The policy's normalized MLU on the run's held-out matrices, from its ``eval.json`` (the twin's)."""
     path = run.directory / "eval.json"
@@ -273,10 +305,12 @@ def export_bundle(run: Run, out_dir: str | Path) -> Manifest:
                           f"(or an empty directory)")
     if run.directory is None or run.model is None:
         raise ExportError("export needs a trained run loaded from its directory (experiments.api.load_run)")
-    module = learner(cfg.agent.algorithm).export_module(cfg, data, run.model)  # refuses the kinds that cannot
+    kind = learner(cfg.agent.algorithm)
+    module = kind.export_module(cfg, data, run.model)  # refuses the kinds that cannot
     _check_run(run)
     envelope, scores = run_envelope(run.directory), held_out_scores(run)
-    policy = run.policy
+    drift = run_drift(run, envelope)
+    policy = kind.export_policy(cfg, data, run.model)  # run.policy, or its like-with-like stepping (PPO)
     pathset, history = data.pathset, policy.history
     if envelope.num_nodes != data.topology.num_nodes:
         raise ExportError(f"{run.directory}'s envelope covers {envelope.num_nodes} nodes, the run's topology "
@@ -292,7 +326,7 @@ def export_bundle(run: Run, out_dir: str | Path) -> Manifest:
         network=data.topology.to_dict(), pathset=pathset_to_dict(pathset), history=history,
         input=TensorSpec(name=INPUT_NAME, shape=[1, history, pathset.num_pairs]),
         output=TensorSpec(name=OUTPUT_NAME, shape=[1, pathset.num_pairs, pathset.k]),
-        envelope=envelope.to_dict(), held_out=scores, lineage=lineage(run), onnx_file=ONNX_FILE,
+        envelope=envelope.to_dict(), drift=None if drift is None else drift.to_dict(), held_out=scores, lineage=lineage(run), onnx_file=ONNX_FILE,
         onnx_sha256=hashlib.sha256(model).hexdigest(), parity_max_abs_diff=difference,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     built = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
@@ -311,4 +345,4 @@ def export_bundle(run: Run, out_dir: str | Path) -> Manifest:
     return manifest
 
 
-__all__ = ["DenseLinkGNN", "ExportError", "PARITY_TOLERANCE", "export_bundle", "onnx_bytes"]
+__all__ = ["DenseLinkGNN", "DenseLinkGraph", "ExportError", "PARITY_TOLERANCE", "export_bundle", "onnx_bytes"]

@@ -88,7 +88,12 @@ class Learner:
         history (1, H, P) float32, in the topology's own units, -> split ratios (1, P, K),
         everything the policy does in between inside it. A ValueError saying why a kind cannot."""
         raise ValueError(f"agent.algorithm={self.algorithm} cannot be exported: only split-routing policies "
-                         f"that map the demand history to split ratios export (agent.algorithm=gradient)")
+                         f"that map the demand history to split ratios export (agent.algorithm=gradient or ppo)")
+
+    def export_policy(self, cfg: DictConfig, data: RunData, model: Any) -> RoutingPolicy:
+        """The policy an export must decide as, on every held-out window (experiments.export's
+        parity check): the run's own, unless a kind's policy remembers earlier answers."""
+        return self.routing_policy(cfg, data, model)
 
 
 LEARNERS: dict[str, Learner] = {}

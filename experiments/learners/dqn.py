@@ -44,4 +44,4 @@ class DQNLearner(SB3Learner):
     def export_module(self, cfg: DictConfig, data: RunData, model: Any):
         raise ValueError("agent.algorithm=dqn cannot be exported: it chooses one path per flow (path selection), "
                          "not split ratios, and a bundle holds a split-routing policy (demand history -> split "
-                         "ratios); export an agent.algorithm=gradient run")
+                         "ratios); export an agent.algorithm=gradient or ppo run")

@@ -93,10 +93,22 @@ class PPOLearner(SB3Learner):
                               link_costs=cfg.agent.actions == "link_costs")
 
     def export_module(self, cfg: DictConfig, data: RunData, model: Any):
-        raise ValueError(f"agent.algorithm=ppo (agent.policy={cfg.agent.policy}) cannot be exported yet: its policy "
-                         "observes the link utilization its own previous routing caused, a stateful loop through "
-                         "the network that the exported graph (demand history -> split ratios) does not hold; "
-                         "export an agent.algorithm=gradient run")
+        """The policy with its loop through the network (it observes the utilization its previous
+        routing caused) unrolled inside from the environment's reset state
+        (experiments.export_ppo.UnrolledPPO): it reads the last env.history + 7 matrices (fewer
+        decisions above env.history=5: experiments.export_ppo.unroll_for)."""
+        from experiments.export_ppo import export_module
+
+        return export_module(model, data.pathset, cfg.env.history, cfg.env.action_scale,
+                             link_costs=cfg.agent.actions == "link_costs")
+
+    def export_policy(self, cfg: DictConfig, data: RunData, model: Any):
+        """The run's policy, a stateful adapter (it observes the utilization its previous answer
+        caused), reset and stepped through the same windows as the export before each answer
+        (experiments.export_ppo.UnrolledPolicy), so that parity compares like with like."""
+        from experiments.export_ppo import UnrolledPolicy
+
+        return UnrolledPolicy(self.routing_policy(cfg, data, model))
 
 
 def shared_starts_then(schedule_seed: int, wrapper: Callable | None, env):

@@ -258,15 +258,16 @@ def test_without_ks_js_statistics_the_envelope_alone_guards_one_window(bundles, 
     assert installer.calls[-1] == f"policy:{runtime.version}"
 
 
+def longest(self, history):
+    """Everything on each pair's last candidate: far worse than the LP (a Bundle.decide stand-in)."""
+    mask = np.asarray(self.pathset.mask)
+    ratios = np.zeros(mask.shape)
+    ratios[np.arange(len(mask)), mask.sum(axis=1) - 1] = 1.0
+    return ratios
+
+
 def test_a_policy_that_hurts_falls_back_after_n_intervals(bundles, tmp_path, monkeypatch):
     runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "shadow", mlu_margin=0.05)
-    mask = np.asarray(runtime.state.pathset.mask)
-
-    def longest(self, history):  # everything on each pair's last candidate: far worse than the LP
-        ratios = np.zeros(mask.shape)
-        ratios[np.arange(len(mask)), mask.sum(axis=1) - 1] = 1.0
-        return ratios
-
     monkeypatch.setattr(Bundle, "decide", longest)
     warm = runtime.history.maxlen
     records = [r for r in run(runtime, feed, bundles["traffic"][:warm + 4]) if r is not None]
@@ -307,14 +308,9 @@ def first_path(runtime: PolicyRuntime) -> np.ndarray:
 @pytest.mark.parametrize("decide, promoted", [("lp", True), ("longest", False)])
 def test_automatic_promotion_after_n_of_m_shadow_wins(bundles, tmp_path, monkeypatch, decide, promoted):
     runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "shadow", promote_after=(2, 3))
-    mask = np.asarray(runtime.state.pathset.mask)
     if decide == "lp":  # the LP on the matrix it routes: below shortest path's MLU on B4
         monkeypatch.setattr(Bundle, "decide", lambda self, history: runtime.fallback_routing(history[-1])[0])
-    else:  # everything on each pair's last candidate: worse than shortest path
-        def longest(self, history):
-            ratios = np.zeros(mask.shape)
-            ratios[np.arange(len(mask)), mask.sum(axis=1) - 1] = 1.0
-            return ratios
+    else:  # worse than shortest path
         monkeypatch.setattr(Bundle, "decide", longest)
     warm = runtime.history.maxlen
     records = [r for r in run(runtime, feed, bundles["traffic"][:warm + 4]) if r is not None]
