@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from agents.evaluation import PolicyScores
 
@@ -74,8 +74,47 @@ class TEWriter:
             plt.close(figure)
         self.writer.flush()
 
+    def hparams(self, cfg: DictConfig, metrics: dict[str, float | None], step: int) -> None:
+        """The run's settings (:func:`hyperparameters`) and final ``metrics`` for TensorBoard's
+        HParams dashboard, in this run's own log directory: a sweep opened as one log directory
+        lists its runs there, sortable by any metric. Metrics appear as ``hparams/<name>``."""
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {f"hparams/{name}": float(value) for name, value in metrics.items()
+                  if value is not None and np.isfinite(value)}
+        for summary in hparams(hyperparameters(cfg), values):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def table(self, prefix: str, table: dict[str, PolicyScores], step: int = 0) -> None:
+        """A scored table (every policy's normalized MLU median, p90 and max) as scalars under
+        ``prefix/<policy>/``: ``rlte eval`` adds each table it scores to the run's log."""
+        for name, scores in table.items():
+            x = scores.normalized_mlu
+            for key, value in (("median", np.median(x)), ("p90", np.percentile(x, 90)), ("max", x.max())):
+                self.writer.add_scalar(f"{prefix}/{name}/normalized_mlu_{key}", float(value), step)
+            if scores.drop_fraction is not None:
+                self.writer.add_scalar(f"{prefix}/{name}/drop_fraction", float(scores.drop_fraction.mean()), step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
+    """What distinguishes one run of a sweep from another, flat, as HParams takes it: the
+    agent's and the environment's settings (``agent.lr``, ``env.history``, ...), the seed, path
+    count, topology and traffic; lists and missing values as text."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {"seed": container["seed"], "paths": container["paths"],
+                            "topology": container["topology"]["name"], "traffic": container["traffic"]["name"]}
+    for group in ("agent", "env"):
+        for key, value in (container.get(group) or {}).items():
+            flat[f"{group}.{key}"] = value
+    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in flat.items()}
 
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:

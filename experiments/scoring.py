@@ -165,4 +165,24 @@ def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
                   live=cfg.backend.name != "twin", bar=True)
     report = table_json(cfg, data, indices, table)
     write_json_atomically(out or run_dir / "eval.json", json.dumps(report, indent=1))
+    log_table(run_dir, f"eval/{cfg.backend.name}/{data.topology.name}/{cfg.traffic.name}", table)
     return report, table
+
+
+def log_table(run_dir: Path, prefix: str, table: dict[str, PolicyScores]) -> None:
+    """The table in the run's TensorBoard log too (``tb/eval``), each scoring one step later than
+    the last: ``rlte eval`` twin and live tables side by side with the training curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from .progress import TEWriter
+
+    log_dir = run_dir / "tb" / "eval"
+    step = 0
+    if log_dir.is_dir():  # after the tables already logged: TensorBoard shows a tag's values by step
+        events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+        step = 1 + max((event.step for tag in events.Tags()["scalars"] for event in events.Scalars(tag)), default=-1)
+    writer = TEWriter(log_dir)
+    try:
+        writer.table(prefix, table, step)
+    finally:
+        writer.close()
