@@ -36,6 +36,7 @@ class ControllerConfig(BaseModel):
     mode: str | None = Field(None, description="shadow or active (default: the resumed mode, else shadow)")
     decision_interval_s: float | None = Field(None, gt=0, description="default: 3 × poll_interval_s")
     decision_timeout_s: float = Field(1.0, gt=0)
+    fallback: str = Field("lp", description="classic routing the policy falls back to")
     drift_statistics: tuple[str, ...] = Field(("ks", "js", "envelope"),
                                               description="drift statistics that trigger the fallback")
     promote_after: tuple[int, int] | None = Field(None, description="(N, M): promote shadow -> active once the "
@@ -57,6 +58,13 @@ class ControllerConfig(BaseModel):
         from .runtime import RuntimeConfig
 
         return RuntimeConfig._known_statistics(value)
+
+    @field_validator("fallback")
+    @classmethod
+    def _known_fallback(cls, value: str) -> str:
+        from .runtime import RuntimeConfig
+
+        return RuntimeConfig._known_fallback(value)
 
     @field_validator("promote_after")
     @classmethod
@@ -104,7 +112,8 @@ def start_runtime(config: ControllerConfig, state):
     runtime = PolicyRuntime(state, directory, RuntimeConfig(decision_interval_s=interval,
                                                             decision_timeout_s=config.decision_timeout_s,
                                                             promote_after=config.promote_after,
-                                                            drift_statistics=config.drift_statistics))
+                                                            drift_statistics=config.drift_statistics,
+                                                            fallback=config.fallback))
     if config.policy:
         runtime.restore_history()  # rollback can still reach the versions deployed before
         runtime.deploy(config.policy, config.mode)

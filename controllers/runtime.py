@@ -11,8 +11,8 @@ API, telemetry or failover. Then:
 * mode ``active``: it installs its decision through the controller's install path (the
   routing lock, taken with a deadline, then the barriers), as the HTTP API does.
 
-It falls back to classic control (the min-MLU path LP on the last measured matrix, shortest
-path if the LP fails) in the same interval when inference fails, times out or returns
+It falls back to classic control (``fallback``: by default the min-MLU path LP on the last
+measured matrix, shortest path if the LP fails) in the same interval when inference fails, times out or returns
 invalid ratios, when the measured traffic drifts from the training traffic (the bundle's
 :class:`agents.drift.DriftDetector`: KS on per-pair shares, JS over pairs and the envelope
 score, each against its threshold calibrated on the training traffic, in consecutive
@@ -56,6 +56,7 @@ from agents.bundle import MANIFEST_FILE, BundleError, check_ratios, load_bundle
 from agents.drift import STATISTICS, DriftDetector
 from topologies import TrafficEnvelope
 
+from .decision import DECISIONS, FirstPath, make_decision
 from .state import ControllerState, RequestError, json_safe
 
 LOG = logging.getLogger("rlte.controller.policy")
@@ -88,6 +89,8 @@ class RuntimeConfig(BaseModel):
     mlu_margin: float = Field(0.05, ge=0, description="the policy hurts when its MLU > fallback's × (1 + margin)")
     hurt_intervals: int = Field(3, ge=1, description="... for this many intervals in a row")
     recover_intervals: int = Field(3, ge=1, description="fallback ends once every cause is gone this long")
+    fallback: str = Field("lp", description="classic routing to fall back to: lp (on the last measured matrix, "
+                                            "shortest path if it fails) or a controllers.decision routing")
     lp_time_limit_s: float = Field(1.0, gt=0)
     drift_statistics: tuple[str, ...] = Field(
         STATISTICS, description="the drift statistics that make the runtime fall back (all are recorded): "
@@ -96,6 +99,13 @@ class RuntimeConfig(BaseModel):
         None, description="(N, M): promote shadow -> active once the policy's predicted MLU beat the incumbent's "
                           "on N of the last M decisions (none in fallback); None: only an explicit command promotes")
     keep_decisions: int = Field(500, ge=1, description="audit records kept in memory for the API")
+
+    @field_validator("fallback")
+    @classmethod
+    def _known_fallback(cls, value: str) -> str:
+        if value != "lp" and value not in DECISIONS:
+            raise ValueError(f"unknown fallback routing {value!r}; choose lp, {', '.join(DECISIONS)}")
+        return value
 
     @field_validator("drift_statistics")
     @classmethod
@@ -342,8 +352,12 @@ class PolicyRuntime:
         return loads / self.capacities
 
     def fallback_routing(self, matrix: np.ndarray) -> tuple[np.ndarray, str]:
-        """The path LP (tie-break min_load) on ``matrix`` scaled by the largest capacity; shortest path if it fails."""
+        """The classic routing to fall back to (``config.fallback``): the path LP (tie-break
+        min_load) on ``matrix`` scaled by the largest capacity, or a fixed routing of
+        :mod:`controllers.decision`; shortest path when the LP fails."""
         ps = self.state.pathset
+        if self.config.fallback != "lp":
+            return make_decision(self.config.fallback).decide(self.state.view()), self.config.fallback
         try:
             from agents.lp import path_lp
 
@@ -352,9 +366,7 @@ class PolicyRuntime:
             return solution.ratios, "lp"
         except Exception as exc:  # LPError, or anything else: the floor below always exists
             LOG.warning("fallback LP failed (%s); using shortest path", exc)
-            ratios = np.zeros((ps.num_pairs, ps.k))
-            ratios[:, 0] = 1.0
-            return ratios, "shortest_path"
+            return FirstPath().decide(self.state.view()), "shortest_path"
 
     def _infer(self, bundle: Any, history: np.ndarray) -> Inference:
         """The bundle's decision, waited for ``decision_timeout_s`` at most."""

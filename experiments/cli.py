@@ -456,6 +456,9 @@ def controller(
                                                       help="Seconds between policy decisions (default 3 × "
                                                            "--poll-interval)."),
     decision_timeout: float = typer.Option(1.0, "--decision-timeout", help="Deadline of one inference, seconds."),
+    fallback: str = typer.Option("lp", "--fallback", help="Classic routing the policy falls back to: lp (the LP on "
+                                                          "the last measured matrix; shortest path if it fails), "
+                                                          "shortest_path or equal_split."),
     drift_statistics: str = typer.Option("ks,js,envelope", "--drift-statistics",
                                          help="Drift statistics that make the policy fall back (each is recorded "
                                               "either way): ks, js, envelope, comma-separated. docs/live.md has "
@@ -483,6 +486,7 @@ def controller(
                                   decision_timeout_s=decision_timeout,
                                   promote_after=_n_of_m(promote_after) if promote_after else None,
                                   drift_statistics=tuple(name.strip() for name in drift_statistics.split(",")),
+                                  fallback=fallback,
                                   policy_dir=str(policy_dir) if policy_dir else None)
     except ValidationError as error:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"

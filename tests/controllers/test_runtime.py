@@ -190,6 +190,19 @@ def test_a_failing_inference_falls_back_to_the_lp_in_the_same_interval(bundles, 
     assert runtime.report()["status"] == "fallback"
 
 
+def test_the_fallback_routing_is_the_operators_choice(bundles, tmp_path, monkeypatch):
+    from topologies import Routing
+
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active", fallback="equal_split")
+    monkeypatch.setattr(Bundle, "decide", raises)
+    record = [r for r in run(runtime, feed, bundles["traffic"][:runtime.history.maxlen]) if r is not None][-1]
+    assert record["status"] == "fallback" and record["fallback_routing"] == "equal_split"
+    assert installer.calls == ["fallback:equal_split"]
+    np.testing.assert_array_equal(runtime.state.requested, Routing.uniform(runtime.state.pathset).ratios)
+    with pytest.raises(ValueError, match="unknown fallback routing 'ospf'; choose lp, shortest_path, equal_split"):
+        RuntimeConfig(fallback="ospf")
+
+
 def hotspot(matrices: np.ndarray, factor: float = 20.0) -> list[np.ndarray]:
     """``matrices`` with the pair that carries most of the first one's traffic ×``factor``."""
     ps = new_state().pathset
