@@ -164,3 +164,17 @@ def test_scaling_to_a_target_optimal_mlu():
         scale_to_optimal_mlu(topo, seq, 0.0)
     with pytest.raises(ValueError, match="unknown scaling mode"):
         scale_to_optimal_mlu(topo, seq, 0.5, mode="median")
+
+
+def test_the_evenest_split_survives_a_stalled_interior_point_solve():
+    """NSFNET gravity matrix 44 of `rlte compare`'s held-out sequence: Clarabel's defaults stall
+    on its least-squares tie-break (InsufficientProgress); the retry settings solve it, and the
+    routing is still MLU-optimal."""
+    from experiments import compose
+    from experiments.data import prepare
+
+    data = prepare(compose("topology=nsfnet", "traffic=gravity"))
+    matrix = data.test.matrices[44]
+    solution = path_lp(data.pathset, matrix, tie_break="min_load")
+    plain = path_lp(data.pathset, matrix)
+    assert solution.mlu == pytest.approx(plain.mlu, rel=1e-5)
