@@ -370,8 +370,14 @@ def test_rollback_restores_the_previous_version(bundles, tmp_path):
     assert runtime.decisions[-1]["version"] == second
 
 
-def test_rollback_in_active_mode_installs_the_restored_version_at_once(bundles, tmp_path):
-    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active")
+def test_rollback_in_active_mode_installs_the_restored_version_at_once(bundles, tmp_path, monkeypatch):
+    loads = []
+
+    def counting(path):
+        loads.append(path)
+        return load_bundle(path, pathset=new_state().pathset)
+
+    runtime, feed, installer = runtime_for(tmp_path, bundles["a"], "active", loader=counting)
     first = runtime.version
     run(runtime, feed, bundles["traffic"][:runtime.history.maxlen])
     assert installer.calls == [f"policy:{first}"]
@@ -379,8 +385,13 @@ def test_rollback_in_active_mode_installs_the_restored_version_at_once(bundles, 
     assert runtime.mode == "shadow" and installer.calls == [f"policy:{first}"]
     runtime.set_mode("active")  # promoting installs now, not an interval later
     assert installer.calls[-1] == f"policy:{second}"
+    solves = []
+    monkeypatch.setattr(PolicyRuntime, "fallback_routing",
+                        lambda self, matrix: solves.append(1) or (first_path(self), "lp"))
     assert runtime.rollback() == first
     assert installer.calls[-1] == f"policy:{first}"  # no interval passed: the rollback itself installed it
+    # quick because it reuses: the version loaded at its deployment, the fallback LP of this matrix
+    assert len(loads) == 2 and solves == []
     history = np.stack(runtime.history)
     np.testing.assert_allclose(runtime.state.requested, runtime.bundle.decide(history), atol=1e-9)
     assert [e["kind"] for e in audit(runtime)][-2:] == ["rollback", "decision"]
