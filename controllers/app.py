@@ -261,12 +261,13 @@ class TEController(app_manager.OSKenApp):
             routing = self.state.set_ratios(self.state.parse_routing(body), "api")
             return routing, self._apply(routing)
 
-    def install_ratios(self, ratios: np.ndarray, source: str) -> dict:
-        """Adopt and install ``ratios`` (a policy's decision or its fallback) as an API write does:
-        the routing lock with a deadline (RequestError 503 when busy: nothing changed), then barriers."""
+    def install_ratios(self, ratios: np.ndarray, source: str, pairs: list[int] | None = None) -> dict:
+        """Adopt ``ratios`` (a policy's decision or its fallback) and install the groups of
+        ``pairs`` (None: every pair) as an API write does: the routing lock with a deadline
+        (RequestError 503 when busy: nothing changed), then barriers."""
         with self.routing_change(ROUTING_LOCK_TIMEOUT_S, f"the policy decision ({source})"):
             routing = self.state.set_ratios(ratios, source)
-            return {"version": self.state.version, **self._apply(routing)}
+            return {"version": self.state.version, **self._apply(routing, pairs)}
 
     def _apply(self, routing: EffectiveRouting, pairs: list[int] | None = None) -> dict:
         """Install ``routing`` for ``pairs`` (all by default): backup paths first, then the groups.

@@ -79,7 +79,8 @@ class PolicyBundle(Protocol):
     def decide(self, history: np.ndarray) -> np.ndarray: ...
 
 
-Installer = Callable[[np.ndarray, str], dict]  # (ratios, source) -> install report; raises RequestError
+# (ratios, source, pairs whose groups change; None: all) -> install report; raises RequestError
+Installer = Callable[[np.ndarray, str, "list[int] | None"], dict]
 
 
 class RuntimeConfig(BaseModel):
@@ -92,6 +93,9 @@ class RuntimeConfig(BaseModel):
     fallback: str = Field("lp", description="classic routing to fall back to: lp (on the last measured matrix, "
                                             "shortest path if it fails) or a controllers.decision routing")
     lp_time_limit_s: float = Field(1.0, gt=0)
+    reinstall_tolerance: float = Field(
+        0.02, ge=0, le=1, description="a pair's group is rewritten only when one of its ratios moved more than this: "
+                                      "every group change disturbs the counters the next decision reads")
     drift_statistics: tuple[str, ...] = Field(
         STATISTICS, description="the drift statistics that make the runtime fall back (all are recorded): "
                                 "ks, js, envelope")
@@ -184,6 +188,7 @@ class PolicyRuntime:
         self.decisions: deque[dict[str, Any]] = deque(maxlen=self.config.keep_decisions)
         self.latencies_ms: deque[float] = deque(maxlen=1000)
         self.pending: Inference | None = None    # an inference that overran its deadline and still runs
+        self.last_sampled: float | None = None   # the counter poll the last matrix in the history came from
         self.status = "no policy"
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
@@ -434,7 +439,11 @@ class PolicyRuntime:
             if matrix is None:
                 self.status = "waiting for telemetry"
                 return None
+            sampled = self.state.pair_sample_time()
+            if sampled == self.last_sampled:  # no poll since the last decision (one skipped during an install):
+                return None                   # the same matrix twice would weigh double in the history
             with self.lock:
+                self.last_sampled = sampled
                 self.history.append(matrix)
             return self._decide()
 
@@ -580,11 +589,16 @@ class PolicyRuntime:
     def _install(self, ratios: np.ndarray, source: str) -> tuple[str, dict[str, Any]]:
         if self.installer is None:
             return "not_installed", {"error": "the controller has no install path yet"}
-        if self.state.decision.name == source and np.array_equal(self.state.requested, ratios):
-            return "unchanged", {"source": source}
+        requested = self.state.requested
+        moved = np.abs(ratios - requested).max(axis=1)
+        changed = np.flatnonzero(moved > self.config.reinstall_tolerance)
+        if self.state.decision.name == source and changed.size == 0:
+            return "unchanged", {"source": source, "pairs_changed": 0}
+        merged = requested.copy()  # the pairs that moved less keep their groups, and the ratios they realize
+        merged[changed] = ratios[changed]
         try:
-            report = self.installer(ratios, source)
-            return "installed", {"source": source, **report}
+            report = self.installer(merged, source, changed.tolist())
+            return "installed", {"source": source, "pairs_changed": int(changed.size), **report}
         except (RequestError, RuntimeError) as exc:  # lock busy (503) or refused: next interval tries again
             return "install_failed", {"source": source, "error": str(exc)}
 

@@ -285,6 +285,10 @@ class ControllerState:
         rates = np.array([np.nan if r is None else r for r in rates])
         return rates / (topo.capacities * self.capacity_scale)
 
+    def pair_sample_time(self) -> float | None:
+        """When the latest per-pair counter sample was taken (None before the first)."""
+        return max((samples[-1].time for samples in self.pair_samples.values() if samples), default=None)
+
     def pair_rates(self) -> np.ndarray | None:
         """Measured traffic matrix: bits/s per pair entering the network in the last interval."""
         if not self.pair_samples:
