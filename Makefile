@@ -26,7 +26,7 @@ $(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 # torch first, pinned: a package asking for plain `torch` would otherwise pull a CUDA build
 $(VENV)/.installed-learn: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[learn]'
+	$(BIN)/python -m pip install -q -e '.[learn,sweep]'
 	touch $@ $(VENV)/.installed-core
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

@@ -95,9 +95,30 @@ def hashing(data: dict) -> str:
                   for name, entry in data["summary"].items()])
 
 
+def sweep(data: dict) -> str:
+    rows = [[name, f"{data[name]['wall_seconds']:.0f}",
+             " / ".join(f"{r['train_seconds']:.0f}" for r in data[name]["runs"]),
+             " / ".join(str(r["threads"]["busy_threads"]) for r in data[name]["runs"] if "threads" in r)]
+            for name in ("sequential", "joblib_2")]
+    return (table(["launcher", "wall s (4 runs)", "each run's training s", "working threads per run"], rows)
+            + f"\n\nspeed-up {data['speedup']:.2f}x")
+
+
+def search(data: dict) -> str:
+    def row(name: str, entry: dict) -> list[str]:
+        params = ", ".join(f"{key.rpartition('.')[2]} {value:.3g}" if isinstance(value, float) else
+                           f"{key.rpartition('.')[2]} {value}" for key, value in entry["params"].items())
+        return [name, params, f"{entry['validation_median']:.4f}", f"{entry['heldout_median']:.4f}",
+                f"{entry['heldout_p90']:.4f}"]
+
+    rows = [row("defaults", data["defaults"]), row(f"best of {len(data['trials'])} trials", data["best_trial"])]
+    return table(["", "settings", "validation median", "held-out median", "held-out p90"], rows)
+
+
 def main() -> None:
     for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning),
-                         ("gnn_generalization", generalization), ("ovs_hashing", hashing)):
+                         ("gnn_generalization", generalization), ("ovs_hashing", hashing), ("sweep", sweep),
+                         ("search", search)):
         path = RESULTS / f"{name}.json"
         if path.exists():
             sys.stdout.write(f"## {name}\n\n{render(json.loads(path.read_text()))}\n\n")

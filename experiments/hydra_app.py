@@ -41,22 +41,31 @@ def print_table(title: str, policies: dict[str, dict]) -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base=None)
-def train_main(cfg: DictConfig) -> float:
+def train_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+
+    from .sweeps import searching
 
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    return train_and_report(cfg, run_dir, leave={".hydra", f"{hydra_config.job.name}.log"})
+    return train_and_report(cfg, run_dir, leave={".hydra", f"{hydra_config.job.name}.log"},
+                            search=searching(hydra_config))
 
 
-def train_and_report(cfg: DictConfig, run_dir: Path, *, resume: bool = False, leave: set[str] | None = None) -> float:
+def train_and_report(cfg: DictConfig, run_dir: Path, *, resume: bool = False, leave: set[str] | None = None,
+                     search: bool = False) -> float | None:
     """Train (or ``resume``) a run, print its table; bad input or a stop by signal ends the
     process with one line. ``leave``: the files of a directory Hydra made, which a refused run
-    removes with it (so a refused run leaves no empty run behind)."""
+    removes with it (so a refused run leaves no empty run behind). Returns what a searching
+    sweeper minimises (:func:`experiments.sweeps.objective`); ``search``: one runs this job, so a
+    run without validation matrices is refused and the objective is printed."""
     from .cli import USER_ERRORS, print_error
+    from .sweeps import objective, require_validation
     from .train import TrainingInterrupted, run_training
 
     try:
+        if search:
+            require_validation(cfg)
         metrics = run_training(cfg, run_dir, resume=resume)
     except USER_ERRORS as exc:  # a bad config or input: one line and exit status 2, as the other commands
         if leave is not None and {entry.name for entry in run_dir.iterdir()} <= leave:
@@ -70,7 +79,11 @@ def train_and_report(cfg: DictConfig, run_dir: Path, *, resume: bool = False, le
     print_table(f"{metrics['agent']} on {metrics['topology']} (seed {metrics['seed']}): normalized MLU, held-out",
                 {name: {"summary": s} for name, s in final.items()})
     console.print(f"trained in {metrics['train_seconds']:.0f} s · run directory {run_dir}", highlight=False)
-    return final[metrics["agent"]]["median"]  # what a sweeper would minimise
+    value = objective(metrics)  # never the held-out median above: a search must not tune on the test week
+    if search:
+        console.print(f"search objective: validation median {value:.4f} (kept checkpoint, step "
+                      f"{metrics['selected_checkpoint']['step']:,})", highlight=False)
+    return value
 
 
 def config_error_line(exc: Exception) -> str:
@@ -97,10 +110,12 @@ def config_error_line(exc: Exception) -> str:
 def run_train(args: list[str]) -> None:
     """`rlte train [overrides]` through Hydra, or `rlte train resume=DIR` (an unfinished run)."""
     from .cli import agent_names, print_error
+    from .sweeps import check_launch
 
     if any(arg.startswith("resume=") for arg in args):
         run_resume(args)
         return
+    check_launch(args)
     if {"--help", "-h"} & set(args):
         from .schema import is_schema
 
@@ -108,9 +123,10 @@ def run_train(args: list[str]) -> None:
                       "Config groups (group=NAME):", highlight=False, markup=False)
         console.print(f"  agent: {', '.join(agent_names())} (the first is the default; experiment variants: "
                       "-cd bench/conf agent=NAME, from bench/conf/agent)", highlight=False)
-        for group in ("topology", "traffic", "env", "backend"):
+        for group in ("topology", "traffic", "env", "backend", "search"):
             options = sorted(path.stem for path in (CONFIG_PATH / group).glob("*.yaml") if not is_schema(path.stem))
             console.print(f"  {group}: {', '.join(options)}", highlight=False)
+        console.print("  hydra/launcher (with -m): joblib, submitit_local, slurm (docs/sweeps.md)", highlight=False)
         console.print()
     sys.argv = ["rlte train", *args]
     previous = os.environ.get("HYDRA_FULL_ERROR")

@@ -67,10 +67,14 @@ def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dic
     """Train ``cfg``'s agent into ``run_dir`` and score it; ``resume``: continue the unfinished
     run in ``run_dir`` (made with this ``cfg``) from its latest checkpoint."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     check_config(cfg)
     kind = learner(cfg.agent.algorithm)
     torch.set_num_threads(cfg.threads)
+    # BLAS and OpenMP pools were sized to every core when numpy and torch were imported: cap them
+    # too, so jobs a launcher runs side by side (hydra/launcher=joblib) do not oversubscribe the cores
+    threadpool_limits(cfg.threads)
     started = time.perf_counter()
     checkpoint, state = resume_point(cfg, run_dir) if resume else (None, None)
     # Everything that can refuse the config runs before anything is written, so bad traffic,
@@ -99,7 +103,13 @@ def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dic
     utilization = None
     if kind.env_kind == "split_routing":
         utilization = mean_utilization(data, learned_policy(cfg, data, model), data.test.indices(cfg.eval.every))
-    writer.figures(progress.curve[-1]["step"], data, table, utilization)
+    step = progress.curve[-1]["step"]
+    writer.figures(step, data, table, utilization)
+    own = report["policies"][cfg.agent.name]["summary"]
+    writer.hparams(cfg, {"heldout_normalized_mlu_median": own["median"], "heldout_normalized_mlu_p90": own["p90"],
+                         "heldout_normalized_mlu_max": own["max"], "train_seconds": train_s,
+                         "validation_normalized_mlu_median": (progress.selected or {}).get("validation_median")},
+                   step)
     writer.close()
     metrics = {"agent": cfg.agent.name, "topology": data.topology.name, "seed": cfg.seed,
                "prepare_seconds": prepare_s, "train_seconds": train_s,
