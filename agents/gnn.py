@@ -41,19 +41,20 @@ from .gradient import (DemandHistoryPolicy, EpochCallback, TrainingState, load_n
 
 
 class LinkGraph:
-    """What the GNN needs to know about one path set, as tensors (built once per topology)."""
+    """What the GNN needs to know about one path set, as tensors on ``device`` (built once per topology)."""
 
-    def __init__(self, pathset: PathSet) -> None:
+    def __init__(self, pathset: PathSet, device: str | torch.device = "cpu") -> None:
         topo = pathset.topology
+        device = torch.device(device)
         self.pathset = pathset
-        self.edges = torch.as_tensor(link_graph_edges(topo))                 # (2, M): link a feeds link b
-        self.slot_links = SparseProduct(pathset.incidence.T.tocsr(), "cpu", torch.float32)  # (P·K, E): path links
-        self.mask = torch.as_tensor(np.array(pathset.mask))
+        self.edges = torch.as_tensor(link_graph_edges(topo), device=device)  # (2, M): link a feeds link b
+        self.slot_links = SparseProduct(pathset.incidence.T.tocsr(), device, torch.float32)  # (P·K, E): path links
+        self.mask = torch.as_tensor(np.array(pathset.mask), device=device)
         capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
-        self.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32)
-        self.twin = TorchFluidTwin(pathset, dtype=torch.float32)
-        self.capacities = torch.as_tensor(capacities, dtype=torch.float32)
-        self.equal_utilization = SparseProduct(equal_split_utilization_matrix(pathset).T.tocsr(), "cpu",
+        self.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32, device=device)
+        self.twin = TorchFluidTwin(pathset, device=device, dtype=torch.float32)
+        self.capacities = torch.as_tensor(capacities, dtype=torch.float32, device=device)
+        self.equal_utilization = SparseProduct(equal_split_utilization_matrix(pathset).T.tocsr(), device,
                                                torch.float32)  # (E, P)
 
 

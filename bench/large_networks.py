@@ -228,32 +228,6 @@ def load_case(case: Path):
     return pathset, np.load(case / "demands.npy")
 
 
-def link_graph(pathset, device):
-    """The graph policy's ``agents.gnn.LinkGraph`` with its tensors on ``device`` (LinkGraph
-    itself builds them on the CPU: the same construction, on the device)."""
-    import torch
-
-    from agents.gnn import LinkGraph
-    from envs.graph import equal_split_utilization_matrix, link_graph_edges
-    from envs.twin_torch import SparseProduct, TorchFluidTwin
-
-    if device.type == "cpu":
-        return LinkGraph(pathset)
-    graph = LinkGraph.__new__(LinkGraph)
-    topology = pathset.topology
-    capacities = np.array(topology.capacities, dtype=np.float64)
-    graph.pathset = pathset
-    graph.edges = torch.as_tensor(link_graph_edges(topology), device=device)
-    graph.slot_links = SparseProduct(pathset.incidence.T.tocsr(), device, torch.float32)
-    graph.mask = torch.as_tensor(np.array(pathset.mask), device=device)
-    graph.capacity_share = torch.as_tensor(capacities / capacities.max(), dtype=torch.float32, device=device)
-    graph.twin = TorchFluidTwin(pathset, device=device, dtype=torch.float32)
-    graph.capacities = torch.as_tensor(capacities, dtype=torch.float32, device=device)
-    graph.equal_utilization = SparseProduct(equal_split_utilization_matrix(pathset).T.tocsr(), device,
-                                            torch.float32)
-    return graph
-
-
 def gnn_network(weights: str | None):
     import torch
 
@@ -268,6 +242,8 @@ def gnn_network(weights: str | None):
 def child_gnn(case: Path, spec: dict) -> dict:
     """The graph policy: setup, one decision (or a batch of windows), memory; MLU of its routing."""
     import torch
+
+    from agents.gnn import LinkGraph
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -292,7 +268,7 @@ def child_gnn(case: Path, spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     peak = Peak()
     start = time.perf_counter()
-    graph = link_graph(pathset, device)
+    graph = LinkGraph(pathset, device)
     net.to(device)
     sync()
     setup_s = time.perf_counter() - start

@@ -170,17 +170,13 @@ def evaluate_run(cfg: DictConfig, data: RunData, model, run_dir: Path,
 
 
 def log_table(run_dir: Path, prefix: str, table: dict[str, PolicyScores]) -> None:
-    """The table in the run's TensorBoard log too (``tb/eval``), each scoring one step later than
-    the last: ``rlte eval`` twin and live tables side by side with the training curves."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    """The table in the run's TensorBoard log too (``tb/eval``), each scoring one step after the
+    last: ``rlte eval`` twin and live tables side by side with the training curves. Each scoring
+    writes one event file, so the tables already logged are the files already there."""
     from .progress import TEWriter
 
     log_dir = run_dir / "tb" / "eval"
-    step = 0
-    if log_dir.is_dir():  # after the tables already logged: TensorBoard shows a tag's values by step
-        events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
-        step = 1 + max((event.step for tag in events.Tags()["scalars"] for event in events.Scalars(tag)), default=-1)
+    step = len(list(log_dir.glob("events.out.tfevents.*"))) if log_dir.is_dir() else 0
     writer = TEWriter(log_dir)
     try:
         writer.table(prefix, table, step)
