@@ -218,7 +218,7 @@ class GNNPolicy(DemandHistoryPolicy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.graph = LinkGraph(self.pathset)
+        self.graph = LinkGraph(self.pathset, self.device)
 
     def on(self, pathset: PathSet, name: str | None = None) -> "GNNPolicy":
         """The same weights routing another topology's path set (no retraining)."""
@@ -259,21 +259,22 @@ def train_gnn(
     *,
     on_epoch: EpochCallback | None = None,
     resume: TrainingState | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[LinkGNN, list[float]]:
     """Train one :class:`LinkGNN` on one or more topologies (batches alternate between them).
 
     Samples are windows t-h..t-1 -> matrix t; the loss is MLU(matrix t) ÷ its optimum.
     Returns the network and the mean training loss of every epoch. ``on_epoch`` and
-    ``resume`` as in :func:`agents.gradient.train_gradient`.
+    ``resume`` and ``device`` as in :func:`agents.gradient.train_gradient`.
     """
     if not sets:
         raise ValueError("train_gnn needs at least one training set")
     h = settings.history
-    prepared = [(LinkGraph(data.pathset), *training_samples(data.pathset, data.matrices, data.optimal_mlu, h))
-                for data in sets]
+    prepared = [(LinkGraph(data.pathset, device),
+                 *training_samples(data.pathset, data.matrices, data.optimal_mlu, h, device)) for data in sets]
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    net = LinkGNN(h, settings.hidden, settings.layers, settings.rounds)
+    net = LinkGNN(h, settings.hidden, settings.layers, settings.rounds).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs)
     if resume is not None:
@@ -283,7 +284,7 @@ def train_gnn(
         net.train()
         batches = []
         for index, (_, _, _, targets, _) in enumerate(prepared):
-            order = torch.randperm(len(targets), generator=generator)
+            order = torch.randperm(len(targets), generator=generator).to(device)
             batches += [(index, order[s:s + settings.batch_size]) for s in range(0, len(order), settings.batch_size)]
         total, count = 0.0, 0
         for b in torch.randperm(len(batches), generator=generator).tolist():

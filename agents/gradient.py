@@ -20,6 +20,8 @@ from torch import nn
 from envs.twin_torch import TorchFluidTwin
 from topologies import PathSet
 
+from .device import module_device
+
 
 def mlp(inputs: int, outputs: int, hidden: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -41,7 +43,7 @@ def load_network(cls: type[nn.Module], path: str | Path, shape: Sequence[str], *
     (Files written before the class name was saved load as whichever class asks.)"""
     name = cls.__name__
     try:
-        saved = torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True, map_location="cpu")  # trained on a GPU or not
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # torch's reports of a file that is no checkpoint
         raise ValueError(f"{path}: not a saved {name} (torch cannot read it: {type(exc).__name__})") from exc
     if not isinstance(saved, dict):
@@ -105,19 +107,25 @@ class DemandHistoryPolicy:
         self.history = self.net.history
         self.net.eval()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network is: its inputs go there, its ratios come back to the CPU."""
+        return module_device(self.net)
+
     def _ratios(self, demands: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
     def route(self, history: np.ndarray) -> np.ndarray:
-        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32)
-        return self._ratios(demands[None])[0].double().numpy()
+        demands = torch.as_tensor(self.pathset.demands(history[-self.history:]), dtype=torch.float32,
+                                  device=self.device)
+        return self._ratios(demands[None])[0].double().cpu().numpy()
 
     @torch.no_grad()
     def route_batch(self, windows: np.ndarray) -> np.ndarray:
         """(B, h, N, N) -> (B, P, K): many decisions in one forward pass."""
-        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32)
-        return self._ratios(demands).double().numpy()
+        demands = torch.as_tensor(self.pathset.demands(windows), dtype=torch.float32, device=self.device)
+        return self._ratios(demands).double().cpu().numpy()
 
 
 @dataclass
@@ -180,7 +188,7 @@ class TrainingState:
     @classmethod
     def load(cls, path: str | Path) -> "TrainingState":
         try:
-            return cls(**torch.load(path, weights_only=False))
+            return cls(**torch.load(path, weights_only=False, map_location="cpu"))
         except (OSError, pickle.UnpicklingError, TypeError, RuntimeError, EOFError) as exc:
             raise ValueError(f"{path} is not a training state saved by rlte: {exc}") from None
 
@@ -199,10 +207,11 @@ def normalized_mlu_loss(utilization: torch.Tensor, optimum: torch.Tensor, spread
     return loss
 
 
-def training_samples(pathset: PathSet, matrices: np.ndarray, optimal_mlu: np.ndarray, history: int
+def training_samples(pathset: PathSet, matrices: np.ndarray, optimal_mlu: np.ndarray, history: int,
+                     device: str | torch.device = "cpu"
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Checked training data as tensors: pair demands (T, P), optima (T,), and the samples:
-    target matrices t = h..T-1 (S,) with their windows t-h..t-1 (S, h)."""
+    """Checked training data as tensors on ``device``: pair demands (T, P), optima (T,), and
+    the samples: target matrices t = h..T-1 (S,) with their windows t-h..t-1 (S, h)."""
     if history < 1:
         raise ValueError(f"history must be >= 1, got {history}")
     matrices, optimal_mlu = np.asarray(matrices), np.asarray(optimal_mlu, dtype=np.float64)
@@ -210,10 +219,10 @@ def training_samples(pathset: PathSet, matrices: np.ndarray, optimal_mlu: np.nda
         raise ValueError(f"{len(matrices)} matrices but {len(optimal_mlu)} optimal MLU values")
     if len(matrices) <= history:
         raise ValueError(f"{len(matrices)} matrices are too few for history {history}")
-    targets = torch.arange(history, len(matrices))
-    return (torch.as_tensor(pathset.demands(matrices), dtype=torch.float32),
-            torch.as_tensor(optimal_mlu, dtype=torch.float32),
-            targets, targets[:, None] + torch.arange(-history, 0)[None, :])
+    targets = torch.arange(history, len(matrices), device=device)
+    return (torch.as_tensor(pathset.demands(matrices), dtype=torch.float32, device=device),
+            torch.as_tensor(optimal_mlu, dtype=torch.float32, device=device),
+            targets, targets[:, None] + torch.arange(-history, 0, device=device)[None, :])
 
 
 def train_gradient(
@@ -224,20 +233,23 @@ def train_gradient(
     *,
     on_epoch: EpochCallback | None = None,
     resume: TrainingState | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[GradientPolicy, list[float]]:
     """Train on consecutive ``matrices`` (T, N, N) whose optima are ``optimal_mlu`` (T,).
 
     Samples are windows t-h..t-1 -> matrix t. Returns the policy and the mean training loss
     (normalized MLU) of every epoch. ``on_epoch`` is called after each (as
     :func:`agents.gnn.train_gnn` calls it); ``resume`` continues a training from its state.
+    The network, the twin and the data live on ``device`` (the policy returned too); the batch
+    order is drawn on the CPU, so a seed orders batches alike on every device.
     """
     h = settings.history
-    demands, optimum, targets, windows = training_samples(pathset, matrices, optimal_mlu, h)
+    demands, optimum, targets, windows = training_samples(pathset, matrices, optimal_mlu, h, device)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    net = SplitRatioNet(pathset, h, settings.hidden)
-    twin = TorchFluidTwin(pathset, dtype=torch.float32)
-    capacities = torch.as_tensor(np.array(pathset.topology.capacities), dtype=torch.float32)
+    net = SplitRatioNet(pathset, h, settings.hidden).to(device)
+    twin = TorchFluidTwin(pathset, device=device, dtype=torch.float32)
+    capacities = torch.as_tensor(np.array(pathset.topology.capacities), dtype=torch.float32, device=device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     policy = GradientPolicy(pathset, net)
     if resume is not None:
@@ -245,7 +257,7 @@ def train_gradient(
     losses = list(resume.losses) if resume is not None else []
     for epoch in range(resume.epoch if resume is not None else 0, settings.epochs):
         net.train()
-        order = torch.randperm(len(targets), generator=generator)
+        order = torch.randperm(len(targets), generator=generator).to(device)
         total = 0.0
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]

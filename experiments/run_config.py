@@ -27,6 +27,8 @@ def check_config(cfg: DictConfig, *, training: bool = True) -> None:
         raise ValueError(f"training runs in the twin (backend=twin): a step on {cfg.backend.name} takes seconds, so "
                          f"a run would take weeks; train in the twin, then score the run there: "
                          f"rlte eval run=<run directory> backend={cfg.backend.name}")
+    if training:
+        kind.device(cfg)  # device=cuda on a machine without one: refused before anything is prepared
 
 
 def baseline_names(cfg: DictConfig) -> list[str] | None:

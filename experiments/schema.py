@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from agents.device import check_device_setting
+
 
 def whole(key: str, value: object, minimum: int) -> None:
     """Refuse a whole number below ``minimum``, naming its key (the schema already refused a non-integer)."""
@@ -194,7 +196,12 @@ class RunConfig(Checked):
     seed: int = 0
     paths: int = 4    # candidate hop-shortest paths per pair
     threads: int = 1  # torch / BLAS threads per run
+    device: str = "auto"  # torch device for training: auto, cpu, cuda, cuda:N (agents.device)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device_setting(self.device)
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

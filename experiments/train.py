@@ -112,7 +112,7 @@ def run_training(cfg: DictConfig, run_dir: Path, *, resume: bool = False) -> dic
                    step)
     writer.close()
     metrics = {"agent": cfg.agent.name, "topology": data.topology.name, "seed": cfg.seed,
-               "prepare_seconds": prepare_s, "train_seconds": train_s,
+               "device": str(kind.device(cfg)), "prepare_seconds": prepare_s, "train_seconds": train_s,
                "other_topologies_scoring_seconds": progress.others_seconds,
                "seconds_to_heldout_median_1.10": progress.seconds_to_target, "curve": progress.curve,
                "selected_checkpoint": progress.selected,

@@ -64,6 +64,13 @@ class Learner:
         """Whether the trained weights fit topologies other than the run's (no weight's shape depends on it)."""
         return cfg.agent.policy == "graph"
 
+    def device(self, cfg: DictConfig) -> torch.device:
+        """Where this run trains: its ``device`` setting on this machine. ``auto`` takes CUDA for
+        the graph policies only; the MLPs stay on the CPU (:mod:`agents.device` says why)."""
+        from agents.device import resolve_device
+
+        return resolve_device(cfg.device, gpu_pays=cfg.agent.policy == "graph")
+
     def trainer(self, cfg: DictConfig, data: RunData, run_dir: Path,
                 extra: Sequence[tuple[ExtraEntry, TrainingSet]] = (), resume: Path | None = None) -> Trainer:
         """The training, with everything that can refuse the config built already (before the

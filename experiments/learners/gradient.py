@@ -71,6 +71,7 @@ class GradientLearner(Learner):
         from agents.gradient import TrainingState
 
         agent = cfg.agent
+        device = self.device(cfg)
         every = max(1, cfg.eval.periodic_every // 1000)  # epochs between held-out scores
         common = {"history": cfg.env.history, "epochs": agent.epochs, "batch_size": agent.batch_size,
                   "learning_rate": agent.learning_rate, "weight_decay": agent.weight_decay, "seed": cfg.seed}
@@ -86,7 +87,7 @@ class GradientLearner(Learner):
                     *(trained for _, trained in extra)]
 
             def fit(on_epoch):
-                return train_gnn(sets, settings, on_epoch=on_epoch, resume=state)[0]
+                return train_gnn(sets, settings, on_epoch=on_epoch, resume=state, device=device)[0]
         else:
             from agents.gradient import GradientSettings, SplitRatioNet, train_gradient
 
@@ -96,7 +97,7 @@ class GradientLearner(Learner):
 
             def fit(on_epoch):
                 return train_gradient(data.pathset, data.train.matrices, data.train_optimum, settings,
-                                      on_epoch=on_epoch, resume=state)[0].net
+                                      on_epoch=on_epoch, resume=state, device=device)[0].net
 
         def train(progress: Progress):
             done = state.epoch if state is not None else 0

@@ -57,6 +57,7 @@ class SB3Learner(Learner):
 
         return make_model(self.algorithm, env, OmegaConf.to_container(cfg.agent.hyperparameters),
                           net_arch=list(cfg.agent.net_arch), seed=cfg.seed, tensorboard_log=str(run_dir / "tb"),
+                          device=self.device(cfg),
                           policy=cfg.agent.policy, policy_options=self.policy_options(cfg), also_on=also_on,
                           also_labels=also_labels, **self.model_options(cfg))
 

@@ -105,12 +105,21 @@ def config_refusal(*overrides: str) -> str:
     (["agent=gradient", "agent.also_train_on=[{topology: nsfnet, traffic: gravity}]"],
      "agent.also_train_on is for the graph policies (agent.policy=graph)"),
     (["agent=nope"], "Could not find 'agent/nope'; choose one of dqn, dqn_gnn"),
+    (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["device=cuda:x"], "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
 ])
 def test_a_config_that_does_not_go_together_is_refused_in_one_line(overrides, message):
     """Hydra's schemas refuse wrong types; check_config what a type cannot say; either way one line."""
     refusal = config_refusal(*overrides)
     assert "\n" not in refusal
     assert re.search(message if "(" not in message or ".*" in message else re.escape(message), refusal), refusal
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device: device=cuda is accepted here")
+def test_train_refuses_a_cuda_device_this_machine_lacks_before_it_prepares_anything():
+    for agent in ("gradient", "gradient_gnn", "ppo_costs_spread"):
+        assert re.search(r"^device=cuda: torch .* sees no CUDA device on this machine; use device=cpu, or "
+                         r"device=auto", config_refusal(f"agent={agent}", "device=cuda"))
 
 
 def test_configs_that_go_together_are_accepted():
@@ -258,6 +267,7 @@ def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, mo
                         "eval.with_baselines=false")
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 1, 2]
+    assert metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # device=auto, a graph policy
     # it learns: two epochs close at least 5% of the untrained network's gap to the optimum on the
     # held-out matrices (measured, seed 0: 1.0216 -> 1.0170, 21% of the gap; seeds 0-5: 12% to 26%)
     untrained, trained = metrics["curve"][0]["median"], metrics["curve"][-1]["median"]
