@@ -32,12 +32,50 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.graph import equal_split_utilization_matrix, link_graph_edges
+from envs.graph import equal_split_utilization_matrix
 from envs.twin_torch import SparseProduct, TorchFluidTwin
-from topologies import PathSet
+from topologies import PathSet, Topology
 
 from .gradient import (DemandHistoryPolicy, EpochCallback, TrainingState, load_network, normalized_mlu_loss,
                        save_network, training_samples)
+
+
+class LinkAdjacency:
+    """The link graph (:func:`envs.graph.link_graph_edges`: link a feeds link b when a ends where
+    b starts and b is not a's reverse) as each link's endpoints and reverse, not its edge list.
+
+    The edge list of a node with d links in and d out holds d·(d-1) edges, so message passing
+    over it is quadratic in a hub's degree (ASN2k's hubs: 655,700 edges among 8,558 links). The
+    links a link feeds are the links out of its head less its reverse, so a mean over them is a
+    sum over the node (one pass over the links) less one term: linear in the links."""
+
+    def __init__(self, topology: Topology, device: str | torch.device = "cpu") -> None:
+        src, dst = np.asarray(topology.link_src), np.asarray(topology.link_dst)
+        index = {(u, v): link for link, (u, v) in enumerate(zip(src.tolist(), dst.tolist()))}
+        reverse = np.array([index.get((v, u), -1) for u, v in zip(src.tolist(), dst.tolist())], dtype=np.int64)
+        has_reverse = reverse >= 0
+        out_degree, in_degree = (np.bincount(ends, minlength=topology.num_nodes) for ends in (src, dst))
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, device=device)
+
+        self.num_nodes = topology.num_nodes
+        self.src, self.dst = tensor(src.astype(np.int64)), tensor(dst.astype(np.int64))
+        self.reverse = tensor(np.where(has_reverse, reverse, 0))   # a stand-in where there is none ...
+        self.has_reverse = tensor(has_reverse.astype(np.float32))  # ... weighted 0
+        # how many links each one feeds / is fed by (at least 1: a mean over none is 0)
+        self.ahead_count = tensor(np.maximum(out_degree[dst] - has_reverse, 1).astype(np.float32))
+        self.behind_count = tensor(np.maximum(in_degree[src] - has_reverse, 1).astype(np.float32))
+
+    def means(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, E, H) link states -> the mean state of the links each one feeds, and of the links feeding it."""
+        batch, _, width = h.shape
+        back = h[:, self.reverse] * self.has_reverse[None, :, None]
+        out_sum = h.new_zeros(batch, self.num_nodes, width).index_add_(1, self.src, h)
+        in_sum = h.new_zeros(batch, self.num_nodes, width).index_add_(1, self.dst, h)
+        ahead = (out_sum[:, self.dst] - back) / self.ahead_count[None, :, None]
+        behind = (in_sum[:, self.src] - back) / self.behind_count[None, :, None]
+        return ahead, behind
 
 
 class LinkGraph:
@@ -47,7 +85,7 @@ class LinkGraph:
         topo = pathset.topology
         device = torch.device(device)
         self.pathset = pathset
-        self.edges = torch.as_tensor(link_graph_edges(topo), device=device)  # (2, M): link a feeds link b
+        self.adjacency = LinkAdjacency(topo, device)  # the link graph, kept in O(links)
         self.slot_links = SparseProduct(pathset.incidence.T.tocsr(), device, torch.float32)  # (P·K, E): path links
         self.mask = torch.as_tensor(np.array(pathset.mask), device=device)
         capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
@@ -97,14 +135,23 @@ class LinkMessagePassing(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(3 * hidden, hidden) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
 
-    def forward(self, features: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-        feeds, fed = edges[0], edges[1]
-        links = features.shape[1]
-        fed_count = torch.bincount(feeds, minlength=links).clamp_min(1).to(features.dtype)   # links each one feeds
-        feeding_count = torch.bincount(fed, minlength=links).clamp_min(1).to(features.dtype)
+    def forward(self, features: torch.Tensor, edges: torch.Tensor | LinkAdjacency) -> torch.Tensor:
+        """``edges``: the link graph's (2, M) edge list (as the graph observation carries it) or,
+        the same graph in linear time, its :class:`LinkAdjacency`."""
         h = torch.relu(self.encode(features))
+        if isinstance(edges, LinkAdjacency):
+            means = edges.means
+        else:
+            feeds, fed = edges[0], edges[1]
+            links = features.shape[1]
+            fed_count = torch.bincount(feeds, minlength=links).clamp_min(1).to(features.dtype)  # links each one feeds
+            feeding_count = torch.bincount(fed, minlength=links).clamp_min(1).to(features.dtype)
+
+            def means(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return _mean_into(h, feeds, fed, fed_count), _mean_into(h, fed, feeds, feeding_count)
+
         for layer, norm in zip(self.layers, self.norms):
-            ahead, behind = _mean_into(h, feeds, fed, fed_count), _mean_into(h, fed, feeds, feeding_count)
+            ahead, behind = means(h)
             h = norm(h + torch.relu(layer(torch.cat([h, ahead, behind], dim=-1))))
         return h
 
@@ -141,7 +188,7 @@ class CostRefinement(nn.Module):
         self.net = LinkMessagePassing(link_features + self.FEATURES + hidden, hidden, layers)
         self.step = nn.Linear(hidden, 1)
 
-    def forward(self, features: torch.Tensor, edges: torch.Tensor, h: torch.Tensor, cost: torch.Tensor,
+    def forward(self, features: torch.Tensor, edges: torch.Tensor | LinkAdjacency, h: torch.Tensor, cost: torch.Tensor,
                 utilization_of: Callable[[torch.Tensor], torch.Tensor], reference_peak: torch.Tensor,
                 move: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, E, F) features, (B, E, hidden) embeddings, (B, E) costs -> refined (costs, embeddings).
@@ -176,7 +223,7 @@ class LinkGNN(nn.Module):
         """(B, h, P) demand history -> (B, P, K) split ratios for the next matrix."""
         equal = equal_split_utilization(graph, demands)
         features = _scale_free_features(graph, equal)
-        h = self.body(features, graph.edges)
+        h = self.body(features, graph.adjacency)
         link_cost = nn.functional.softplus(self.cost(h)).squeeze(-1)                  # (B, E) > 0
         if self.rounds:
             latest = demands[:, -1]
@@ -188,7 +235,7 @@ class LinkGNN(nn.Module):
             # A factor in [1/e², e²] per round keeps costs positive and each step bounded. The
             # steps are centred over the links: a common factor only sharpens the softmin, and
             # uncentred, 8 rounds of e¹ drove every pair onto one path where no gradient flows.
-            link_cost, _ = self.refinement(features, graph.edges, h, link_cost, utilization_of, equal_peak,
+            link_cost, _ = self.refinement(features, graph.adjacency, h, link_cost, utilization_of, equal_peak,
                                            lambda cost, step: cost * torch.exp(step - step.mean(dim=1, keepdim=True)))
         return self.ratios(graph, link_cost)
 

@@ -165,3 +165,38 @@ def test_messages_are_means_over_the_links_fed_and_feeding():
     ahead = _mean_into(values, feeds, fed, count_fed)[0, :, 0]
     behind = _mean_into(values, fed, feeds, count_feeding)[0, :, 0]
     assert ahead.tolist() == [3.0, 4.0, 0.0] and behind.tolist() == [0.0, 1.0, 1.5]
+
+
+def _spoke():
+    """A⇄B⇄C and a one-way detour B→D→C. Links: 0 A→B, 1 B→A, 2 B→C, 3 C→B, 4 B→D, 5 D→C."""
+    from topologies import Link, Node, Topology
+
+    links = [("A", "B"), ("B", "A"), ("B", "C"), ("C", "B"), ("B", "D"), ("D", "C")]
+    return Topology("spoke", tuple(Node(n) for n in "ABCD"), tuple(Link(u, v, 1e9) for u, v in links))
+
+
+def test_the_linear_link_adjacency_gives_the_hand_computed_means():
+    """Link a feeds b when a ends where b starts and b is not a's reverse (by hand on _spoke):
+    A→B feeds B→C and B→D; C→B feeds B→A and B→D; B→C is fed by A→B only (C→B is its
+    reverse); B→D, with no reverse, is fed by A→B and C→B."""
+    from agents.gnn import LinkAdjacency
+
+    h = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])[None, :, None]
+    ahead, behind = LinkAdjacency(_spoke()).means(h)
+    assert ahead[0, :, 0].tolist() == [10.0, 0.0, 0.0, 9.0, 32.0, 8.0]
+    assert behind[0, :, 0].tolist() == [0.0, 8.0, 1.0, 32.0, 4.5, 16.0]
+
+
+@pytest.mark.parametrize("spec", ["abilene", "geant", "fat_tree:4", "b4", "waxman:40"])
+def test_message_passing_over_the_adjacency_equals_it_over_the_edge_list(spec):
+    """The O(links) means equal the edge list's (the graph observation's) on real and generated networks."""
+    from agents.gnn import LinkAdjacency, LinkMessagePassing
+    from envs.graph import link_graph_edges
+
+    topology = load_topology(spec)
+    torch.manual_seed(0)
+    module = LinkMessagePassing(in_features=3, hidden=16, layers=3)
+    features = torch.randn(2, topology.num_links, 3)
+    over_edges = module(features, torch.as_tensor(link_graph_edges(topology)))
+    over_adjacency = module(features, LinkAdjacency(topology))
+    torch.testing.assert_close(over_adjacency, over_edges, rtol=1e-5, atol=1e-5)
