@@ -115,10 +115,20 @@ def search(data: dict) -> str:
     return table(["", "settings", "validation median", "held-out median", "held-out p90"], rows)
 
 
+def devices(data: dict) -> str:
+    training = [[r["case"], r["machine"], r["device"], f"{r['budget']} {r['unit']}", f"{r['train_seconds']:.1f}",
+                 f"{r[r['unit'] + '_per_second']:.3g} {r['unit']}/s"] for r in data.get("training", [])]
+    twin = [[r["case"], r["machine"], r["device"], f"{r['pairs']} pairs, batch {r['batch']}",
+             f"{r['seconds_per_call'] * 1e3:.1f} ms", f"{r['matrices_per_second']:.3g} matrices/s"]
+            for r in data.get("twin", [])]
+    return (table(["training", "machine", "device", "budget", "train s", "throughput"], training) + "\n\n"
+            + table(["twin forward + backward", "machine", "device", "size", "per batch", "throughput"], twin))
+
+
 def main() -> None:
     for name, render in (("twin_throughput", twin), ("lp_solve", lp), ("learning", learning),
                          ("gnn_generalization", generalization), ("ovs_hashing", hashing), ("sweep", sweep),
-                         ("search", search)):
+                         ("search", search), ("devices", devices)):
         path = RESULTS / f"{name}.json"
         if path.exists():
             sys.stdout.write(f"## {name}\n\n{render(json.loads(path.read_text()))}\n\n")
