@@ -4,15 +4,21 @@ searches (Optuna's, conf/search/), and what is refused before a sweep starts.
 A search's objective is the kept checkpoint's median normalized MLU on the validation matrices
 cut from the end of the training sequence (``eval.validation``), never the held-out test week,
 which stays for the final table. Launchers (joblib, submitit) and Hydra's grid sweeper ignore
-the value; a run outside a search prints and writes what it always did."""
+the value; a run outside a search prints and writes what it always did.
+
+A search whose study is stored (``hydra.sweeper.storage=sqlite:///FILE``) continues it when run
+again: the sweeper loads the study by name, and :class:`ContinueStudy` makes the new trials new."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, read_write
 
 # Hydra's grid sweeper (`-m a=1,2`): it never reads a job's return value
 GRID_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -23,6 +29,8 @@ PLUGINS = {"hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
            "hydra/launcher=slurm": "hydra_plugins.hydra_submitit_launcher",
            "hydra/sweeper=optuna": "hydra_plugins.hydra_optuna_sweeper",
            "search=": "hydra_plugins.hydra_optuna_sweeper"}
+STORAGE, SWEEP_DIR = "hydra.sweeper.storage", "hydra.sweep.dir"
+log = logging.getLogger(__name__)
 
 
 def check_launch(args: list[str]) -> None:
@@ -36,6 +44,75 @@ def check_launch(args: list[str]) -> None:
         if arg in ("hydra/launcher=slurm", "hydra/launcher=submitit_slurm") and shutil.which("sbatch") is None:
             raise ValueError(f"{arg} submits the sweep to Slurm, and this machine has no sbatch: run it on the "
                              "cluster's login node, or use hydra/launcher=joblib here")
+    settings = dict(override(arg) for arg in args if "=" in arg)
+    if settings.get(STORAGE) not in (None, "", "null"):
+        open_storage(settings[STORAGE])
+        sweep = Path(settings.get(SWEEP_DIR) or ".")
+        if SWEEP_DIR in settings and any(sweep.glob("*/config.yaml")):
+            raise ValueError(f"{SWEEP_DIR}={sweep} already holds a sweep's runs, and a search that continues its "
+                             "study numbers its runs from 0 again: leave hydra.sweep.dir out (a new dated folder "
+                             "each time) or give a new one")
+
+
+def override(arg: str) -> tuple[str, str]:
+    """A command-line override as (key, value), without its +/++ prefix and the value's quotes."""
+    key, _, value = arg.partition("=")
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return key.lstrip("+"), value
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's storage at ``url`` (an SQLite file's folder made first), or a one-line refusal
+    (SQLAlchemy's and optuna's own are tracebacks from inside the sweeper)."""
+    try:
+        from optuna.storages import get_storage
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:
+        return None  # no sweep extra: the search itself is refused above
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return get_storage(url)
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{STORAGE}={url}: Optuna cannot open it as a study database ({reason}); give an "
+                         f"SQLAlchemy URL, e.g. {STORAGE}=sqlite:///runs/search/abilene.db") from None
+
+
+class ContinueStudy(Callback):
+    """The search configs' Hydra callback (``hydra.callbacks.study``). When the study is stored
+    and already holds trials, the sweeper continues it (optuna's ``load_if_exists``), and this
+    adds the number of stored trials to the sampler's seed before the sweeper makes the sampler:
+    with the seed as configured, TPE's random start-up trials would repeat the first search's.
+    A new study keeps the configured seed, so a search is reproduced with or without storage."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        storage, name = sweeper.get("storage"), sweeper.get("study_name")
+        if storage is None or name is None:
+            return
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            trials = optuna.load_study(study_name=name, storage=str(storage)).trials
+        except KeyError:  # not in the database yet: the sweeper creates it
+            return
+        if not trials:
+            return
+        sampler = sweeper.get("sampler")
+        if sampler is not None and sampler.get("seed") is not None:
+            with read_write(sampler):
+                sampler.seed = int(sampler.seed) + len(trials)
+        complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
+        running = sum(trial.state == TrialState.RUNNING for trial in trials)  # a stopped search's: TPE skips them
+        log.info(f"continuing study {name} ({storage}): {len(trials)} trials so far, {complete} complete"
+                 f"{f', {running} left running by a stopped search' if running else ''}; sampler seed "
+                 f"{sampler.get('seed') if sampler is not None else None}")
 
 
 def searching(hydra_config: Any) -> bool:

@@ -19,6 +19,10 @@ from tests.support import ROOT, rlte
 TINY = ["agent=gradient", "agent.epochs=1", "agent.hidden=[16]", "topology=b4", "traffic=b4-real", "eval.every=3",
         "eval.periodic_every=1000", "eval.baselines=[lp_previous]"]
 THREADS = "+hydra.callbacks.threads._target_=bench.sweep.ThreadUsage"
+# a search trial of a few seconds: PPO for 256 steps on B4, validated on 6 matrices
+SEARCH_TINY = ["topology=b4", "traffic=b4-real", "agent.total_timesteps=256", "agent.hyperparameters.n_steps=64",
+               "agent.hyperparameters.batch_size=64", "agent.net_arch=[16]", "eval.every=3", "eval.periodic_every=128",
+               "eval.baselines=[lp_previous]", "eval.validation=6"]
 
 
 def environment(tmp_path) -> dict:
@@ -100,14 +104,34 @@ def test_a_launcher_without_its_plugin_or_slurm_is_refused_in_one_line(monkeypat
     sweeps.check_launch(["-m", "seed=0,1"])  # a plain sweep needs nothing
 
 
+def test_a_search_storage_optuna_cannot_open_or_a_used_sweep_dir_is_refused_in_one_line(tmp_path):
+    from experiments import sweeps
+
+    with pytest.raises(ValueError, match=re.escape(
+            "hydra.sweeper.storage=runs/x.db: Optuna cannot open it as a study database (Could not parse SQLAlchemy "
+            "URL from string 'runs/x.db'); give an SQLAlchemy URL, e.g. hydra.sweeper.storage=sqlite:///")):
+        sweeps.check_launch(["-m", "search=ppo_costs_spread", "hydra.sweeper.storage=runs/x.db"])
+    with pytest.raises(ValueError, match=r"storage=nosuchdialect://x: Optuna cannot open it as a study database "
+                                         r"\(Can't load plugin: sqlalchemy.dialects:nosuchdialect\)"):
+        sweeps.check_launch(["-m", "search=ppo_costs_spread", "hydra.sweeper.storage=nosuchdialect://x"])
+    database = tmp_path / "new" / "folder" / "search.db"  # an SQLite file's folder is made
+    sweeps.check_launch(["-m", "search=ppo_costs_spread", f"hydra.sweeper.storage='sqlite:///{database}'"])
+    assert database.is_file()
+    used = tmp_path / "sweep"
+    (used / "0_ppo_costs_spread_seed0").mkdir(parents=True)
+    (used / "0_ppo_costs_spread_seed0" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=f"hydra.sweep.dir={re.escape(str(used))} already holds a sweep's runs, "
+                                         "and a search that continues its study numbers its runs from 0 again"):
+        sweeps.check_launch(["-m", "search=ppo_costs_spread", f"hydra.sweeper.storage=sqlite:///{database}",
+                             f"hydra.sweep.dir={used}"])
+
+
 @pytest.mark.slow
 def test_a_search_minimises_each_trials_validation_median(tmp_path):
     """Two trials of the shipped search on a tiny budget: Optuna's best value is the least of the
     trials' validation medians (their kept checkpoints'), as each trial printed it."""
     sweep = tmp_path / "search"
-    tiny = ["topology=b4", "traffic=b4-real", "agent.total_timesteps=256", "agent.hyperparameters.n_steps=64",
-            "agent.hyperparameters.batch_size=64", "agent.net_arch=[16]", "eval.every=3", "eval.periodic_every=128",
-            "eval.baselines=[lp_previous]", "eval.validation=6"]
+    tiny = SEARCH_TINY
     result = rlte("train", "-m", "search=ppo_costs_spread", "hydra.sweeper.n_trials=2", *tiny,
                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, env_extra=environment(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,3 +155,54 @@ def test_a_search_minimises_each_trials_validation_median(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: a search minimises the median normalized MLU "
                                                              "on validation matrices, and this run has none")
     assert not [p for p in (tmp_path / "refused").glob("*") if p.is_dir()]  # refused before training: no run left
+
+
+@pytest.mark.slow
+def test_a_stored_search_run_again_continues_its_study_with_new_trials(tmp_path):
+    """Two trials with the study in SQLite, then the same command again: the database (read with
+    optuna itself) holds four complete trials, the second search's numbered on from the first's,
+    with settings of their own (the sampler's seed moved on by the trials stored), and each with
+    the value its run reported; the second search's best is the whole study's."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'studies' / 'search.db'}"
+    # the seed searched too: at this budget every trial keeps its step-0 checkpoint, which only the seed changes
+    search = ["train", "-m", "search=ppo_costs_spread", "hydra.sweeper.n_trials=2", "seed=range(0,1000)",
+              *SEARCH_TINY, f"hydra.sweeper.storage={storage}"]
+    outputs = []
+    for part in ("first", "second"):
+        result = rlte(*search, f"hydra.sweep.dir={tmp_path / part}", cwd=tmp_path, env_extra=environment(tmp_path))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout + result.stderr)
+    assert "continuing study" not in outputs[0]
+    assert ("continuing study ppo_costs_spread_b4 (" + storage + "): 2 trials so far, 2 complete; sampler seed 2"
+            in outputs[1]), outputs[1][-3000:]
+
+    study = optuna.load_study(study_name="ppo_costs_spread_b4", storage=storage)
+    assert [(t.number, t.state) for t in study.trials] == [(n, optuna.trial.TrialState.COMPLETE) for n in range(4)]
+    runs = run_dirs(tmp_path / "first") + run_dirs(tmp_path / "second")  # each search numbers its runs from 0
+    assert [r.name.partition("_")[0] for r in runs] == ["0", "1", "0", "1"]
+    for trial, run in zip(study.trials, runs):  # trial 2k+j is search k's job j: its settings, its value
+        config = OmegaConf.load(run / "config.yaml")
+        assert trial.params == {"agent.hyperparameters.learning_rate": config.agent.hyperparameters.learning_rate,
+                                "agent.policy_options.log_std_init": config.agent.policy_options.log_std_init,
+                                "env.spread_weight": config.env.spread_weight, "seed": config.seed}
+        reported = json.loads((run / "metrics.json").read_text())["selected_checkpoint"]["validation_median"]
+        assert trial.value == pytest.approx(reported, rel=1e-12)
+    first, second = ({tuple(sorted(t.params.items())) for t in study.trials[k:k + 2]} for k in (0, 2))
+    assert not first & second  # new trials, not the first search's start-up trials again
+    values = [t.value for t in study.trials]
+    assert len(set(values)) > 1, values  # (else the value check above could not tell trials apart)
+    assert OmegaConf.load(tmp_path / "second" / "optimization_results.yaml").best_value == min(values)
+
+    result = rlte(*search, f"hydra.sweep.dir={tmp_path / 'first'}", cwd=tmp_path, env_extra=environment(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: hydra.sweep.dir={tmp_path / 'first'} already "
+                                                             "holds a sweep's runs")
+    result = rlte(*search[:-1], "hydra.sweeper.storage=runs/x.db", cwd=tmp_path, env_extra=environment(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [(  # one line, not SQLAlchemy's traceback
+        "error: hydra.sweeper.storage=runs/x.db: Optuna cannot open it as a study database (Could not parse "
+        "SQLAlchemy URL from string 'runs/x.db'); give an SQLAlchemy URL, e.g. "
+        "hydra.sweeper.storage=sqlite:///runs/search/abilene.db")]
+    assert len(optuna.load_study(study_name="ppo_costs_spread_b4", storage=storage).trials) == 4
