@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 5, min_seconds: float = 0.05,
@@ -72,3 +74,16 @@ def write(name: str, payload: dict, out: str | None = None) -> Path:
     partial.replace(path)
     print(f"wrote {path}")
     return path
+
+
+def rlte_train(*args: str) -> float:
+    """Run `rlte train ARGS` from the repository (bench/ importable, for Hydra callbacks there);
+    its wall seconds. A failure ends the benchmark with the run's stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", "from experiments.cli import main; main()", "train", *args],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"rlte train {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return seconds

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, machine, time_call, write  # noqa: E402
+from bench.common import RESULTS, machine, rlte_train, time_call, write  # noqa: E402
 
 RUNS = ROOT / "bench" / "runs" / "devices"
 # nothing scored during training but one held-out matrix at the start and at the end
@@ -53,13 +50,7 @@ def train_case(name: str, agent: str, config_dir: str | None, budget_key: str, u
     shutil.rmtree(run_dir, ignore_errors=True)
     args = [*(["-cd", config_dir] if config_dir else []), f"agent={agent}", f"{budget_key}={budget}",
             f"device={device}", f"threads={threads}", *QUIET_EVAL, f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", "from experiments.cli import main; main()", "train", *args],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"rlte train {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    wall = rlte_train(*args)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     seconds = metrics["train_seconds"]
     return {"case": name, "agent": agent, "device": metrics["device"], "threads": threads, "unit": unit,

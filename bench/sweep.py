@@ -26,9 +26,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, machine, write  # noqa: E402
+from bench.common import RESULTS, machine, rlte_train, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "bench" / "runs" / "sweep"
@@ -82,18 +80,6 @@ class ThreadUsage(Callback):
                   "busy_threads": sum(s >= BUSY_SHARE * total for s in cpu)}
         out = Path(config.hydra.runtime.output_dir) / THREAD_REPORT
         out.write_text(json.dumps(report, indent=1))
-
-
-def rlte_train(*args: str) -> float:
-    """Run `rlte train ARGS` (bench/ importable, for the callback); its wall seconds."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", "from experiments.cli import main; main()", "train", *args],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"rlte train {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return seconds
 
 
 def runs_in(sweep_dir: Path) -> list[Path]:
