@@ -1,10 +1,12 @@
 """Which torch device a training runs on: the run's ``device`` setting made concrete.
 
 ``auto`` picks CUDA only where a GPU can pay: a network that trains on whole batches of
-matrices through the twin, or a graph policy's message passing. Small MLPs stay on the CPU:
-each step is a few small matrix products, which a GPU's launch latency and host copies
-outweigh (Stable-Baselines3 says the same of PPO with an MLP policy and warns when it is put
-on a GPU). An explicit ``cuda`` on a machine without one is an error, not a quiet CPU run.
+matrices through the differentiable twin with message passing over every link (the gradient
+learner's graph network). Small MLPs stay on the CPU: each step is a few small matrix products,
+which a GPU's launch latency and host copies outweigh. So do Stable-Baselines3's agents, whose
+rollouts step the numpy twin one decision at a time (SB3 advises the CPU for PPO without a CNN
+and warns when it is put on a GPU); ``device=cuda`` still puts them there. An explicit ``cuda``
+on a machine without one is an error, not a quiet CPU run.
 """
 
 from __future__ import annotations

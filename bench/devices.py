@@ -101,8 +101,11 @@ def main() -> None:
     info = machine()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    machine_name = info.get("gpu") or info.get("cpu", "unknown")
-    payload["machines"][machine_name] = info
+    payload["machines"][info.get("gpu") or info.get("cpu", "unknown")] = info
+
+    def machine_name(device: str) -> str:
+        """What ran a record: the GPU's name for CUDA, the CPU's model otherwise."""
+        return info["gpu"] if device.startswith("cuda") else info.get("cpu", "unknown")
 
     def keep(records: list[dict], fresh: list[dict]) -> list[dict]:
         """Earlier records of another machine or device beside this run's."""
@@ -114,12 +117,14 @@ def main() -> None:
             fresh = []
             for case in TRAINING:
                 if case[0] in cases:
-                    fresh.append({**train_case(*case, device=device, threads=args.threads), "machine": machine_name})
+                    fresh.append({**train_case(*case, device=device, threads=args.threads),
+                                  "machine": machine_name(device)})
                     print(json.dumps(fresh[-1]), flush=True)
             payload["training"] = keep(payload.get("training", []), fresh)
         if "twin" in parts:
             torch.set_num_threads(args.threads)
-            fresh = [{**twin_case(*case, device=device), "machine": machine_name} for case in TWIN if case[0] in cases]
+            fresh = [{**twin_case(*case, device=device), "machine": machine_name(device)}
+                     for case in TWIN if case[0] in cases]
             for record in fresh:
                 print(json.dumps(record), flush=True)
             payload["twin"] = keep(payload.get("twin", []), fresh)

@@ -45,7 +45,8 @@ def check_launch(args: list[str]) -> None:
             raise ValueError(f"{arg} submits the sweep to Slurm, and this machine has no sbatch: run it on the "
                              "cluster's login node, or use hydra/launcher=joblib here")
     settings = dict(override(arg) for arg in args if "=" in arg)
-    if settings.get(STORAGE) not in (None, "", "null"):
+    sweeping = any(arg in ("-m", "--multirun") for arg in args) and not any(arg in ("-h", "--help") for arg in args)
+    if sweeping and settings.get(STORAGE) not in (None, "", "null"):  # a single run or --help makes no database
         open_storage(settings[STORAGE])
         sweep = Path(settings.get(SWEEP_DIR) or ".")
         if SWEEP_DIR in settings and any(sweep.glob("*/config.yaml")):

@@ -64,12 +64,15 @@ class Learner:
         """Whether the trained weights fit topologies other than the run's (no weight's shape depends on it)."""
         return cfg.agent.policy == "graph"
 
+    def gpu_pays(self, cfg: DictConfig) -> bool:
+        """Whether ``device=auto`` trains this kind on a GPU when there is one (:mod:`agents.device`)."""
+        return False
+
     def device(self, cfg: DictConfig) -> torch.device:
-        """Where this run trains: its ``device`` setting on this machine. ``auto`` takes CUDA for
-        the graph policies only; the MLPs stay on the CPU (:mod:`agents.device` says why)."""
+        """Where this run trains: its ``device`` setting on this machine (``auto``: :meth:`gpu_pays`)."""
         from agents.device import resolve_device
 
-        return resolve_device(cfg.device, gpu_pays=cfg.agent.policy == "graph")
+        return resolve_device(cfg.device, gpu_pays=self.gpu_pays(cfg))
 
     def trainer(self, cfg: DictConfig, data: RunData, run_dir: Path,
                 extra: Sequence[tuple[ExtraEntry, TrainingSet]] = (), resume: Path | None = None) -> Trainer:

@@ -57,6 +57,11 @@ class GradientLearner(Learner):
     model_file = "model.pt"
     schemas = {"mlp": GradientMLPConfig, "graph": GradientGNNConfig}
 
+    def gpu_pays(self, cfg: DictConfig) -> bool:
+        """The graph network: every batch of matrices passes messages over every link and routes
+        through the twin, all on the device. The MLP's few small products gain nothing there."""
+        return cfg.agent.policy == "graph"
+
     def check(self, cfg: DictConfig) -> None:
         super().check(cfg)
         if cfg.env.spread_weight > 0:

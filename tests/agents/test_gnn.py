@@ -187,13 +187,14 @@ def test_the_linear_link_adjacency_gives_the_hand_computed_means():
     assert behind[0, :, 0].tolist() == [0.0, 8.0, 1.0, 32.0, 4.5, 16.0]
 
 
-@pytest.mark.parametrize("spec", ["abilene", "geant", "fat_tree:4", "b4", "waxman:40"])
+@pytest.mark.parametrize("spec", ["spoke", "abilene", "geant", "fat_tree:4", "b4", "waxman:40"])
 def test_message_passing_over_the_adjacency_equals_it_over_the_edge_list(spec):
-    """The O(links) means equal the edge list's (the graph observation's) on real and generated networks."""
+    """The O(links) means equal the edge list's (the graph observation's) on real and generated
+    networks, and on one with one-way links."""
     from agents.gnn import LinkAdjacency, LinkMessagePassing
     from envs.graph import link_graph_edges
 
-    topology = load_topology(spec)
+    topology = _spoke() if spec == "spoke" else load_topology(spec)
     torch.manual_seed(0)
     module = LinkMessagePassing(in_features=3, hidden=16, layers=3)
     features = torch.randn(2, topology.num_links, 3)

@@ -115,6 +115,9 @@ def test_a_search_storage_optuna_cannot_open_or_a_used_sweep_dir_is_refused_in_o
                                          r"\(Can't load plugin: sqlalchemy.dialects:nosuchdialect\)"):
         sweeps.check_launch(["-m", "search=ppo_costs_spread", "hydra.sweeper.storage=nosuchdialect://x"])
     database = tmp_path / "new" / "folder" / "search.db"  # an SQLite file's folder is made
+    for single_or_help in ([], ["-m", "--help"]):  # nothing to store: no database is made
+        sweeps.check_launch([*single_or_help, f"hydra.sweeper.storage=sqlite:///{database}"])
+        assert not database.exists()
     sweeps.check_launch(["-m", "search=ppo_costs_spread", f"hydra.sweeper.storage='sqlite:///{database}'"])
     assert database.is_file()
     used = tmp_path / "sweep"

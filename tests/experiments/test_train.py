@@ -122,6 +122,20 @@ def test_train_refuses_a_cuda_device_this_machine_lacks_before_it_prepares_anyth
                          r"device=auto", config_refusal(f"agent={agent}", "device=cuda"))
 
 
+@pytest.mark.parametrize("agent, device, expected", [
+    ("gradient_gnn", "auto", "cuda"), ("gradient_gnn_diverse", "auto", "cuda"), ("gradient", "auto", "cpu"),
+    ("ppo_costs_spread", "auto", "cpu"), ("dqn_gnn", "auto", "cpu"), ("ppo_costs_spread", "cuda", "cuda"),
+    ("gradient_gnn", "cpu", "cpu")])
+def test_auto_trains_only_the_gradient_graph_network_on_a_gpu(monkeypatch, agent, device, expected):
+    """With a GPU present (stood in for: resolving a device touches none), auto gives CUDA to the
+    graph network trained through the twin and leaves MLPs and SB3's rollout-bound agents on the CPU."""
+    from experiments.learners import learner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = compose_train(f"agent={agent}", f"device={device}")
+    assert learner(cfg.agent.algorithm).device(cfg) == torch.device(expected)
+
+
 def test_configs_that_go_together_are_accepted():
     from experiments.run_config import check_config
 
@@ -267,7 +281,6 @@ def test_gradient_gnn_trains_and_is_evaluated_through_the_hydra_run(tmp_path, mo
                         "eval.with_baselines=false")
     metrics = run_training(cfg, tmp_path / "run")
     assert [point["step"] for point in metrics["curve"]] == [0, 1, 2]
-    assert metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # device=auto, a graph policy
     # it learns: two epochs close at least 5% of the untrained network's gap to the optimum on the
     # held-out matrices (measured, seed 0: 1.0216 -> 1.0170, 21% of the gap; seeds 0-5: 12% to 26%)
     untrained, trained = metrics["curve"][0]["median"], metrics["curve"][-1]["median"]
