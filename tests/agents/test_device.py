@@ -88,3 +88,27 @@ def test_the_graph_network_learns_on_cuda_what_it_learns_on_the_cpu(b4, tmp_path
     np.testing.assert_allclose(routed, GNNPolicy(pathset, cpu_net).route(matrices[:2]), atol=1e-3)
     gpu_net.save(tmp_path / "model.pt")
     assert module_device(LinkGNN.load(tmp_path / "model.pt")).type == "cpu"
+
+
+@needs_cuda
+@pytest.mark.parametrize("overrides, stop_at, budget", [
+    (["agent=gradient_gnn", "agent.epochs=3", "agent.hidden=8", "agent.layers=1", "agent.rounds=2"], 1, 3),
+    (["agent.total_timesteps=768", "agent.hyperparameters.n_steps=64", "agent.hyperparameters.batch_size=64",
+      "agent.net_arch=[16]"], 300, 768),
+])
+def test_a_run_stopped_on_cuda_resumes_there_and_scores(tmp_path, monkeypatch, overrides, stop_at, budget):
+    """The whole run on the GPU: periodic scoring, a stop, the resume from the CPU-loaded state, the table."""
+    from experiments.train import TrainingInterrupted, run_training
+    from tests.experiments.test_resume import signal_at
+    from tests.support import compose_train
+
+    monkeypatch.setenv("RLTE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train(*overrides, "device=cuda", "topology=b4", "traffic=b4-real", "eval.every=3",
+                        "eval.periodic_every=256", "eval.with_baselines=false")
+    with monkeypatch.context() as patched:
+        signal_at(patched, stop_at)
+        with pytest.raises(TrainingInterrupted):
+            run_training(cfg, tmp_path / "run")
+    resumed = run_training(cfg, tmp_path / "run", resume=True)
+    assert resumed["device"] == "cuda" and resumed["curve"][-1]["step"] == budget
+    assert min(point["median"] for point in resumed["curve"]) >= 1.0 - 1e-6  # the optimum bounds every score
