@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.gnn import GNNPolicy, GNNSettings, LinkGNN, LinkGraph, TrainingSet, link_features, train_gnn
 from agents.lp import optimal_mlu
@@ -201,3 +203,34 @@ def test_message_passing_over_the_adjacency_equals_it_over_the_edge_list(spec):
     over_edges = module(features, torch.as_tensor(link_graph_edges(topology)))
     over_adjacency = module(features, LinkAdjacency(topology))
     torch.testing.assert_close(over_adjacency, over_edges, rtol=1e-5, atol=1e-5)
+
+
+@st.composite
+def strongly_connected(draw):
+    """A directed cycle over n nodes (strongly connected) plus random extra links, some one-way,
+    some with their reverse, in a random order; no self-loops or duplicates (as Topology demands)."""
+    from topologies import Link, Node, Topology
+
+    n = draw(st.integers(2, 9))
+    links = {(i, (i + 1) % n) for i in range(n)}
+    extra = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n))
+    links |= {(u, v) for u, v in extra if u != v}
+    ordered = draw(st.permutations(sorted(links)))
+    return Topology("random", tuple(Node(f"n{i}") for i in range(n)),
+                    tuple(Link(f"n{u}", f"n{v}", 1e9) for u, v in ordered))
+
+
+@settings(max_examples=60, deadline=None)
+@given(topology=strongly_connected(), seed=st.integers(0, 2**16))
+def test_adjacency_means_equal_the_edge_list_means_on_any_network(topology, seed):
+    from agents.gnn import LinkAdjacency, _mean_into
+    from envs.graph import link_graph_edges
+
+    h = torch.randn(2, topology.num_links, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    feeds, fed = torch.as_tensor(link_graph_edges(topology))
+    links = topology.num_links
+    fed_count = torch.bincount(feeds, minlength=links).clamp_min(1).double()
+    feeding_count = torch.bincount(fed, minlength=links).clamp_min(1).double()
+    ahead, behind = LinkAdjacency(topology).means(h)
+    torch.testing.assert_close(ahead, _mean_into(h, feeds, fed, fed_count), rtol=0, atol=1e-12)
+    torch.testing.assert_close(behind, _mean_into(h, fed, feeds, feeding_count), rtol=0, atol=1e-12)
