@@ -79,9 +79,14 @@ def open_storage(url: str) -> Any:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return get_storage(url)
     except (SQLAlchemyError, ImportError, OSError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{STORAGE}={url}: Optuna cannot open it as a study database ({reason}); give an "
-                         f"SQLAlchemy URL, e.g. {STORAGE}=sqlite:///runs/search/abilene.db") from None
+        raise ValueError(storage_refusal(exc, url)) from None
+
+
+def storage_refusal(exc: BaseException, url: str | None = None) -> str:
+    """Why a search's study database cannot be used, as one line (``url``: as it was given)."""
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return (f"{STORAGE}{'' if url is None else '=' + url}: Optuna cannot open it as a study database ({reason}); "
+            f"give an SQLAlchemy URL, e.g. {STORAGE}=sqlite:///runs/search/abilene.db")
 
 
 class ContinueStudy(Callback):
@@ -99,9 +104,13 @@ class ContinueStudy(Callback):
         import optuna
         from optuna.trial import TrialState
 
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             trials = optuna.load_study(study_name=name, storage=str(storage)).trials
         except KeyError:  # not in the database yet: the sweeper creates it
+            return
+        except SQLAlchemyError:  # the sweeper meets the same error, which rlte train reports in one line
             return
         if not trials:
             return

@@ -209,3 +209,19 @@ def test_a_stored_search_run_again_continues_its_study_with_new_trials(tmp_path)
         "SQLAlchemy URL from string 'runs/x.db'); give an SQLAlchemy URL, e.g. "
         "hydra.sweeper.storage=sqlite:///runs/search/abilene.db")]
     assert len(optuna.load_study(study_name="ppo_costs_spread_b4", storage=storage).trials) == 4
+
+
+def test_a_storage_set_in_a_config_file_that_optuna_cannot_open_is_one_error_line(tmp_path):
+    """The command line's storage is checked before Hydra starts; one set in a config reaches the sweeper."""
+    config_dir = tmp_path / "conf" / "search"
+    config_dir.mkdir(parents=True)
+    (config_dir / "stored.yaml").write_text("# @package _global_\ndefaults:\n  - ppo_costs_spread\n\n"
+                                            "hydra:\n  sweeper:\n    storage: nosuchdialect://x\n")
+    result = rlte("train", "-m", "-cd", str(tmp_path / "conf"), "search=stored", "hydra.sweeper.n_trials=1",
+                  *SEARCH_TINY, cwd=tmp_path, env_extra=environment(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: hydra.sweeper.storage: Optuna cannot open it as a study database (Can't load plugin: "
+                     "sqlalchemy.dialects:nosuchdialect); give an SQLAlchemy URL, e.g. "
+                     "hydra.sweeper.storage=sqlite:///runs/search/abilene.db"], result.stderr[-3000:]
+    assert not list(tmp_path.glob("runs/**/config.yaml"))  # no trial ran
