@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.graph import equal_split_utilization_matrix
+from envs.graph import equal_split_utilization_matrix, link_ends
 from envs.twin_torch import SparseProduct, TorchFluidTwin
 from topologies import PathSet, Topology
 
@@ -42,30 +42,34 @@ from .gradient import (DemandHistoryPolicy, EpochCallback, TrainingState, load_n
 
 class LinkAdjacency:
     """The link graph (:func:`envs.graph.link_graph_edges`: link a feeds link b when a ends where
-    b starts and b is not a's reverse) as each link's endpoints and reverse, not its edge list.
+    b starts and b is not a's reverse) as each link's endpoints and reverse
+    (:func:`envs.graph.link_ends`), not its edge list.
 
     The edge list of a node with d links in and d out holds d·(d-1) edges, so message passing
     over it is quadratic in a hub's degree (ASN2k's hubs: 655,700 edges among 8,558 links). The
     links a link feeds are the links out of its head less its reverse, so a mean over them is a
     sum over the node (one pass over the links) less one term: linear in the links."""
 
-    def __init__(self, topology: Topology, device: str | torch.device = "cpu") -> None:
-        src, dst = np.asarray(topology.link_src), np.asarray(topology.link_dst)
-        index = {(u, v): link for link, (u, v) in enumerate(zip(src.tolist(), dst.tolist()))}
-        reverse = np.array([index.get((v, u), -1) for u, v in zip(src.tolist(), dst.tolist())], dtype=np.int64)
+    def __init__(self, ends: torch.Tensor | np.ndarray, num_nodes: int | None = None,
+                 device: str | torch.device | None = None) -> None:
+        """``ends``: (3, E) source node, destination node, reverse link or -1 (a graph
+        observation's ``link_ends``); ``num_nodes``: at least every node named there."""
+        ends = torch.as_tensor(ends, device=device).long()
+        src, dst, reverse = ends[0], ends[1], ends[2]
+        if num_nodes is None:
+            num_nodes = int(torch.maximum(src.max(), dst.max())) + 1 if src.numel() else 0
         has_reverse = reverse >= 0
-        out_degree, in_degree = (np.bincount(ends, minlength=topology.num_nodes) for ends in (src, dst))
-
-        def tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(values, device=device)
-
-        self.num_nodes = topology.num_nodes
-        self.src, self.dst = tensor(src.astype(np.int64)), tensor(dst.astype(np.int64))
-        self.reverse = tensor(np.where(has_reverse, reverse, 0))   # a stand-in where there is none ...
-        self.has_reverse = tensor(has_reverse.astype(np.float32))  # ... weighted 0
+        out_degree, in_degree = (torch.bincount(nodes, minlength=num_nodes) for nodes in (src, dst))
+        self.num_nodes, self.src, self.dst = num_nodes, src, dst
+        self.reverse = torch.where(has_reverse, reverse, 0)  # a stand-in where there is none ...
+        self.has_reverse = has_reverse.float()                # ... weighted 0
         # how many links each one feeds / is fed by (at least 1: a mean over none is 0)
-        self.ahead_count = tensor(np.maximum(out_degree[dst] - has_reverse, 1).astype(np.float32))
-        self.behind_count = tensor(np.maximum(in_degree[src] - has_reverse, 1).astype(np.float32))
+        self.ahead_count = (out_degree[dst] - has_reverse.long()).clamp_min(1).float()
+        self.behind_count = (in_degree[src] - has_reverse.long()).clamp_min(1).float()
+
+    @classmethod
+    def of(cls, topology: Topology, device: str | torch.device = "cpu") -> LinkAdjacency:
+        return cls(link_ends(topology), topology.num_nodes, device)
 
     def means(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, E, H) link states -> the mean state of the links each one feeds, and of the links feeding it."""
@@ -85,7 +89,7 @@ class LinkGraph:
         topo = pathset.topology
         device = torch.device(device)
         self.pathset = pathset
-        self.adjacency = LinkAdjacency(topo, device)  # the link graph, kept in O(links)
+        self.adjacency = LinkAdjacency.of(topo, device)  # the link graph, kept in O(links)
         self.slot_links = SparseProduct(pathset.incidence.T.tocsr(), device, torch.float32)  # (P·K, E): path links
         self.mask = torch.as_tensor(np.array(pathset.mask), device=device)
         capacities = np.array(topo.capacities, dtype=np.float64)  # a writable copy for torch
@@ -136,8 +140,8 @@ class LinkMessagePassing(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
 
     def forward(self, features: torch.Tensor, edges: torch.Tensor | LinkAdjacency) -> torch.Tensor:
-        """``edges``: the link graph's (2, M) edge list (as the graph observation carries it) or,
-        the same graph in linear time, its :class:`LinkAdjacency`."""
+        """``edges``: the link graph's (2, M) edge list (as graph observations carried it before
+        their ``link_ends``) or, the same graph in linear time, its :class:`LinkAdjacency`."""
         h = torch.relu(self.encode(features))
         if isinstance(edges, LinkAdjacency):
             means = edges.means

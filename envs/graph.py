@@ -2,10 +2,12 @@
 the topology (graph neural networks).
 
 - :func:`link_graph_edges`: the *link graph*, link a -> link b when a ends where b starts
-  (and b is not a's reverse), as an edge list.
+  (and b is not a's reverse), as an edge list; :func:`link_ends`: the same graph in O(links),
+  each link's endpoints and reverse, which the observations carry (the edge list grows as
+  d·(d-1) at a hub of d links each way: 655,700 edges among ASN2k's 8,558 links).
 - :func:`equal_split_utilization_matrix`: pair demands -> the link utilization an equal
   split causes, as one sparse matrix (the graph features' first columns).
-- :class:`LinkGraphObservation`: per-link features plus that edge list. Features, all
+- :class:`LinkGraphObservation`: per-link features plus the link ends. Features, all
   scale-free: for each of the last ``history`` matrices the utilization an equal split over
   the candidate paths would cause (divided by the window's largest), the link's capacity
   over the largest capacity, and the utilization the agent's own previous routing caused
@@ -19,7 +21,7 @@ the topology (graph neural networks).
 on a :class:`~envs.split_routing.SplitRoutingEnv` (compose both for a policy that can route
 any topology). The encoders are separate classes so deployed policies encode alike.
 
-- :class:`FlowGraphObservation` (wrapper :class:`FlowGraphView`): the same link graph for
+- :class:`FlowGraphObservation` (wrapper :class:`FlowGraphView`): the same link ends for
   :class:`~envs.path_selection.PathSelectionEnv`, with per-link load features, which links
   each of the K actions' paths uses, and what each action would do to the path's bottleneck
   and to the MLU. The action stays Discrete(K).
@@ -61,6 +63,22 @@ def link_graph_edges(topology: Topology) -> np.ndarray:
     return np.vstack([forward.row[keep][order], forward.col[keep][order]]).astype(np.int64)
 
 
+def link_ends(topology: Topology) -> np.ndarray:
+    """(3, E) int64: each link's source node, destination node, and reverse link (-1 where it
+    has none). The link graph of :func:`link_graph_edges` follows from it: a feeds b when
+    b's source is a's destination and b is not a's reverse (:class:`agents.gnn.LinkAdjacency`)."""
+    src, dst = np.asarray(topology.link_src, dtype=np.int64), np.asarray(topology.link_dst, dtype=np.int64)
+    reverse = np.array([topology.link_index.get((v, u), -1) for u, v in zip(src.tolist(), dst.tolist())],
+                       dtype=np.int64)
+    return np.stack([src, dst, reverse])
+
+
+def link_ends_space(topology: Topology) -> spaces.Box:
+    """The observation space of :func:`link_ends`."""
+    largest = max(topology.num_nodes, topology.num_links) - 1
+    return spaces.Box(-1, largest, shape=(3, topology.num_links), dtype=np.int64)
+
+
 def equal_split_utilization_matrix(pathset: PathSet) -> sparse.csr_matrix:
     """(P, E) sparse: the utilization one unit of a pair's demand causes on each link when the
     pair splits equally over its candidate paths. Utilization is linear in the demands, so
@@ -73,7 +91,7 @@ def equal_split_utilization_matrix(pathset: PathSet) -> sparse.csr_matrix:
 
 
 class LinkGraphObservation:
-    """Graph observation encoding: ``{"links": (E, history + 2), "link_graph": (2, M)}``, and
+    """Graph observation encoding: ``{"links": (E, history + 2), "link_ends": (3, E)}``, and
     with ``paths``, ``"paths"``: (P·K, L) :attr:`PathSet.link_table` (padding = E; flat in its
     slots so that no tool takes it for an image) and ``"demands"``: (P,) the latest matrix's
     pair demands over the window's largest."""
@@ -81,14 +99,14 @@ class LinkGraphObservation:
     def __init__(self, pathset: PathSet, history: int, paths: bool = False) -> None:
         topology = pathset.topology
         self.pathset, self.history, self.paths = pathset, history, paths
-        self.edges = link_graph_edges(topology)
+        self.ends = link_ends(topology)
         self.num_features = history + 2
         self._capacities = np.asarray(topology.capacities, dtype=np.float64)
         self._pair_utilization = equal_split_utilization_matrix(pathset)
         num_links = topology.num_links
         space = {
             "links": spaces.Box(0.0, 1.0, shape=(num_links, self.num_features), dtype=np.float32),
-            "link_graph": spaces.Box(0, max(num_links - 1, 0), shape=self.edges.shape, dtype=np.int64),
+            "link_ends": link_ends_space(topology),
         }
         if paths:
             space["paths"] = spaces.Box(0, num_links, shape=(pathset.num_slots, pathset.link_table.shape[-1]),
@@ -103,7 +121,7 @@ class LinkGraphObservation:
         features = np.column_stack([scale_free(np.asarray(equal_split)).T,
                                     self._capacities / self._capacities.max(),
                                     scale_free(np.asarray(utilization, dtype=np.float64))])
-        observation = {"links": features.astype(np.float32), "link_graph": self.edges.copy()}
+        observation = {"links": features.astype(np.float32), "link_ends": self.ends.copy()}
         if self.paths:
             observation["paths"] = self.pathset.link_table.reshape(self.pathset.num_slots, -1).copy()
             observation["demands"] = scale_free(window)[-1].astype(np.float32)
@@ -142,7 +160,7 @@ class FlowGraphObservation:
 
     - ``links`` (E, 4): utilization of the flows placed so far; the utilization the waiting
       flow would add to the link; capacity over the largest capacity; fraction of flows routed;
-    - ``link_graph`` (2, M): :func:`link_graph_edges`;
+    - ``link_ends`` (3, E): :func:`link_ends`;
     - ``paths`` (K, E): 1 where action a's path uses the link (a pair with fewer than K paths
       repeats them, as the environment maps actions);
     - ``actions`` (K, 3): per action, its path's bottleneck utilization with the flow on it,
@@ -157,12 +175,12 @@ class FlowGraphObservation:
 
     def __init__(self, pathset: PathSet) -> None:
         topology = pathset.topology
-        self.pathset, self.edges = pathset, link_graph_edges(topology)
+        self.pathset, self.ends = pathset, link_ends(topology)
         self._capacities = np.asarray(topology.capacities, dtype=np.float64)
         num_links, k = topology.num_links, pathset.k
         self.space = spaces.Dict({
             "links": spaces.Box(0.0, OBSERVATION_CAP, shape=(num_links, self.NUM_LINK_FEATURES), dtype=np.float32),
-            "link_graph": spaces.Box(0, max(num_links - 1, 0), shape=self.edges.shape, dtype=np.int64),
+            "link_ends": link_ends_space(topology),
             "paths": spaces.Box(0.0, 1.0, shape=(k, num_links), dtype=np.float32),
             "actions": spaces.Box(0.0, OBSERVATION_CAP, shape=(k, 3), dtype=np.float32),
         })
@@ -187,7 +205,7 @@ class FlowGraphObservation:
             actions[:] = np.column_stack([bottleneck * scale, increase * scale, hops / hops.min()])
         links = np.column_stack([utilization * scale, added * scale, self._capacities / self._capacities.max(),
                                  np.full(num_links, env.routed / max(1, env.num_flows))])
-        return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_graph": self.edges.copy(),
+        return {"links": np.clip(links, 0.0, OBSERVATION_CAP).astype(np.float32), "link_ends": self.ends.copy(),
                 "paths": paths[:, :-1].astype(np.float32),
                 "actions": np.clip(actions, 0.0, OBSERVATION_CAP).astype(np.float32)}
 

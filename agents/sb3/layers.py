@@ -23,21 +23,29 @@ from torch import nn
 
 from envs.graph import COST_SPAN
 
-from ..gnn import CostRefinement, LinkMessagePassing, table_link_loads, table_path_costs
+from ..gnn import CostRefinement, LinkAdjacency, LinkMessagePassing, table_link_loads, table_path_costs
 
 
 # ---------------------------------------------------------------------------- split routing (PPO)
 class LinkGraphExtractor(BaseFeaturesExtractor):
     """GNN features extractor: the graph observation -> link embeddings (B, E, hidden).
 
-    Every observation in a batch comes from one topology, so the first one's edges serve all."""
+    Every observation in a batch comes from one topology, so the first one's link graph serves all."""
 
     def __init__(self, observation_space: spaces.Dict, hidden: int = 64, layers: int = 3) -> None:
         super().__init__(observation_space, features_dim=hidden)
         self.gnn = LinkMessagePassing(observation_space["links"].shape[-1], hidden, layers)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.gnn(observations["links"], observations["link_graph"][0].long())
+        return self.gnn(observations["links"], link_graph(observations))
+
+
+def link_graph(observations: dict[str, torch.Tensor]) -> LinkAdjacency | torch.Tensor:
+    """The batch's link graph: its first observation's ``link_ends`` (O(links)), or the (2, M)
+    edge list that a model saved before them observed (SB3 rebuilds it with those spaces)."""
+    if "link_ends" in observations:
+        return LinkAdjacency(observations["link_ends"][0], num_nodes=None)
+    return observations["link_graph"][0].long()
 
 
 def link_cost_ratios(action: torch.Tensor, table: torch.Tensor, action_scale: float) -> torch.Tensor:
@@ -72,7 +80,7 @@ class RefiningLinkExtractor(BaseFeaturesExtractor):
         self.action_scale = action_scale
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        links, edges = observations["links"], observations["link_graph"][0].long()
+        links, edges = observations["links"], link_graph(observations)
         demands, num_links = observations["demands"], links.shape[1]
         slots = observations["paths"][0].long()                                        # (P·K, L)
         table = slots.view(demands.shape[-1], -1, slots.shape[-1])                     # (P, K, L)

@@ -29,6 +29,13 @@ from .layers import (LastChannel, LinkGraphExtractor, LinkHeads, PathGraphExtrac
                      RefinedLinkHeads, RefiningLinkExtractor)
 
 
+def legacy(keys: set[str]) -> set[str]:
+    """The observation keys of a model saved before ``link_ends``: it observed the (2, M) edge
+    list ``link_graph``. Such a model loads, and routes through :meth:`TopologyFreePolicy.on`
+    with today's observation."""
+    return keys - {"link_ends"} | {"link_graph"}
+
+
 class TopologyFreePolicy:
     """What both graph policies share: a GNN extractor named by its few options (``hidden``
     width, ``layers`` depth, ...; SB3 saves them, not the extractor class), and the same
@@ -75,8 +82,8 @@ class GraphActorCriticPolicy(TopologyFreePolicy, ActorCriticPolicy):
                  **kwargs: Any) -> None:
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
-        keys = {"links", "link_graph"} | ({"paths", "demands"} if rounds else set())
-        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != keys:
+        keys = {"links", "link_ends"} | ({"paths", "demands"} if rounds else set())
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) not in (keys, legacy(keys)):
             raise ValueError(f"GraphActorCriticPolicy with rounds={rounds} needs the graph observation of "
                              f"envs.graph.GraphObservation{'(paths=True)' if rounds else ''} (keys {sorted(keys)})")
         if action_space.shape != (observation_space["links"].shape[0],):
@@ -130,8 +137,9 @@ class GraphQPolicy(TopologyFreePolicy, DQNPolicy):
 
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule, *,
                  hidden: int = 64, layers: int = 3, **kwargs: Any) -> None:
-        expected = {"links", "link_graph", "paths", "actions"}
-        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != expected:
+        expected = {"links", "link_ends", "paths", "actions"}
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) not in (expected,
+                                                                                                 legacy(expected)):
             raise ValueError("GraphQPolicy needs the graph observation of envs.graph.FlowGraphView")
         if not isinstance(action_space, spaces.Discrete) or action_space.n != observation_space["paths"].shape[0]:
             raise ValueError(f"GraphQPolicy picks one of the observation's {observation_space['paths'].shape[0]} "

@@ -184,7 +184,7 @@ def test_the_linear_link_adjacency_gives_the_hand_computed_means():
     from agents.gnn import LinkAdjacency
 
     h = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])[None, :, None]
-    ahead, behind = LinkAdjacency(_spoke()).means(h)
+    ahead, behind = LinkAdjacency.of(_spoke()).means(h)
     assert ahead[0, :, 0].tolist() == [10.0, 0.0, 0.0, 9.0, 32.0, 8.0]
     assert behind[0, :, 0].tolist() == [0.0, 8.0, 1.0, 32.0, 4.5, 16.0]
 
@@ -201,7 +201,7 @@ def test_message_passing_over_the_adjacency_equals_it_over_the_edge_list(spec):
     module = LinkMessagePassing(in_features=3, hidden=16, layers=3)
     features = torch.randn(2, topology.num_links, 3)
     over_edges = module(features, torch.as_tensor(link_graph_edges(topology)))
-    over_adjacency = module(features, LinkAdjacency(topology))
+    over_adjacency = module(features, LinkAdjacency.of(topology))
     torch.testing.assert_close(over_adjacency, over_edges, rtol=1e-5, atol=1e-5)
 
 
@@ -231,6 +231,6 @@ def test_adjacency_means_equal_the_edge_list_means_on_any_network(topology, seed
     links = topology.num_links
     fed_count = torch.bincount(feeds, minlength=links).clamp_min(1).double()
     feeding_count = torch.bincount(fed, minlength=links).clamp_min(1).double()
-    ahead, behind = LinkAdjacency(topology).means(h)
+    ahead, behind = LinkAdjacency.of(topology).means(h)
     torch.testing.assert_close(ahead, _mean_into(h, feeds, fed, fed_count), rtol=0, atol=1e-12)
     torch.testing.assert_close(behind, _mean_into(h, fed, feeds, feeding_count), rtol=0, atol=1e-12)

@@ -23,7 +23,7 @@ from agents.sb3 import (DictNStepReplayBuffer, GraphActorCriticPolicy, GraphQPol
                         SB3GraphSplitPolicy, link_cost_ratios, make_model)
 from envs import PathSelectionEnv, SplitRoutingEnv
 from envs.graph import (COST_SPAN, FlowGraphView, GraphObservation, LinkCostActions, LinkCosts, graph_wrapped,
-                        link_graph_edges)
+                        link_ends, link_graph_edges)
 from envs.split_routing import ratios_from_action
 from envs.twin import FluidTwin
 from topologies import Routing, k_shortest_paths, load_topology, load_traffic
@@ -35,6 +35,12 @@ def test_link_graph_of_the_triangle_by_hand():
     # links a→b 0, b→a 1, b→c 2, c→b 3, a→c 4, c→a 5: each feeds the one link that goes on
     edges = link_graph_edges(triangle())
     assert [tuple(e) for e in edges.T] == [(0, 2), (1, 4), (2, 5), (3, 1), (4, 3), (5, 0)]
+
+
+def test_link_ends_of_the_triangle_by_hand():
+    # nodes a 0, b 1, c 2; links a→b 0, b→a 1, b→c 2, c→b 3, a→c 4, c→a 5, each the other's reverse
+    ends = link_ends(triangle())
+    assert ends.tolist() == [[0, 1, 1, 2, 0, 2], [1, 0, 2, 1, 2, 0], [1, 0, 3, 2, 5, 4]]
 
 
 def test_graph_observation_follows_the_twin_and_the_flat_observation():
@@ -54,7 +60,8 @@ def test_graph_observation_follows_the_twin_and_the_flat_observation():
     # the gradient-trained GNN reads the same first h + 1 features
     demands = torch.as_tensor(pathset.demands(matrices), dtype=torch.float32)[None]
     np.testing.assert_allclose(links[:, :4], link_features(LinkGraph(pathset), demands)[0].numpy(), rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(observation["link_graph"], link_graph_edges(topology))
+    np.testing.assert_array_equal(observation["link_ends"], link_ends(topology))
+    assert env.observation_space.contains(observation)
 
 
 def test_link_costs_give_a_softmin_of_path_costs():
@@ -508,3 +515,29 @@ def test_graph_dqn_learns_on_several_topologies_one_rollout_each_in_turn(abilene
     assert after[0] < before[0] - 0.5 and after[1] < before[1] - 0.5, (before, after)  # measured: 2.13 -> 1.34, 2.21 -> 1.05
     loaded = DQN.load(mid_rollout, device="cpu")
     assert type(loaded) is DQN and loaded.observation_space == env.observation_space
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_a_policy_saved_for_the_edge_list_observation_routes_as_before(rounds):
+    """Models trained before ``link_ends`` observed the (2, M) edge list ``link_graph``: such a
+    policy still builds, and its weights in today's policy (:meth:`on`, as the adapters load
+    them) give the same actions on the same state."""
+    from gymnasium import spaces
+
+    torch.manual_seed(0)
+    topology = load_topology("abilene")
+    env = graph_wrapped(SplitRoutingEnv(topology, "gravity", k=3, history=2,
+                                        traffic_options={"count": 4, "seed": 1}), paths=rounds > 0)
+    observation, _ = env.reset(seed=0)
+    edges = link_graph_edges(topology)
+    legacy_spaces = {key: space for key, space in env.observation_space.spaces.items() if key != "link_ends"}
+    legacy_spaces["link_graph"] = spaces.Box(0, topology.num_links - 1, shape=edges.shape, dtype=np.int64)
+    legacy = GraphActorCriticPolicy(spaces.Dict(legacy_spaces), env.action_space, lambda _: 1e-3, hidden=16,
+                                    layers=2, rounds=rounds)
+    legacy_observation = {key: value for key, value in observation.items() if key != "link_ends"}
+    legacy_observation["link_graph"] = edges
+    today = legacy.on(env.observation_space, env.action_space)
+    assert today is not legacy
+    before, _ = legacy.predict(legacy_observation, deterministic=True)
+    after, _ = today.predict(observation, deterministic=True)
+    np.testing.assert_allclose(after, before, atol=1e-5)
