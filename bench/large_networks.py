@@ -14,6 +14,10 @@ not see):
 - the graph policy (``agents.gnn.LinkGNN``, agent=gradient_gnn's shape: 5 refinement rounds)
   deciding one matrix from its 3-matrix history, and a batch of windows in one pass: setup
   (its ``LinkGraph``), the first decision, the median of the rest, memory;
+- PPO's graph policy (``agents.sb3.GraphActorCriticPolicy``, ``ppo_gnn``'s shape, untrained:
+  its decision time and memory do not depend on the weights), deciding one matrix through the
+  adapter rlte scores it with (``SB3GraphSplitPolicy``: the graph observation, then link costs
+  to split ratios), on the CPU;
 - the path LP (``agents.lp.path_lp``, the K=4 LP the policy would replace) and the exact edge
   multicommodity-flow optimum (``agents.lp.mcf_optimum``), each with a time limit;
 - MLU of the routed matrix: the graph policy, hop-shortest path (the first candidate), per-hop
@@ -292,6 +296,39 @@ def child_gnn(case: Path, spec: dict) -> dict:
     return out
 
 
+def child_ppo(case: Path, spec: dict) -> dict:
+    """PPO's graph policy (untrained, ppo_gnn's shape): setup, one decision through its adapter, memory."""
+    import torch
+
+    from agents.sb3 import GraphActorCriticPolicy, SB3GraphSplitPolicy
+    from envs.graph import LinkGraphObservation, LinkCosts
+
+    torch.set_num_threads(spec["threads"])
+    pathset, demands = load_case(case)
+    window = matrices(pathset, demands[:HISTORY])
+    peak = Peak()
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    observation = LinkGraphObservation(pathset, HISTORY).space
+    actions = LinkCosts(pathset).space
+    policy = GraphActorCriticPolicy(observation, actions, lambda _: 0.0, hidden=64, layers=3)
+    adapter = SB3GraphSplitPolicy(policy, pathset, HISTORY, 3.0, name="ppo_gnn")
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    adapter.route(window)
+    first_s = time.perf_counter() - start
+    samples = []
+    while len(samples) < spec["repeats"] and (len(samples) < 3 or sum(samples) < MAX_TIMING_S):
+        start = time.perf_counter()
+        adapter.route(window)
+        samples.append(time.perf_counter() - start)
+    return {"setup_s": setup_s, "first_decision_s": first_s, "median_s": statistics.median(samples),
+            "min_s": min(samples), "repeats": len(samples), "seconds_per_matrix": statistics.median(samples),
+            "observation_mb": sum(value.nbytes for value in adapter.encoder.encode(
+                pathset.demands(window), np.zeros(pathset.topology.num_links)).values()) / 2**20,
+            "memory": peak.read()}
+
+
 def child_lp(case: Path, spec: dict) -> dict:
     """The path LP (K=4) of the routed matrix (timed, memory), then LP-previous's MLU on it."""
     from agents.lp import LPError, path_lp
@@ -334,7 +371,7 @@ def child_mcf(case: Path, spec: dict) -> dict:
             "build_s": solution.build_time_s, "memory": peak.read(), "mlu": solution.mlu}
 
 
-CHILDREN = {"paths": child_paths, "gnn": child_gnn, "lp": child_lp, "mcf": child_mcf}
+CHILDREN = {"paths": child_paths, "gnn": child_gnn, "ppo": child_ppo, "lp": child_lp, "mcf": child_mcf}
 
 
 def run_child(kind: str, case: Path, spec: dict, timeout: float) -> dict:
@@ -425,7 +462,7 @@ def estimate(topology: str, pairs: int, probes: dict, done: list[dict], args) ->
     ratio = pairs / last["pairs"]
     paths = last["paths"]["build_s"] / last["pairs"] * pairs * 1.1
     policy = sum(min(wall * ratio ** 0.5, wall + 60.0) for wall in
-                 (last.get(k, {}).get("process_wall_s", 0.0) for k in ("gnn_single", "gnn_batch")))
+                 (last.get(k, {}).get("process_wall_s", 0.0) for k in ("gnn_single", "gnn_batch", "ppo_single")))
     other = (last["paths"].get("process_wall_s", 0.0) - last["paths"]["build_s"]) * ratio  # saving, traffic, ECMP
     lps = sum(min(args.lp_limit, last[key]["process_wall_s"] * ratio ** 1.5) + CHILD_START_S
               for key in ("path_lp", "edge_mcf") if last[key].get("status") == "optimal")
@@ -464,6 +501,11 @@ def run_case(topology: str, nodes: int, work: Path, args, weights: str | None, r
                   f"peak +{result['memory']['peak_above_base_mb']:.0f} MB", flush=True)
         else:
             print(f"  graph policy, {mode}: {result['status']}", flush=True)
+    row["ppo_single"] = run_child("ppo", case, {**base, "device": "cpu"}, remaining())
+    result = row["ppo_single"]
+    print("  PPO graph policy: " + (f"{result['seconds_per_matrix'] * 1e3:.1f} ms per matrix, peak "
+                                     f"+{result['memory']['peak_above_base_mb']:.0f} MB" if "median_s" in result
+                                     else result["status"]), flush=True)
     for key, kind in (("path_lp", "lp"), ("edge_mcf", "mcf")):
         failed_before = args.failed.get((topology, key))
         if failed_before:
@@ -507,9 +549,10 @@ def mlus(row: dict) -> tuple[dict, dict]:
 def table(results: dict) -> str:
     """The cases as the markdown table of docs/results.md."""
     lines = [("| network (pairs) | paths: build / memory | graph policy: one matrix / memory | graph policy: "
-              f"batch {results['settings']['batch']}, per matrix / memory | path LP: time / memory | exact LP: "
-              "time / memory | normalized MLU: graph policy / SP / ECMP / LP-previous |"),
-             "|---|---|---|---|---|---|---|"]
+              f"batch {results['settings']['batch']}, per matrix / memory | PPO graph policy: one matrix / memory "
+              "| path LP: time / memory | exact LP: time / memory | normalized MLU: graph policy / SP / ECMP / "
+              "LP-previous |"),
+             "|---|---|---|---|---|---|---|---|"]
 
     def lp(result: dict) -> str:
         if result.get("status") != "optimal":
@@ -526,6 +569,9 @@ def table(results: dict) -> str:
             shrunk = f" (batch {result['batch']})" if "batch_reduced_from" in result else ""
             cells.append(f"{result['seconds_per_matrix'] * 1e3:.0f} ms / {result['memory']['peak_above_base_mb']:.0f} MB"
                          f"{shrunk}" if "median_s" in result else result.get("status", "—"))
+        ppo = row.get("ppo_single", {})
+        cells.append(f"{ppo['seconds_per_matrix'] * 1e3:.0f} ms / {ppo['memory']['peak_above_base_mb']:.0f} MB"
+                     if "median_s" in ppo else ppo.get("status", "—"))
         cells += [lp(row.get("path_lp", {})), lp(row.get("edge_mcf", {}))]
         normalized = row.get("normalized_mlu", {})
         over = normalized.get("over_exact_optimum") or normalized.get("over_path_lp_optimum")
@@ -538,7 +584,7 @@ def table(results: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for skipped in results["skipped"]:
         lines.append(f"| {skipped['topology']}, {skipped['sampled_nodes']} nodes ({skipped['pairs']:,}) | "
-                     f"skipped: {skipped['reason']} | | | | | |")
+                     f"skipped: {skipped['reason']} | | | | | | |")
     return "\n".join(lines)
 
 
