@@ -110,7 +110,7 @@ def config_error_line(exc: Exception) -> str:
 def run_train(args: list[str]) -> None:
     """`rlte train [overrides]` through Hydra, or `rlte train resume=DIR` (an unfinished run)."""
     from .cli import agent_names, print_error
-    from .sweeps import check_launch, storage_refusal
+    from .sweeps import check_launch
 
     if any(arg.startswith("resume=") for arg in args):
         run_resume(args)
@@ -136,12 +136,14 @@ def run_train(args: list[str]) -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         print_error(ValueError(config_error_line(exc)))
         sys.exit(2)
-    except Exception as exc:
-        if not type(exc).__module__.startswith("sqlalchemy."):
+    except Exception:
+        from . import sweeps
+
+        # a search's study storage set in a config file reaches the sweeper unchecked by
+        # check_launch (it reads the command line); sweeps.ContinueStudy found it cannot be opened
+        if sweeps.storage_problem is None:
             raise
-        # the only database is a search's study (hydra.sweeper.storage): one set in a config file
-        # reaches the sweeper unchecked (sweeps.check_launch reads the command line)
-        print_error(ValueError(storage_refusal(exc)))
+        print_error(ValueError(sweeps.storage_problem))
         sys.exit(2)
     finally:
         if previous is None:

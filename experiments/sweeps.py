@@ -31,6 +31,10 @@ PLUGINS = {"hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
            "search=": "hydra_plugins.hydra_optuna_sweeper"}
 STORAGE, SWEEP_DIR = "hydra.sweeper.storage", "hydra.sweep.dir"
 log = logging.getLogger(__name__)
+# Why the search's study storage could not be opened, when ContinueStudy found so before the
+# sweeper started (a storage set in a config file): the sweeper's own error is then a traceback
+# from SQLAlchemy, which rlte train reports as this one line instead.
+storage_problem: str | None = None
 
 
 def check_launch(args: list[str]) -> None:
@@ -97,20 +101,26 @@ class ContinueStudy(Callback):
     A new study keeps the configured seed, so a search is reproduced with or without storage."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global storage_problem
         sweeper = config.hydra.sweeper
         storage, name = sweeper.get("storage"), sweeper.get("study_name")
         if storage is None or name is None:
             return
         import optuna
         from optuna.trial import TrialState
-
         from sqlalchemy.exc import SQLAlchemyError
 
+        try:
+            open_storage(str(storage))
+        except ValueError as exc:  # the sweeper fails on it next; rlte train reports this line then
+            storage_problem = str(exc)
+            return
         try:
             trials = optuna.load_study(study_name=name, storage=str(storage)).trials
         except KeyError:  # not in the database yet: the sweeper creates it
             return
-        except SQLAlchemyError:  # the sweeper meets the same error, which rlte train reports in one line
+        except SQLAlchemyError as exc:
+            log.warning(f"could not read study {name} in {storage} ({exc}); the sweeper opens it itself")
             return
         if not trials:
             return

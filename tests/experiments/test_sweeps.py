@@ -221,7 +221,7 @@ def test_a_storage_set_in_a_config_file_that_optuna_cannot_open_is_one_error_lin
                   *SEARCH_TINY, cwd=tmp_path, env_extra=environment(tmp_path))
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: hydra.sweeper.storage: Optuna cannot open it as a study database (Can't load plugin: "
-                     "sqlalchemy.dialects:nosuchdialect); give an SQLAlchemy URL, e.g. "
+    assert lines == ["error: hydra.sweeper.storage=nosuchdialect://x: Optuna cannot open it as a study database "
+                     "(Can't load plugin: sqlalchemy.dialects:nosuchdialect); give an SQLAlchemy URL, e.g. "
                      "hydra.sweeper.storage=sqlite:///runs/search/abilene.db"], result.stderr[-3000:]
     assert not list(tmp_path.glob("runs/**/config.yaml"))  # no trial ran
