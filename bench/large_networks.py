@@ -156,9 +156,10 @@ def matrices(pathset, demands: np.ndarray) -> np.ndarray:
 
 
 def path_mlu(pathset, ratios: np.ndarray, demand: np.ndarray) -> float:
-    """MLU of (P,) pair demands split over the path set by (P, K) ratios."""
-    loads = pathset.incidence @ (ratios * demand[:, None]).ravel()
-    return float((loads / pathset.topology.capacities).max())
+    """MLU of (P,) pair demands split over the path set by (P, K) ratios (the fluid twin's)."""
+    from envs.twin import FluidTwin
+
+    return float(FluidTwin(pathset).mlu(None, ratios, demands=demand))
 
 
 def ecmp_mlu(topology, pairs: np.ndarray, demand: np.ndarray) -> float:
